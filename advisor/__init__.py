@@ -1,0 +1,1 @@
+"""The user-facing program: CLI, Textual wizard, decision engine."""

@@ -1,0 +1,179 @@
+"""The planner's inputs and outputs as pydantic models: the one source of truth for their JSON."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Method(StrEnum):
+    """An alignment (or fine-tuning) method as TRL runs it."""
+
+    sft = "sft"
+    dpo = "dpo"
+    ppo = "ppo"
+    grpo = "grpo"
+    rloo = "rloo"
+    kto = "kto"
+    orpo = "orpo"
+    simpo = "simpo"
+    reward = "reward"
+
+
+class Tuning(StrEnum):
+    full = "full"
+    lora = "lora"
+    qlora = "qlora"
+
+
+class LoraTargets(StrEnum):
+    qv = "qv"
+    attention = "attention"
+    all_linear = "all-linear"
+
+
+class Precision(StrEnum):
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class Optimizer(StrEnum):
+    adamw = "adamw"
+    adamw8bit = "adamw8bit"
+    paged_adamw8bit = "paged_adamw8bit"
+    sgd = "sgd"
+
+
+class Sharding(StrEnum):
+    none = "none"
+    ddp = "ddp"
+    zero1 = "zero1"
+    zero2 = "zero2"
+    zero3 = "zero3"
+    fsdp = "fsdp"
+
+
+class Offload(StrEnum):
+    none = "none"
+    optimizer = "optimizer"
+    optimizer_params = "optimizer+params"
+
+
+class Attention(StrEnum):
+    """Attention kernel: sdpa / flash keep no s x s scores; eager materialises them."""
+
+    sdpa = "sdpa"
+    flash = "flash"
+    eager = "eager"
+
+
+class ModelSpec(BaseModel):
+    """Architecture facts of a decoder-only transformer and its exact parameter count."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    source: str = Field(description="shorthand, profile, config, directory or hf-cache")
+    representative_of: str | None = Field(
+        default=None, description="the size shorthand this architecture stands for, if any"
+    )
+    model_type: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False
+    attention_out_bias: bool = False
+    mlp_bias: bool = False
+    norms_per_layer: int = 2
+    norm_has_bias: bool = False
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    hidden_act: str = "silu"
+    params: int = Field(description="exact parameter count of the causal-LM model")
+    hf_config: dict[str, Any] = Field(
+        default_factory=dict, repr=False, description="the config.json it was built from"
+    )
+
+    @property
+    def is_moe(self) -> bool:
+        return self.num_experts > 0
+
+
+class GpuSpec(BaseModel):
+    """One accelerator's capacity: memory, dense 16-bit TFLOPs, HBM bandwidth, interconnect."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    memory_gib: float
+    memory_bytes: int
+    bf16_tflops: float = Field(description="dense bf16 tensor TFLOPs; 0 where bf16 is unsupported")
+    fp16_tflops: float
+    fp32_tflops: float = 0.0
+    hbm_gbps: float = Field(description="memory bandwidth, GB/s")
+    interconnect_gbps: float = Field(description="per-GPU intra-node bandwidth, GB/s")
+    supports_bf16: bool = True
+    aliases: list[str] = Field(default_factory=list)
+
+
+class PlanRequest(BaseModel):
+    """Everything `advisor plan` takes: the model, the method and the training settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "7b"
+    method: Method = Method.dpo
+    tuning: Tuning = Tuning.lora
+    lora_rank: int = Field(default=16, gt=0)
+    lora_targets: LoraTargets = LoraTargets.all_linear
+    seq_len: int = Field(default=1024, gt=0, description="tokens per sequence (prompt + completion)")
+    prompt_len: int | None = Field(default=None, gt=0)
+    completion_len: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=1, gt=0, description="micro-batch per GPU")
+    grad_accum: int = Field(default=8, gt=0)
+    precision: Precision = Precision.bf16
+    optimizer: Optimizer = Optimizer.adamw
+    grad_checkpointing: bool = True
+    attention: Attention = Attention.sdpa
+    gpu: str = "a100-80gb"
+    num_gpus: int = Field(default=1, gt=0, description="GPUs per node")
+    nodes: int = Field(default=1, gt=0)
+    sharding: Sharding = Sharding.none
+    offload: Offload = Offload.none
+    num_generations: int = Field(default=8, ge=2)
+    precompute_ref_log_probs: bool = False
+    beta: float | None = Field(default=None, ge=0, description="KL weight; None = TRL's default")
+    ppo_epochs: int = Field(default=4, gt=0)
+    samples: int | None = Field(default=None, gt=0)
+    dataset: str | None = None
+    epochs: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _lengths(self) -> PlanRequest:
+        if self.prompt_len is not None and self.completion_len is not None:
+            self.seq_len = self.prompt_len + self.completion_len
+        return self
+
+    @property
+    def world_size(self) -> int:
+        return self.num_gpus * self.nodes
+
+    def prompt_and_completion(self) -> tuple[int, int]:
+        """Prompt and completion lengths: given ones, else half and half of seq_len."""
+        if self.prompt_len is not None and self.completion_len is not None:
+            return self.prompt_len, self.completion_len
+        if self.prompt_len is not None:
+            return self.prompt_len, max(1, self.seq_len - self.prompt_len)
+        if self.completion_len is not None:
+            return max(1, self.seq_len - self.completion_len), self.completion_len
+        half = self.seq_len // 2
+        return self.seq_len - half, half

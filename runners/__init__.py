@@ -1,0 +1,1 @@
+"""Turning a plan into TRL settings and a launched, monitored run."""
