@@ -1,0 +1,243 @@
+"""Parameter counts of a decoder-only transformer, one named function per quantity.
+
+Every count is exact for the Hugging Face implementation in transformers 5.24 (checked in
+tests/test_models.py against `sum(p.numel())` of the model built on the meta device). Notation:
+h hidden size, L layers, a query heads, k key/value heads, d head dim, I intermediate size,
+V vocabulary, E experts, r LoRA rank.
+"""
+
+from __future__ import annotations
+
+from planner.errors import PlanError
+from planner.specs import LoraTargets, ModelSpec
+
+QK_NORM_TYPES = frozenset({"qwen3"})
+"""Model types with an RMSNorm over the head dim on queries and keys (Qwen3Attention)."""
+
+FUSED_TYPES = frozenset({"phi3"})
+"""Model types whose layers fuse q/k/v into `qkv_proj` and gate/up into `gate_up_proj`."""
+
+
+def q_width(spec: ModelSpec) -> int:
+    """Query projection width: a·d (not always h: Gemma-2 and Llama-3.2-1B differ)."""
+    return spec.num_heads * spec.head_dim
+
+
+def kv_width(spec: ModelSpec) -> int:
+    """Key (or value) projection width: k·d, smaller than a·d under grouped-query attention."""
+    return spec.num_kv_heads * spec.head_dim
+
+
+def embedding_params(spec: ModelSpec) -> int:
+    """embedding: V·h (the token embedding matrix, `embed_tokens`)."""
+    return spec.vocab_size * spec.hidden_size
+
+
+def attention_params_per_layer(spec: ModelSpec) -> int:
+    """attention: h·a·d + 2·h·k·d + a·d·h weights, plus a·d + 2·k·d qkv biases and h o-bias where
+    the model has them (Qwen2: qkv bias, no o bias; Llama `attention_bias`: all four)."""
+    h, q, kv = spec.hidden_size, q_width(spec), kv_width(spec)
+    weights = h * q + 2 * h * kv + q * h
+    biases = (q + 2 * kv if spec.attention_bias else 0) + (h if spec.attention_out_bias else 0)
+    return weights + biases
+
+
+def dense_mlp_params(spec: ModelSpec) -> int:
+    """gated MLP (SwiGLU / GeGLU): 3·h·I (gate, up, down), plus 2·I + h with `mlp_bias`."""
+    h, i = spec.hidden_size, spec.intermediate_size
+    return 3 * h * i + ((2 * i + h) if spec.mlp_bias else 0)
+
+
+def router_params(spec: ModelSpec) -> int:
+    """MoE router: h·E (Mixtral's `gate`, no bias); 0 for a dense model."""
+    return spec.hidden_size * spec.num_experts if spec.is_moe else 0
+
+
+def mlp_params_per_layer(spec: ModelSpec) -> int:
+    """MLP: 3·h·I dense; MoE: E·3·h·I experts + h·E router (Mixtral, Fedus et al. 2021)."""
+    if spec.is_moe:
+        return spec.num_experts * dense_mlp_params(spec) + router_params(spec)
+    return dense_mlp_params(spec)
+
+
+def norm_params_per_layer(spec: ModelSpec) -> int:
+    """norms: n·h (n = 2 for Llama/Qwen2/Phi-3, 4 for Gemma-2), ×2 with biases, plus 2·d for
+    Qwen3's q_norm and k_norm."""
+    per_norm = spec.hidden_size * (2 if spec.norm_has_bias else 1)
+    qk_norm = 2 * spec.head_dim if spec.model_type in QK_NORM_TYPES else 0
+    return spec.norms_per_layer * per_norm + qk_norm
+
+
+def decoder_layer_params(spec: ModelSpec) -> int:
+    """one decoder layer: attention + MLP + norms (the unit FSDP wraps and gathers)."""
+    return (
+        attention_params_per_layer(spec)
+        + mlp_params_per_layer(spec)
+        + norm_params_per_layer(spec)
+    )
+
+
+def final_norm_params(spec: ModelSpec) -> int:
+    """final norm: h (×2 with a bias), after the last layer."""
+    return spec.hidden_size * (2 if spec.norm_has_bias else 1)
+
+
+def lm_head_params(spec: ModelSpec) -> int:
+    """lm_head: V·h, or 0 when tied to the embedding (`tie_word_embeddings`)."""
+    return 0 if spec.tie_word_embeddings else spec.vocab_size * spec.hidden_size
+
+
+def count_params(spec: ModelSpec) -> int:
+    """causal LM: V·h + L·(attention + MLP + norms) + final norm + lm_head, exact."""
+    return (
+        embedding_params(spec)
+        + spec.num_layers * decoder_layer_params(spec)
+        + final_norm_params(spec)
+        + lm_head_params(spec)
+    )
+
+
+def non_embedding_params(spec: ModelSpec) -> int:
+    """non-embedding: total − V·h − lm_head (the count Qwen and Kaplan et al. 2020 quote)."""
+    return count_params(spec) - embedding_params(spec) - lm_head_params(spec)
+
+
+def active_params(spec: ModelSpec) -> int:
+    """active per token: total − L·(E − top-k)·3·h·I for MoE (only top-k experts run); total if dense."""
+    if not spec.is_moe:
+        return count_params(spec)
+    idle = spec.num_experts - spec.num_experts_per_tok
+    return count_params(spec) - spec.num_layers * idle * dense_mlp_params(spec)
+
+
+def linear_shapes(spec: ModelSpec) -> list[tuple[str, int, int]]:
+    """The weight matrices of one decoder layer as (name, in, out), named as in transformers.
+
+    Phi-3's fused `qkv_proj` and `gate_up_proj` appear fused. For MoE each expert's gate, up and
+    down matrices are listed (`mlp.experts.{e}.gate_proj`, ...), and the router as `mlp.gate`;
+    transformers 5.24 stores them as stacked 3-D parameters, not nn.Linear modules.
+    """
+    h, i, q, kv = spec.hidden_size, spec.intermediate_size, q_width(spec), kv_width(spec)
+    if spec.model_type in FUSED_TYPES:
+        attention = [("self_attn.qkv_proj", h, q + 2 * kv), ("self_attn.o_proj", q, h)]
+    else:
+        attention = [
+            ("self_attn.q_proj", h, q),
+            ("self_attn.k_proj", h, kv),
+            ("self_attn.v_proj", h, kv),
+            ("self_attn.o_proj", q, h),
+        ]
+    if spec.is_moe:
+        mlp = [("mlp.gate", h, spec.num_experts)]
+        for e in range(spec.num_experts):
+            mlp += [
+                (f"mlp.experts.{e}.gate_proj", h, i),
+                (f"mlp.experts.{e}.up_proj", h, i),
+                (f"mlp.experts.{e}.down_proj", i, h),
+            ]
+    elif spec.model_type in FUSED_TYPES:
+        mlp = [("mlp.gate_up_proj", h, 2 * i), ("mlp.down_proj", i, h)]
+    else:
+        mlp = [("mlp.gate_proj", h, i), ("mlp.up_proj", h, i), ("mlp.down_proj", i, h)]
+    return attention + mlp
+
+
+def decoder_linear_params(spec: ModelSpec) -> int:
+    """quantizable weights: L × the nn.Linear weights of a layer (what bitsandbytes 4-bit replaces).
+
+    lm_head, embeddings, norms and biases stay in the compute dtype. In transformers 5.24 the
+    MoE experts and router are 3-D parameters, not nn.Linear, so bitsandbytes leaves them too.
+    """
+    shapes = linear_shapes(spec)
+    if spec.is_moe:
+        shapes = [s for s in shapes if not s[0].startswith("mlp.")]
+    return spec.num_layers * sum(n_in * n_out for _, n_in, n_out in shapes)
+
+
+def largest_layer_params(spec: ModelSpec) -> int:
+    """largest module: max over modules of their own parameters (DeepSpeed's "largest layer"
+    in estimate_zero3_model_states_mem_needs_all_live) — usually V·h, for MoE E·3·h·I."""
+    h, i = spec.hidden_size, spec.intermediate_size
+    candidates = [embedding_params(spec), lm_head_params(spec), final_norm_params(spec)]
+    candidates += [n_in * n_out for _, n_in, n_out in linear_shapes(spec)]
+    if spec.is_moe:
+        candidates.append(spec.num_experts * 3 * h * i)  # MixtralExperts holds all E experts
+    return max(candidates)
+
+
+def sequence_classifier_params(spec: ModelSpec, num_labels: int = 1) -> int:
+    """sequence classification: the causal LM without lm_head + h·num_labels (`score`, no bias)."""
+    return count_params(spec) - lm_head_params(spec) + spec.hidden_size * num_labels
+
+
+def reward_model_params(spec: ModelSpec) -> int:
+    """reward model: base without lm_head + h·1 score (AutoModelForSequenceClassification, num_labels=1)."""
+    return sequence_classifier_params(spec, num_labels=1)
+
+
+def value_model_params(spec: ModelSpec) -> int:
+    """value model (PPO critic): the same shape as the reward model, base + h·1 score head."""
+    return sequence_classifier_params(spec, num_labels=1)
+
+
+def lora_target_modules(spec: ModelSpec, targets: str) -> str | list[str]:
+    """The peft `target_modules` for a target set: module names, or peft's "all-linear" shorthand.
+
+    Phi-3 fuses q, k and v into `qkv_proj`, so "qv" there adapts the whole fused projection
+    (peft's own default target for phi3).
+    """
+    target = _targets(targets)
+    if target is LoraTargets.all_linear:
+        return "all-linear"
+    fused = spec.model_type in FUSED_TYPES
+    if target is LoraTargets.qv:
+        return ["qkv_proj"] if fused else ["q_proj", "v_proj"]
+    return ["qkv_proj", "o_proj"] if fused else ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def lora_linear_params(n_in: int, n_out: int, rank: int) -> int:
+    """LoRA on one linear map: r·(in + out) (A: r×in, B: out×r; Hu et al. 2021)."""
+    return rank * (n_in + n_out)
+
+
+def lora_moe_params(spec: ModelSpec, rank: int) -> int:
+    """LoRA on one MoE block as peft 0.21 wraps transformers 5.24's fused experts under "all-linear".
+
+    peft maps the v4 targets (w1, w3, w2, gate) onto the 3-D parameters: `gate_up_proj` gets rank
+    2r per expert, E·2r·(h + 2I); `down_proj` rank r, E·r·(I + h); the router r·(h + E).
+    """
+    h, i, e = spec.hidden_size, spec.intermediate_size, spec.num_experts
+    gate_up = e * 2 * rank * (h + 2 * i)
+    down = e * rank * (i + h)
+    return gate_up + down + lora_linear_params(h, e, rank)
+
+
+def lora_params(spec: ModelSpec, rank: int, targets: str) -> int:
+    """LoRA trainable params: L × Σ r·(in + out) over the targeted linears of a decoder layer.
+
+    "qv": q_proj and v_proj; "attention": q, k, v, o; "all-linear": every nn.Linear in the decoder
+    layers, not lm_head (peft's rule), and for MoE the experts and router as peft really wraps them.
+    """
+    if rank <= 0:
+        raise PlanError(f"LoRA rank must be a positive integer, got {rank}")
+    target = _targets(targets)
+    shapes = [s for s in linear_shapes(spec) if not s[0].startswith("mlp.")]
+    if target is LoraTargets.qv:
+        keep = {"self_attn.q_proj", "self_attn.v_proj", "self_attn.qkv_proj"}
+        shapes = [s for s in shapes if s[0] in keep]
+    per_layer = sum(lora_linear_params(n_in, n_out, rank) for _, n_in, n_out in shapes)
+    if target is LoraTargets.all_linear:
+        if spec.is_moe:
+            per_layer += lora_moe_params(spec, rank)
+        else:
+            mlp = [s for s in linear_shapes(spec) if s[0].startswith("mlp.")]
+            per_layer += sum(lora_linear_params(n_in, n_out, rank) for _, n_in, n_out in mlp)
+    return spec.num_layers * per_layer
+
+
+def _targets(targets: str) -> LoraTargets:
+    try:
+        return LoraTargets(str(targets).lower())
+    except ValueError:
+        choices = ", ".join(t.value for t in LoraTargets)
+        raise PlanError(f"unknown LoRA targets {targets!r}; choose one of {choices}") from None
