@@ -177,3 +177,80 @@ class PlanRequest(BaseModel):
             return max(1, self.seq_len - self.completion_len), self.completion_len
         half = self.seq_len // 2
         return self.seq_len - half, half
+
+
+COMPONENTS = (
+    "weights",
+    "trainable_weights",
+    "gradients",
+    "optimizer",
+    "activations",
+    "logits",
+    "reference_model",
+    "reward_model",
+    "value_model",
+    "generation_kv_cache",
+    "runtime_overhead",
+)
+"""Memory components, in the order the output lists them (DESIGN.md's JSON contract)."""
+
+
+class ModelSummary(BaseModel):
+    name: str
+    params: int
+    trainable_params: int
+    source: str
+    representative_of: str | None = None
+
+
+class GpuSummary(BaseModel):
+    name: str
+    memory_gib: float
+    count: int = Field(description="GPUs in the job (per node x nodes)")
+    per_node: int = 1
+    nodes: int = 1
+
+
+class MemoryEstimate(BaseModel):
+    """Peak memory per GPU, by component, in GiB (2^30 bytes)."""
+
+    per_gpu_peak_gib: float = Field(description="what NVML would show for the training process")
+    tensor_peak_gib: float = Field(description="tensors live at the peak, without runtime overhead")
+    components_gib: dict[str, float]
+    live_at_peak: list[str] = Field(description="components that are live together at the peak")
+    peak_phase: str = Field(description="the part of the step where the peak falls")
+    phases_gib: dict[str, float] = Field(
+        default_factory=dict, description="tensor memory at each phase's high point"
+    )
+    capacity_gib: float
+    headroom_gib: float
+    cpu_offload_gib: float = 0.0
+
+
+class TimeEstimate(BaseModel):
+    """Wall-clock time per optimizer step and for the run."""
+
+    step_seconds: float
+    tokens_per_second: float
+    total_hours: float | None = None
+    total_steps: int | None = None
+    samples: int | None = None
+    flops_per_step: float
+    mfu: float
+    phases_seconds: dict[str, float] = Field(default_factory=dict)
+
+
+class Plan(BaseModel):
+    """A capacity estimate: every input echoed, memory by component, time, verdict, advice."""
+
+    model: ModelSummary
+    method: Method
+    tuning: Tuning
+    gpu: GpuSummary
+    request: PlanRequest
+    memory: MemoryEstimate
+    time: TimeEstimate
+    fits: bool
+    suggestions: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    assumptions: list[str] = Field(default_factory=list)

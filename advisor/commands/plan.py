@@ -1,0 +1,146 @@
+"""`advisor plan`: peak GPU memory and time for a training setup (see DESIGN.md's contract)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from planner.errors import PlanError
+from planner.specs import (
+    Attention,
+    LoraTargets,
+    Method,
+    Offload,
+    Optimizer,
+    PlanRequest,
+    Precision,
+    Sharding,
+    Tuning,
+)
+
+
+def _values(enum) -> list[str]:
+    return [member.value for member in enum]
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    add_plan_flags(parser)
+    parser.add_argument("--fit", action="store_true", help="search for the fastest setup that fits")
+    parser.add_argument(
+        "--trace", action="store_true", help="also trace one step on fake tensors (needs torch)"
+    )
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--list-models", action="store_true", help="list model profiles and exit")
+    parser.add_argument("--list-gpus", action="store_true", help="list GPU profiles and exit")
+
+
+def add_plan_flags(parser: argparse.ArgumentParser) -> None:
+    """The planning flags, shared by `plan`, `validate` and `launch`."""
+    d = PlanRequest()
+    parser.add_argument(
+        "--model", default=d.model, help="7b-style size, profile, config.json or dir"
+    )
+    parser.add_argument("--method", default=d.method.value, choices=_values(Method))
+    parser.add_argument("--tuning", default=d.tuning.value, choices=_values(Tuning))
+    parser.add_argument("--lora-rank", type=int, default=d.lora_rank)
+    parser.add_argument(
+        "--lora-targets", default=d.lora_targets.value, choices=_values(LoraTargets)
+    )
+    parser.add_argument("--seq-len", type=int, default=d.seq_len)
+    parser.add_argument("--prompt-len", type=int)
+    parser.add_argument("--completion-len", type=int)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="micro-batch per GPU")
+    parser.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    parser.add_argument("--precision", default=d.precision.value, choices=_values(Precision))
+    parser.add_argument("--optimizer", default=d.optimizer.value, choices=_values(Optimizer))
+    parser.add_argument(
+        "--grad-checkpointing", action=argparse.BooleanOptionalAction, default=d.grad_checkpointing
+    )
+    parser.add_argument("--attention", default=d.attention.value, choices=_values(Attention))
+    parser.add_argument("--gpu", default=d.gpu)
+    parser.add_argument("--num-gpus", type=int, default=d.num_gpus, help="GPUs per node")
+    parser.add_argument("--nodes", type=int, default=d.nodes)
+    parser.add_argument("--sharding", default=d.sharding.value, choices=_values(Sharding))
+    parser.add_argument("--offload", default=d.offload.value, choices=_values(Offload))
+    parser.add_argument("--num-generations", type=int, default=d.num_generations)
+    parser.add_argument(
+        "--precompute-ref-log-probs", action="store_true", help="DPO/KTO: no reference at step time"
+    )
+    parser.add_argument("--beta", type=float, help="KL weight (GRPO/RLOO: > 0 loads a reference)")
+    parser.add_argument("--ppo-epochs", type=int, default=d.ppo_epochs)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--samples", type=int, help="training rows in the run")
+    group.add_argument("--dataset", help="a local JSONL/JSON/CSV/Parquet file to count rows of")
+    parser.add_argument("--epochs", type=float, default=d.epochs)
+
+
+FLAG_OF = {"seq_len": "--seq-len", "batch_size": "--batch-size", "grad_accum": "--grad-accum"}
+
+
+def request_from_args(args: argparse.Namespace) -> PlanRequest:
+    """A validated PlanRequest from parsed flags; bad values raise PlanError naming the flag."""
+    from pydantic import ValidationError
+
+    fields = {
+        name: getattr(args, name)
+        for name in PlanRequest.model_fields
+        if getattr(args, name, None) is not None
+    }
+    try:
+        return PlanRequest(**fields)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        name = str(problem["loc"][0]) if problem["loc"] else "input"
+        flag = FLAG_OF.get(name, "--" + name.replace("_", "-"))
+        raise PlanError(f"{flag}: {problem['msg'].lower()}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list_models:
+        from advisor.plan_view import print_models
+
+        print_models()
+        return 0
+    if args.list_gpus:
+        from advisor.plan_view import print_gpus
+
+        print_gpus()
+        return 0
+    request = request_from_args(args)
+    if args.fit:
+        from planner.fit import search
+
+        plans = search(request)
+        if args.json:
+            payload = "[" + ",".join(p.model_dump_json() for p in plans) + "]"
+            sys.stdout.write(payload + "\n")
+        else:
+            from advisor.plan_view import print_fit
+
+            print_fit(request, plans)
+        return 0 if plans else 1
+    from planner.plan import estimate
+
+    plan = estimate(request)
+    trace = None
+    if args.trace:
+        from planner.models import resolve_model
+        from planner.trace import trace_step
+
+        trace = trace_step(plan.request, resolve_model(request.model).hf_config)
+    if args.json:
+        if trace is None:
+            sys.stdout.write(plan.model_dump_json() + "\n")
+        else:
+            import json
+
+            payload = plan.model_dump(mode="json")
+            payload["trace"] = trace.model_dump(mode="json")
+            sys.stdout.write(json.dumps(payload) + "\n")
+        return 0
+    from advisor.plan_view import print_plan, print_trace
+
+    print_plan(plan)
+    if trace is not None:
+        print_trace(plan, trace)
+    return 0

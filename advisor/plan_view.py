@@ -1,0 +1,239 @@
+"""Rich rendering of a Plan: components, what is live at the peak, verdict, time, advice."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from planner.specs import COMPONENTS, Plan, PlanRequest
+
+LABELS = {
+    "weights": "weights",
+    "trainable_weights": "trainable (adapter) weights",
+    "gradients": "gradients",
+    "optimizer": "optimizer states",
+    "activations": "activations",
+    "logits": "logits (+ fp32 loss copies)",
+    "reference_model": "reference model",
+    "reward_model": "reward model",
+    "value_model": "value model (trained)",
+    "generation_kv_cache": "rollout KV cache",
+    "runtime_overhead": "CUDA context, workspaces, fragmentation",
+}
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _bar(value: float, scale: float, width: int = 24) -> str:
+    filled = 0 if scale <= 0 else min(width, round(width * value / scale))
+    return "█" * filled + "·" * (width - filled)
+
+
+def headline(plan: Plan) -> str:
+    """One line: model, method, tuning, GPUs."""
+    m = plan.model
+    rep = f" (for {m.representative_of})" if m.representative_of else ""
+    r = plan.request
+    layout = f"{plan.gpu.count}× {plan.gpu.name}"
+    if plan.gpu.count > 1:
+        layout += f", {r.sharding.value}"
+    return (
+        f"{m.name}{rep} · {m.params / 1e9:.2f}B params · {plan.method.value.upper()} · "
+        f"{plan.tuning.value} · {layout}"
+    )
+
+
+def plan_renderable(plan: Plan) -> Group:
+    mem = plan.memory
+    table = Table(title="Peak memory per GPU, by component", title_justify="left", expand=False)
+    table.add_column("component")
+    table.add_column("GiB", justify="right")
+    table.add_column("at peak", justify="center")
+    table.add_column("")
+    scale = max(mem.per_gpu_peak_gib, 1e-9)
+    live = set(mem.live_at_peak)
+    for name in COMPONENTS:
+        value = mem.components_gib[name]
+        if value == 0 and name not in ("weights", "activations"):
+            continue
+        table.add_row(LABELS[name], f"{value:.2f}", "●" if name in live else "", _bar(value, scale))
+    verdict = Text()
+    colour = "green" if plan.fits else "red"
+    verdict.append(
+        f"Peak {mem.per_gpu_peak_gib:.1f} GiB of {mem.capacity_gib:.1f} GiB ({mem.peak_phase}) — ",
+        style="bold",
+    )
+    if plan.fits:
+        verdict.append(f"fits, {mem.headroom_gib:.1f} GiB headroom", style=f"bold {colour}")
+    else:
+        verdict.append(f"does not fit: {-mem.headroom_gib:.1f} GiB over", style=f"bold {colour}")
+    if mem.cpu_offload_gib:
+        verdict.append(f"\nCPU memory for offloaded states: {mem.cpu_offload_gib:.1f} GiB")
+
+    t = plan.time
+    timing = Text()
+    timing.append(
+        f"Step {_duration(t.step_seconds)} · {t.tokens_per_second:,.0f} tokens/s "
+        f"(MFU {t.mfu:.0%} assumed)"
+    )
+    if t.total_hours is not None:
+        timing.append(
+            f" · {t.total_steps:,} steps for {t.samples:,} rows × {plan.request.epochs:g} epochs"
+            f" ≈ {_duration(t.total_hours * 3600)}"
+        )
+    else:
+        timing.append(" · pass --samples N or --dataset PATH for the run's total")
+    phases = ", ".join(f"{k} {_duration(v)}" for k, v in t.phases_seconds.items())
+    timing.append(f"\n  {phases}", style="dim")
+
+    parts: list = [Text(headline(plan), style="bold"), table, verdict, timing]
+    if plan.warnings:
+        parts.append(Text("\n".join(f"⚠ {w}" for w in plan.warnings), style="yellow"))
+    if plan.suggestions:
+        parts.append(Text("Suggestions:\n" + "\n".join(f"  • {s}" for s in plan.suggestions)))
+    if plan.assumptions:
+        parts.append(Text("\n".join(f"  {a}" for a in plan.assumptions), style="dim"))
+    return Group(*parts)
+
+
+def print_plan(plan: Plan, console: Console | None = None) -> None:
+    (console or Console()).print(Panel(plan_renderable(plan), title="advisor plan", expand=False))
+
+
+def print_fit(request: PlanRequest, plans: list[Plan], console: Console | None = None) -> None:
+    console = console or Console()
+    if not plans:
+        console.print(
+            Text(
+                f"Nothing fits {request.model} ({request.method.value}) on up to 4 nodes of "
+                f"8× {request.gpu} — try a larger GPU (--gpu) or a shorter --seq-len.",
+                style="bold red",
+            )
+        )
+        return
+    best, *others = plans
+    console.print(Text("Fastest setup that fits:", style="bold green"))
+    print_plan(best, console)
+    console.print(Text(command_line(best.request), style="cyan"))
+    if others:
+        table = Table(title="Runners-up", title_justify="left")
+        for column in (
+            "tuning",
+            "GPUs",
+            "sharding",
+            "offload",
+            "ckpt",
+            "micro×accum",
+            "peak GiB",
+            "step",
+        ):
+            table.add_column(column)
+        for plan in others:
+            r = plan.request
+            table.add_row(
+                r.tuning.value,
+                str(r.world_size),
+                r.sharding.value,
+                r.offload.value,
+                "on" if r.grad_checkpointing else "off",
+                f"{r.batch_size}×{r.grad_accum}",
+                f"{plan.memory.per_gpu_peak_gib:.1f}",
+                _duration(plan.time.step_seconds),
+            )
+        console.print(table)
+
+
+def command_line(request: PlanRequest) -> str:
+    """The `advisor plan` command that reproduces a request (non-default flags only)."""
+    defaults = PlanRequest()
+    parts = ["advisor plan"]
+    for name, value in request.model_dump(mode="json").items():
+        if value == defaults.model_dump(mode="json")[name] and name not in ("model", "method"):
+            continue
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            if name == "grad_checkpointing":
+                parts.append(flag if value else "--no-grad-checkpointing")
+            elif value:
+                parts.append(flag)
+            continue
+        parts.append(f"{flag} {value}")
+    return " ".join(parts)
+
+
+def print_models(console: Console | None = None) -> None:
+    from planner.models import list_models
+
+    table = Table(title="Model profiles (profiles/models/)")
+    for column in ("name", "params", "layers", "hidden", "heads/kv", "vocab"):
+        table.add_column(column)
+    for spec in list_models():
+        table.add_row(
+            spec.name,
+            f"{spec.params / 1e9:.2f}B",
+            str(spec.num_layers),
+            str(spec.hidden_size),
+            f"{spec.num_heads}/{spec.num_kv_heads}",
+            str(spec.vocab_size),
+        )
+    (console or Console()).print(table)
+
+
+def print_gpus(console: Console | None = None) -> None:
+    from planner.gpus import list_gpus
+
+    table = Table(title="GPU profiles (profiles/gpus/)")
+    for column in ("name", "GiB", "bf16 TFLOPs", "HBM GB/s", "link GB/s"):
+        table.add_column(column)
+    for gpu in list_gpus():
+        table.add_row(
+            gpu.name,
+            f"{gpu.memory_gib:.1f}",
+            f"{gpu.bf16_tflops:g}" if gpu.supports_bf16 else f"— (fp16 {gpu.fp16_tflops:g})",
+            f"{gpu.hbm_gbps:g}",
+            f"{gpu.interconnect_gbps:g}",
+        )
+    (console or Console()).print(table)
+
+
+def print_trace(plan: Plan, trace, console: Console | None = None) -> None:
+    """Traced (fake-tensor step) vs estimated tensor memory."""
+    gib = 2**30
+    table = Table(
+        title="Traced step on fake tensors vs the analytic estimate", title_justify="left"
+    )
+    table.add_column("quantity")
+    table.add_column("traced GiB", justify="right")
+    table.add_column("estimated GiB", justify="right")
+    est = plan.memory.components_gib
+    rows = [
+        ("tensor peak", trace.peak_bytes / gib, plan.memory.tensor_peak_gib),
+        (
+            "weights (policy)",
+            trace.max_bytes.get("params", 0) / gib,
+            est["weights"] + est["trainable_weights"],
+        ),
+        ("gradients", trace.max_bytes.get("grads", 0) / gib, est["gradients"]),
+        ("optimizer", trace.max_bytes.get("optimizer", 0) / gib, est["optimizer"]),
+        (
+            "reference model",
+            trace.max_bytes.get("reference_model", 0) / gib,
+            est["reference_model"],
+        ),
+    ]
+    for name, traced, estimated in rows:
+        table.add_row(name, f"{traced:.3f}", f"{estimated:.3f}")
+    (console or Console()).print(table)
+    (console or Console()).print(
+        Text(f"trace peak in {trace.peak_phase}; traced in {trace.seconds:.1f} s", style="dim")
+    )

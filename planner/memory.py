@@ -1,0 +1,525 @@
+"""Peak GPU memory per component for one training step of each method, per GPU, in bytes.
+
+Every quantity is a named function whose docstring gives its formula and its source. The
+step is split into phases (rollout generation, reference forward, policy forward/backward,
+optimizer step); the peak is the largest phase, and the components live in that phase are
+what `live_at_peak` lists. The tensor-level part is checked against a traced step on fake
+tensors (`planner.trace`); the runtime overhead (CUDA context, allocator slack, workspaces)
+comes from `profiles/constants.toml`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from planner import parameters
+from planner.constants import default, runtime
+from planner.errors import PlanError
+from planner.methods import Loop, loop
+from planner.specs import (
+    Attention,
+    ModelSpec,
+    Offload,
+    Optimizer,
+    PlanRequest,
+    Precision,
+    Sharding,
+    Tuning,
+)
+
+GIB = 2**30
+
+
+# ----------------------------------------------------------------------------- dtypes
+
+
+def compute_bytes(request: PlanRequest) -> int:
+    """Bytes per element of activations and of the frozen base: 2 for bf16/fp16, 4 for fp32."""
+    return 4 if request.precision is Precision.fp32 else 2
+
+
+def policy_weight_bytes(request: PlanRequest) -> int:
+    """Bytes per policy weight as loaded: bf16 models load in bf16 (pure bf16 training, TRL's
+    `dtype="auto"`); fp16 training keeps fp32 weights under autocast (GradScaler refuses fp16
+    gradients); fp32 is fp32. LoRA's frozen base loads in the compute dtype."""
+    if request.tuning is not Tuning.full:
+        return compute_bytes(request)
+    return 2 if request.precision is Precision.bf16 else 4
+
+
+def optimizer_bytes_per_param(request: PlanRequest, state_bytes: int) -> float:
+    """Optimizer state per trainable parameter: AdamW 2 states in the parameter's dtype
+    (torch.optim.AdamW, FACTS "Tracing"); 8-bit AdamW 2 × 1 byte + fp32 block absmax per 256
+    (bitsandbytes blockwise quantisation, Dettmers et al. 2022); SGD without momentum 0."""
+    if request.optimizer is Optimizer.adamw:
+        return 2.0 * state_bytes
+    if request.optimizer in (Optimizer.adamw8bit, Optimizer.paged_adamw8bit):
+        return 2.0 * (1 + 4 / 256)
+    return 0.0
+
+
+def nf4_bytes_per_param() -> float:
+    """QLoRA base weight: 4-bit NF4 (0.5 B) + 8-bit absmax per 64 + fp32 absmax per 64·256
+    with double quantisation (Dettmers et al. 2023, QLoRA §3; bitsandbytes blocksize 64)."""
+    return 0.5 + 1 / 64 + 4 / (64 * 256)
+
+
+# ----------------------------------------------------------------------------- sharding
+
+
+def world(request: PlanRequest) -> int:
+    return request.world_size
+
+
+def effective_sharding(request: PlanRequest) -> Sharding:
+    """`none` on more than one GPU means plain data parallelism (DDP)."""
+    if request.sharding is Sharding.none and world(request) > 1:
+        return Sharding.ddp
+    return request.sharding
+
+
+def is_deepspeed(sharding: Sharding) -> bool:
+    return sharding in (Sharding.zero1, Sharding.zero2, Sharding.zero3)
+
+
+def shards_params(sharding: Sharding) -> bool:
+    return sharding in (Sharding.zero3, Sharding.fsdp)
+
+
+def shards_grads(sharding: Sharding) -> bool:
+    return sharding in (Sharding.zero2, Sharding.zero3, Sharding.fsdp)
+
+
+def shards_optimizer(sharding: Sharding) -> bool:
+    return sharding in (Sharding.zero1, Sharding.zero2, Sharding.zero3, Sharding.fsdp)
+
+
+def check_offload(request: PlanRequest) -> None:
+    """CPU offload needs a sharded optimizer (ZeRO-Offload, Ren et al. 2021; FSDP CPUOffload)."""
+    sharding = effective_sharding(request)
+    if request.offload is Offload.none:
+        return
+    if not shards_optimizer(sharding):
+        raise PlanError(
+            "CPU offload needs --sharding zero1, zero2, zero3 or fsdp "
+            f"(got {sharding.value}); DeepSpeed or FSDP moves the states to the CPU"
+        )
+    if request.offload is Offload.optimizer_params and sharding not in (
+        Sharding.zero3,
+        Sharding.fsdp,
+    ):
+        raise PlanError("--offload optimizer+params needs --sharding zero3 or fsdp")
+    if request.offload is Offload.optimizer and sharding is Sharding.fsdp:
+        raise PlanError(
+            "FSDP offloads parameters and optimizer together: use --offload optimizer+params"
+        )
+
+
+# ----------------------------------------------------------------------------- model states
+
+
+@dataclass
+class ModelStates:
+    """Bytes per GPU of weights, gradients and optimizer states, and what went to the CPU."""
+
+    weights: float = 0.0
+    trainable_weights: float = 0.0
+    gradients: float = 0.0
+    optimizer: float = 0.0
+    gathered: float = 0.0
+    """Transient: full-size weights of the layers gathered at once under ZeRO-3 / FSDP."""
+    cpu: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def base_weight_bytes(spec: ModelSpec, request: PlanRequest) -> float:
+    """Frozen or trained base weights: P × bytes (QLoRA: decoder linears in NF4, the rest in
+    the compute dtype)."""
+    params = parameters.count_params(spec)
+    if request.tuning is Tuning.qlora:
+        linear = parameters.decoder_linear_params(spec)
+        return linear * nf4_bytes_per_param() + (params - linear) * compute_bytes(request)
+    return params * policy_weight_bytes(request)
+
+
+def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
+    """Weights, gradients and optimizer states of the trained policy on one GPU.
+
+    Full tuning: P·w weights, P·w gradients (w = weight dtype), AdamW states; DeepSpeed adds
+    fp32 master weights (ZeRO paper, Rajbhandari et al. 2020: 2 + 2 + 12 bytes/param);
+    accelerate's FSDP upcasts sharded parameters to fp32 under mixed precision. LoRA: the base
+    frozen, adapters in fp32 with fp32 gradients and states (peft).
+    """
+    sharding = effective_sharding(request)
+    g = world(request)
+    states = ModelStates()
+    if request.tuning is Tuning.full:
+        params = parameters.count_params(spec)
+        w = policy_weight_bytes(request)
+        grad_bytes = w
+        opt = optimizer_bytes_per_param(request, w)
+        if is_deepspeed(sharding) and w == 2:
+            opt += 4  # fp32 master copy of the 16-bit weights (DeepSpeed bf16/fp16 optimizer)
+            states.notes.append("DeepSpeed keeps fp32 master weights beside the 16-bit model")
+        weights = params * w
+        if sharding is Sharding.fsdp and request.precision is not Precision.fp32:
+            weights = params * 4  # accelerate upcasts FSDP's sharded params to fp32
+            grad_bytes = 4
+            opt = optimizer_bytes_per_param(request, 4)
+            states.notes.append("accelerate's FSDP keeps sharded fp32 parameters under bf16")
+        states.weights = weights
+        states.gradients = params * grad_bytes
+        states.optimizer = params * opt
+        trainable_grad = states.gradients
+    else:
+        trainable = parameters.lora_params(spec, request.lora_rank, request.lora_targets.value)
+        states.weights = base_weight_bytes(spec, request)
+        states.trainable_weights = trainable * 4.0
+        states.gradients = trainable * 4.0
+        states.optimizer = trainable * optimizer_bytes_per_param(request, 4)
+        trainable_grad = states.gradients
+
+    if shards_params(sharding):
+        layer = parameters.largest_layer_params(spec) * compute_bytes(request)
+        states.gathered = 2 * layer  # the unit in use plus the one prefetched
+        states.weights /= g
+        states.trainable_weights /= g
+    if shards_grads(sharding):
+        states.gradients /= g
+    elif sharding is Sharding.ddp and g > 1:
+        # DDP's reducer copies gradients into buckets unless gradient_as_bucket_view=True
+        # (PyTorch DDP docs: the saving "will be equal to the total gradients size").
+        states.gradients += trainable_grad
+        states.notes.append("DDP bucket buffers hold a second copy of the gradients")
+    if shards_optimizer(sharding):
+        states.optimizer /= g
+
+    if request.offload is not Offload.none:
+        states.cpu += states.optimizer
+        states.optimizer = 0.0
+        if is_deepspeed(sharding):
+            # ZeRO-Offload keeps fp32 gradient partitions on the CPU as well (Ren et al. 2021).
+            states.cpu += states.gradients
+            states.gradients = 0.0
+        if request.offload is Offload.optimizer_params:
+            states.cpu += states.weights + states.trainable_weights
+            states.weights = 0.0
+            states.trainable_weights = 0.0
+            if sharding is Sharding.fsdp:
+                states.cpu += states.gradients
+                states.gradients = 0.0
+    return states
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def attention_scores_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
+    """Eager attention's s×s tensors per token per layer: heads × s × (fp32 softmax + w·scores
+    + w·probs) (Korthikanti et al. 2022, the 5·a·s/h term); SDPA / flash keep none."""
+    if request.attention is not Attention.eager:
+        return 0.0
+    w = compute_bytes(request)
+    per_score = ACT.eager_scores_fp32 * 4 + ACT.eager_scores_w * w
+    if spec.model_type == "gemma2":
+        per_score += ACT.gemma2_softcap_w * w
+    return spec.num_heads * seq * per_score
+
+
+@dataclass(frozen=True)
+class ActivationCoefficients:
+    """How many tensors of each width a decoder layer saves for backward, per token.
+
+    Counted from Hugging Face's Llama / Qwen2 / Gemma2 decoder layers and checked against the
+    traced step (`planner.trace`): RMSNorm saves its fp32 input and the normalised output;
+    q, k, v after RoPE, the attention output and its transposed copy; SwiGLU saves gate, act,
+    up and their product.
+    """
+
+    norm_fp32: float = 1.0
+    norm_w: float = 1.0
+    q_w: float = 3.0
+    kv_w: float = 2.0
+    mlp_w: float = 4.0
+    lse_fp32_per_head: float = 1.0
+    eager_scores_fp32: float = 1.0
+    eager_scores_w: float = 2.0
+    gemma2_softcap_w: float = 2.0
+    # Logits: bf16 logits + their fp32 upcast + the saved log_softmax (FACTS "Tracing").
+    logits_w: float = 1.0
+    logits_fp32: float = 2.0
+    # Backward start: fp32 gradient of the log-softmax, then its w-dtype cast for lm_head.
+    logits_grad_fp32: float = 1.0
+    logits_grad_w: float = 1.0
+
+
+ACT = ActivationCoefficients()
+
+
+def layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
+    """Saved activations of one decoder layer per token, without recomputation: norms
+    n·(4 + w)·h, attention (3·q + 2·kv)·w + fp32 logsumexp per head, SwiGLU 4·I·w
+    (Korthikanti et al. 2022 §4, recounted for Llama-style blocks; FACTS ≈ 24·h + 8·I at 7B)."""
+    w = compute_bytes(request)
+    h = spec.hidden_size
+    q = spec.num_heads * spec.head_dim
+    kv = spec.num_kv_heads * spec.head_dim
+    norms = spec.norms_per_layer * (ACT.norm_fp32 * 4 + ACT.norm_w * w) * h
+    attention = (ACT.q_w * q + ACT.kv_w * kv) * w + ACT.lse_fp32_per_head * 4 * spec.num_heads
+    mlp_width = spec.intermediate_size
+    if spec.is_moe:
+        mlp_width *= spec.num_experts_per_tok  # each token runs through its top-k experts
+    mlp = ACT.mlp_w * mlp_width * w
+    return norms + attention + mlp + attention_scores_bytes_per_token(spec, request, seq)
+
+
+def checkpointed_layer_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+    """With full recomputation each layer keeps only its input, s·b·h·w (Korthikanti et al.
+    2022 §5; FACTS: exactly B·S·h·2 per layer in the trace)."""
+    return spec.hidden_size * compute_bytes(request)
+
+
+def logits_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+    """Logits kept for the loss: V·(w + 2·4) per token — the w-dtype logits, their fp32 upcast
+    and the saved log_softmax (FACTS "Tracing"); fp32 runs need no upcast copy."""
+    w = compute_bytes(request)
+    v = spec.vocab_size
+    if w == 4:
+        return v * 4 * (ACT.logits_w + ACT.logits_fp32 - 1)
+    return v * (ACT.logits_w * w + ACT.logits_fp32 * 4)
+
+
+def logits_grad_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+    """Gradient of the logits at the start of backward: fp32 then cast to w (V·(4 + w))."""
+    w = compute_bytes(request)
+    return spec.vocab_size * (ACT.logits_grad_fp32 * 4 + ACT.logits_grad_w * w)
+
+
+@dataclass
+class Activations:
+    """Bytes per GPU of activations and logits in the policy's forward/backward."""
+
+    saved: float
+    """Activations saved for backward across all layers."""
+    recompute: float
+    """Transient: one layer recomputed (checkpointing) with its gradient temporaries."""
+    logits: float
+    logits_grad: float
+    no_grad_forward: float
+    """Transient peak of a forward under no_grad (reference, KL batch, scoring)."""
+
+
+def sequence_tokens(request: PlanRequest, lp: Loop) -> tuple[int, int]:
+    """Tokens per row run through the model, and tokens per row that need logits."""
+    if lp.generates:
+        prompt, completion = request.prompt_and_completion()
+        return prompt + completion, completion
+    return request.seq_len, request.seq_len
+
+
+def activations(spec: ModelSpec, request: PlanRequest, lp: Loop | None = None) -> Activations:
+    """The policy's saved activations and logits for one micro-batch (Korthikanti et al. 2022)."""
+    lp = lp or loop(request)
+    seq, logit_tokens = sequence_tokens(request, lp)
+    rows = request.batch_size * lp.rows_per_sample
+    tokens = rows * seq
+    w = compute_bytes(request)
+    h = spec.hidden_size
+    per_layer = layer_activation_bytes_per_token(spec, request, seq)
+    # Final norm and the lm_head input, outside the decoder layers.
+    outside = spec.norms_per_layer / 2 * (4 + w) * h
+    if request.grad_checkpointing:
+        saved = tokens * (spec.num_layers * checkpointed_layer_bytes_per_token(spec, request))
+        recompute = tokens * per_layer
+    else:
+        saved = tokens * spec.num_layers * per_layer
+        recompute = 0.0
+    saved += tokens * outside
+    if lp.sequence_classifier:
+        logits = logits_grad = 0.0
+    else:
+        logits = rows * logit_tokens * logits_bytes_per_token(spec, request)
+        logits_grad = rows * logit_tokens * logits_grad_bytes_per_token(spec, request)
+    # A no-grad forward holds one layer's working set and the logits chain (no log_softmax grad).
+    no_grad_rows = request.batch_size * max(lp.rows_per_sample, lp.no_grad_rows_per_sample)
+    no_grad = no_grad_rows * seq * (2 * h * w + spec.intermediate_size * w * 2)
+    if not lp.sequence_classifier:
+        no_grad += no_grad_rows * logit_tokens * logits_bytes_per_token(spec, request)
+    return Activations(saved, recompute, logits, logits_grad, no_grad)
+
+
+# ----------------------------------------------------------------------------- other models
+
+
+def frozen_copy_bytes(spec: ModelSpec, request: PlanRequest) -> float:
+    """A frozen copy of the policy (reference model): P·w, sharded under ZeRO-3 / FSDP
+    (TRL prepares the reference with the same DeepSpeed / FSDP plugin)."""
+    sharding = effective_sharding(request)
+    size = parameters.count_params(spec) * policy_weight_bytes(request)
+    return size / world(request) if shards_params(sharding) else size
+
+
+def reward_model_bytes(spec: ModelSpec, request: PlanRequest) -> float:
+    """PPO's frozen reward model: a sequence classifier of the policy's architecture,
+    (P − V·h + h)·w (TRL PPO's default: same base model with a score head)."""
+    size = parameters.reward_model_params(spec) * compute_bytes(request)
+    return size / world(request) if shards_params(effective_sharding(request)) else size
+
+
+def value_model_bytes(spec: ModelSpec, request: PlanRequest) -> float:
+    """PPO's value model trains in full beside the policy: weights + gradients + AdamW states
+    of a sequence classifier, sharded like the policy (TRL PolicyAndValueWrapper)."""
+    params = parameters.value_model_params(spec)
+    w = 2 if request.precision is Precision.bf16 else 4
+    per_param = w + w + optimizer_bytes_per_param(request, w)
+    sharding = effective_sharding(request)
+    size = params * per_param
+    if shards_optimizer(sharding):
+        size = params * (w + (w if not shards_grads(sharding) else w / world(request)))
+        size += params * optimizer_bytes_per_param(request, w) / world(request)
+        if shards_params(sharding):
+            size -= params * w * (1 - 1 / world(request))
+    return size
+
+
+def generation_batch(request: PlanRequest, lp: Loop) -> int:
+    """Sequences generated at once: TRL generates the whole local rollout batch
+    (micro-batch × gradient accumulation) in chunks of `local_rollout_forward_batch_size`."""
+    rollout = request.batch_size * request.grad_accum
+    if lp.method.value == "ppo":
+        return min(rollout, int(default("rollout_forward_batch_size")))
+    return rollout
+
+
+def kv_cache_bytes(spec: ModelSpec, request: PlanRequest, rows: int) -> float:
+    """KV cache: 2 (k, v) × layers × kv_heads × head_dim × w per token, over prompt +
+    completion for every generated sequence (Pope et al. 2022, "Efficiently Scaling
+    Transformer Inference" §2)."""
+    prompt, completion = request.prompt_and_completion()
+    per_token = 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * compute_bytes(request)
+    return rows * (prompt + completion) * per_token
+
+
+# ----------------------------------------------------------------------------- the estimate
+
+
+@dataclass
+class MemoryBreakdown:
+    """Bytes per GPU: each component's own high point, the phases, and the peak."""
+
+    components: dict[str, float]
+    phases: dict[str, float]
+    phase_members: dict[str, list[str]]
+    peak_phase: str
+    tensor_peak: float
+    overhead: float
+    cpu_offload: float
+    notes: list[str]
+
+    @property
+    def peak(self) -> float:
+        return self.tensor_peak + self.overhead
+
+    @property
+    def live_at_peak(self) -> list[str]:
+        return self.phase_members[self.peak_phase]
+
+
+def runtime_overhead_bytes(request: PlanRequest, tensor_peak: float) -> float:
+    """CUDA context + cuBLAS workspaces + NCCL buffers (multi-GPU) + allocator fragmentation
+    as a fraction of the tensor peak; every term in profiles/constants.toml [runtime]."""
+    overhead = (runtime("cuda_context_gib") + runtime("cublas_workspace_gib")) * GIB
+    if world(request) > 1:
+        overhead += runtime("nccl_buffers_gib") * GIB
+    return overhead + runtime("allocator_fragmentation") * tensor_peak
+
+
+def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
+    """Peak memory per GPU of one steady-state training step (optimizer states already
+    allocated, as from the second step on)."""
+    check_offload(request)
+    lp = loop(request)
+    states = model_states(spec, request)
+    act = activations(spec, request, lp)
+    notes = list(lp.notes) + states.notes
+
+    reference = frozen_copy_bytes(spec, request) if lp.reference == "copy" else 0.0
+    reward = reward_model_bytes(spec, request) if lp.reward_model else 0.0
+    value = value_model_bytes(spec, request) if lp.value_model else 0.0
+    kv = kv_cache_bytes(spec, request, generation_batch(request, lp)) if lp.generates else 0.0
+    # The value model (same architecture, no vocabulary logits) trains beside the policy.
+    value_act = act.saved if lp.value_model else 0.0
+
+    resident = {
+        "weights": states.weights,
+        "trainable_weights": states.trainable_weights,
+        "optimizer": states.optimizer,
+        "reference_model": reference,
+        "reward_model": reward,
+        "value_model": value,
+    }
+    base = sum(resident.values())
+    accumulating = request.grad_accum > 1  # gradients from earlier micro-batches stay live
+
+    phases: dict[str, float] = {}
+    members: dict[str, list[str]] = {}
+    resident_names = [k for k, v in resident.items() if v > 0]
+
+    if lp.generates:
+        gen_logits = generation_batch(request, lp) * spec.vocab_size * 4 * 2
+        phases["rollout generation"] = base + kv + gen_logits + states.gathered
+        members["rollout generation"] = [*resident_names, "generation_kv_cache"]
+    if lp.reference != "none" or lp.no_grad_rows_per_sample or lp.reward_model:
+        phases["reference / scoring forward"] = (
+            base + act.no_grad_forward + states.gathered + (states.gradients if accumulating else 0)
+        )
+        members["reference / scoring forward"] = [*resident_names, "logits"] + (
+            ["gradients"] if accumulating else []
+        )
+
+    grads_live = states.gradients if accumulating else 0.0
+    forward_backward = (
+        base
+        + grads_live
+        + act.saved
+        + value_act
+        + act.logits
+        + max(act.logits_grad, act.recompute)
+        + states.gathered
+    )
+    phases["forward / backward"] = forward_backward
+    members["forward / backward"] = (
+        [*resident_names, "activations"]
+        + (["logits"] if act.logits else [])
+        + (["gradients"] if accumulating else [])
+    )
+
+    phases["optimizer step"] = base + states.gradients
+    members["optimizer step"] = [*resident_names, "gradients"]
+
+    peak_phase = max(phases, key=lambda name: phases[name])
+    tensor_peak = phases[peak_phase]
+    overhead = runtime_overhead_bytes(request, tensor_peak)
+    components = {
+        "weights": states.weights + states.gathered,
+        "trainable_weights": states.trainable_weights,
+        "gradients": states.gradients,
+        "optimizer": states.optimizer,
+        "activations": act.saved + value_act + max(act.recompute, 0.0),
+        "logits": max(act.logits + act.logits_grad, act.no_grad_forward),
+        "reference_model": reference,
+        "reward_model": reward,
+        "value_model": value,
+        "generation_kv_cache": kv,
+        "runtime_overhead": overhead,
+    }
+    return MemoryBreakdown(
+        components=components,
+        phases=phases,
+        phase_members=members,
+        peak_phase=peak_phase,
+        tensor_peak=tensor_peak,
+        overhead=overhead,
+        cpu_offload=states.cpu,
+        notes=notes,
+    )

@@ -1,0 +1,198 @@
+"""`estimate(request) -> Plan`: the one function the CLI, the wizard and the runners call."""
+
+from __future__ import annotations
+
+import math
+
+from planner import parameters
+from planner.errors import PlanError
+from planner.gpus import resolve_gpu
+from planner.memory import GIB, MemoryBreakdown, estimate_memory
+from planner.methods import loop
+from planner.models import resolve_model
+from planner.specs import (
+    COMPONENTS,
+    GpuSpec,
+    GpuSummary,
+    MemoryEstimate,
+    Method,
+    ModelSpec,
+    ModelSummary,
+    Offload,
+    Plan,
+    PlanRequest,
+    Precision,
+    Sharding,
+    TimeEstimate,
+    Tuning,
+)
+from planner.time_model import estimate_time, mfu, samples_per_step, sequence_length
+
+
+def _gib(value: float) -> float:
+    return round(value / GIB, 2)
+
+
+def trainable_params(spec: ModelSpec, request: PlanRequest) -> int:
+    """Parameters the optimizer updates: all of them, or the LoRA adapters."""
+    if request.tuning is Tuning.full:
+        return parameters.count_params(spec)
+    return parameters.lora_params(spec, request.lora_rank, request.lora_targets.value)
+
+
+def check_request(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[str]:
+    """Reject impossible settings (PlanError); return warnings for doubtful ones."""
+    warnings: list[str] = []
+    seq = sequence_length(request)
+    if seq > spec.max_position_embeddings:
+        warnings.append(
+            f"sequence length {seq} exceeds {spec.name}'s max_position_embeddings "
+            f"({spec.max_position_embeddings}): quality degrades past it unless RoPE is scaled"
+        )
+    if request.precision is Precision.bf16 and not gpu.supports_bf16:
+        warnings.append(
+            f"{gpu.name} has no bf16: the run will use fp16 with fp32 master weights "
+            "(planned as --precision fp16)"
+        )
+    if request.method in (Method.grpo, Method.rloo):
+        per_step = request.batch_size * request.grad_accum * request.world_size
+        if per_step % request.num_generations:
+            raise PlanError(
+                f"{request.method.value}: the generation batch (batch-size × grad-accum × GPUs "
+                f"= {per_step}) must be divisible by --num-generations {request.num_generations}"
+            )
+    if request.tuning is Tuning.qlora and request.sharding in (Sharding.zero3, Sharding.fsdp):
+        warnings.append(
+            "QLoRA with ZeRO-3/FSDP needs bnb_4bit_quant_storage set to the compute dtype"
+        )
+    if request.sharding in (Sharding.zero3, Sharding.fsdp) and request.world_size == 1:
+        warnings.append(f"--sharding {request.sharding.value} on one GPU shards nothing")
+    return warnings
+
+
+def normalised(request: PlanRequest, gpu: GpuSpec) -> PlanRequest:
+    """The request as it will actually run: fp16 on cards without bf16."""
+    if request.precision is Precision.bf16 and not gpu.supports_bf16:
+        return request.model_copy(update={"precision": Precision.fp16})
+    return request
+
+
+def total_samples(request: PlanRequest) -> tuple[int | None, list[str]]:
+    """Rows in the run: `--samples`, or the rows of a local `--dataset` file."""
+    if request.samples is not None:
+        return request.samples, []
+    if request.dataset:
+        from planner.dataset_stats import dataset_stats
+
+        stats = dataset_stats(request.dataset)
+        return stats.rows, [stats.summary()]
+    return None, []
+
+
+def suggestions(
+    spec: ModelSpec, request: PlanRequest, breakdown: MemoryBreakdown, capacity: float
+) -> list[str]:
+    """What a user could change: cheap memory savers first, when the plan does not fit or is
+    tight; speed-ups when there is room."""
+    out: list[str] = []
+    peak = breakdown.peak
+    fits = peak <= capacity
+    comp = breakdown.components
+    lp = loop(request)
+    if not fits or peak > 0.9 * capacity:
+        if not request.grad_checkpointing and comp["activations"] > 0.15 * peak:
+            out.append("turn on gradient checkpointing (--grad-checkpointing)")
+        if request.batch_size > 1:
+            out.append(
+                f"halve the micro-batch (--batch-size {request.batch_size // 2} "
+                f"--grad-accum {request.grad_accum * 2}) to keep the effective batch"
+            )
+        if lp.reference == "copy":
+            out.append(
+                "precompute reference log-probs (precompute_ref_log_probs) or use LoRA: "
+                f"frees {_gib(comp['reference_model'])} GiB of reference model"
+            )
+        if request.tuning is Tuning.full:
+            out.append("use LoRA (--tuning lora): no full-size gradients or optimizer states")
+        elif request.tuning is Tuning.lora and comp["weights"] > 0.4 * peak:
+            out.append("use QLoRA (--tuning qlora): 4-bit base weights")
+        if request.world_size == 1 and request.tuning is Tuning.full:
+            out.append("shard over more GPUs (--num-gpus 4 --sharding zero3)")
+        elif request.sharding in (Sharding.none, Sharding.ddp) and request.world_size > 1:
+            out.append("shard model states (--sharding zero3 or fsdp)")
+        if request.offload is Offload.none and request.sharding in (Sharding.zero2, Sharding.zero3):
+            out.append("offload optimizer states to the CPU (--offload optimizer), slower")
+        if not fits:
+            out.append("or run `advisor plan ... --fit` to search for the fastest setup that fits")
+    elif peak < 0.5 * capacity and request.grad_checkpointing:
+        out.append(
+            "plenty of headroom: --no-grad-checkpointing or a larger --batch-size runs faster"
+        )
+    return out
+
+
+def estimate(request: PlanRequest) -> Plan:
+    """Memory per GPU, time per step and for the run, verdict and suggestions."""
+    spec = resolve_model(request.model)
+    return estimate_for(spec, resolve_gpu(request.gpu), request)
+
+
+def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
+    """The estimate for an already resolved model and GPU (the fit search calls this often)."""
+    warnings = check_request(spec, gpu, request)
+    request = normalised(request, gpu)
+    breakdown = estimate_memory(spec, request)
+    step = estimate_time(spec, request, gpu)
+    samples, data_notes = total_samples(request)
+    total_steps = total_hours = None
+    if samples is not None:
+        total_steps = max(1, math.ceil(samples * request.epochs / samples_per_step(request)))
+        total_hours = round(total_steps * step.seconds / 3600, 3)
+    capacity = gpu.memory_bytes
+    fits = breakdown.peak <= capacity
+    memory = MemoryEstimate(
+        per_gpu_peak_gib=_gib(breakdown.peak),
+        tensor_peak_gib=_gib(breakdown.tensor_peak),
+        components_gib={name: _gib(breakdown.components[name]) for name in COMPONENTS},
+        live_at_peak=[*breakdown.live_at_peak, "runtime_overhead"],
+        peak_phase=breakdown.peak_phase,
+        phases_gib={name: _gib(value) for name, value in breakdown.phases.items()},
+        capacity_gib=_gib(capacity),
+        headroom_gib=_gib(capacity - breakdown.peak),
+        cpu_offload_gib=_gib(breakdown.cpu_offload),
+    )
+    time = TimeEstimate(
+        step_seconds=round(step.seconds, 3),
+        tokens_per_second=round(step.tokens / step.seconds, 1),
+        total_hours=total_hours,
+        total_steps=total_steps,
+        samples=samples,
+        flops_per_step=step.flops,
+        mfu=mfu(request),
+        phases_seconds={name: round(value, 3) for name, value in step.phases.items()},
+    )
+    return Plan(
+        model=ModelSummary(
+            name=spec.name,
+            params=parameters.count_params(spec),
+            trainable_params=trainable_params(spec, request),
+            source=spec.source,
+            representative_of=spec.representative_of,
+        ),
+        method=request.method,
+        tuning=request.tuning,
+        gpu=GpuSummary(
+            name=gpu.name,
+            memory_gib=gpu.memory_gib,
+            count=request.world_size,
+            per_node=request.num_gpus,
+            nodes=request.nodes,
+        ),
+        request=request,
+        memory=memory,
+        time=time,
+        fits=fits,
+        suggestions=suggestions(spec, request, breakdown, capacity),
+        warnings=warnings,
+        assumptions=breakdown.notes + data_notes,
+    )

@@ -1,0 +1,199 @@
+"""Wall-clock time per optimizer step and per run for each method's loop.
+
+Compute-bound parts (training forward/backward, reference and reward forwards, prompt prefill)
+are FLOPs / (GPU TFLOPs × MFU); rollout decoding is bandwidth-bound (bytes read per token /
+HBM bandwidth); sharded all-gathers and gradient reductions are bytes / interconnect, partly
+hidden behind compute. Every assumed rate lives in profiles/constants.toml [throughput].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from planner import parameters
+from planner.constants import throughput
+from planner.memory import (
+    base_weight_bytes,
+    compute_bytes,
+    effective_sharding,
+    generation_batch,
+    is_deepspeed,
+    shards_params,
+    world,
+)
+from planner.methods import Loop, loop
+from planner.specs import GpuSpec, ModelSpec, Offload, PlanRequest, Precision, Sharding, Tuning
+
+
+def matmul_params(spec: ModelSpec) -> int:
+    """Parameters that take part in matmuls: all but the input embedding lookup (which costs
+    no FLOPs); a tied lm_head still multiplies (Kaplan et al. 2020, N excludes embeddings)."""
+    total = parameters.count_params(spec)
+    embedding = spec.vocab_size * spec.hidden_size
+    return total if spec.tie_word_embeddings else total - embedding
+
+
+def forward_flops_per_token(spec: ModelSpec, seq: int) -> float:
+    """Forward FLOPs per token: 2·N + 2·L·s·d_attn (Kaplan et al. 2020, Table 1; causal
+    attention halves the 4·L·s·d_attn score and value matmuls)."""
+    n = matmul_params(spec)
+    if spec.is_moe:
+        expert = 3 * spec.hidden_size * spec.intermediate_size * spec.num_layers
+        n -= expert * (spec.num_experts - spec.num_experts_per_tok)  # only top-k experts run
+    attention = 2 * spec.num_layers * seq * spec.num_heads * spec.head_dim
+    return 2.0 * n + attention
+
+
+def train_flops_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
+    """Training FLOPs per token: forward 1× + backward 2× (6·N, Kaplan et al. 2020); frozen
+    weights skip their weight-gradient matmuls (LoRA ≈ 4·N, Hu et al. 2021); recomputation
+    adds one forward (Korthikanti et al. 2022)."""
+    forward = forward_flops_per_token(spec, seq)
+    # Frozen weights need activation gradients only, not weight gradients.
+    backward = 2 * forward if request.tuning is Tuning.full else forward
+    recompute = forward if request.grad_checkpointing else 0.0
+    return forward + backward + recompute
+
+
+def dense_tflops(gpu: GpuSpec, request: PlanRequest) -> float:
+    """The card's dense TFLOPs for the run's precision (fp32 runs get TF32-less fp32)."""
+    if request.precision is Precision.fp32:
+        return gpu.fp32_tflops or gpu.fp16_tflops / 8
+    if request.precision is Precision.bf16 and gpu.supports_bf16:
+        return gpu.bf16_tflops
+    return gpu.fp16_tflops
+
+
+def mfu(request: PlanRequest) -> float:
+    """Assumed model-FLOPs utilisation by tuning mode (profiles/constants.toml)."""
+    key = {Tuning.full: "train_mfu", Tuning.lora: "lora_mfu", Tuning.qlora: "qlora_mfu"}
+    return throughput(key[request.tuning])
+
+
+@dataclass
+class StepTime:
+    seconds: float
+    flops: float
+    tokens: float
+    phases: dict[str, float]
+
+
+def _decode_seconds(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec, lp: Loop) -> float:
+    """Rollout decoding: each new token reads the weights and the KV cache so far;
+    time ≈ completion × (weight bytes + mean KV bytes) / (HBM bandwidth × efficiency)
+    (Pope et al. 2022; FACTS: decoding is bandwidth-bound)."""
+    prompt, completion = request.prompt_and_completion()
+    rows = request.batch_size * request.grad_accum
+    chunk = generation_batch(request, lp)
+    chunks = max(1, -(-rows // chunk))
+    weights = base_weight_bytes(spec, request)
+    kv_per_token = 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * compute_bytes(request)
+    mean_context = prompt + completion / 2
+    bytes_per_step = weights + chunk * mean_context * kv_per_token
+    bandwidth = gpu.hbm_gbps * 1e9 * throughput("decode_bandwidth_efficiency")
+    decode = chunks * completion * bytes_per_step / bandwidth
+    prefill_flops = rows * prompt * forward_flops_per_token(spec, prompt)
+    prefill = prefill_flops / (dense_tflops(gpu, request) * 1e12 * throughput("prefill_mfu"))
+    return decode + prefill
+
+
+def _comm_seconds(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> float:
+    """Collectives per optimizer step: DDP/ZeRO-1/2 all-reduce or reduce-scatter the gradients
+    once (2·(g−1)/g × bytes, ring all-reduce, Patarasuk & Yuan 2009); ZeRO-3 / FSDP also
+    all-gather the weights in forward and backward of every micro-batch (Rajbhandari et al. 2020)."""
+    g = world(request)
+    if g == 1:
+        return 0.0
+    sharding = effective_sharding(request)
+    if request.tuning is Tuning.full:
+        grad_bytes = parameters.count_params(spec) * 2
+    else:
+        grad_bytes = parameters.lora_params(spec, request.lora_rank, request.lora_targets.value) * 4
+    ring = 2 * (g - 1) / g
+    volume = grad_bytes * ring
+    if shards_params(sharding):
+        weights = parameters.count_params(spec) * compute_bytes(request)
+        volume += 2 * weights * (g - 1) / g * request.grad_accum
+    bandwidth = gpu.interconnect_gbps if request.nodes == 1 else throughput("internode_gbps")
+    if request.nodes > 1:
+        bandwidth = min(gpu.interconnect_gbps, throughput("internode_gbps"))
+    return volume / (bandwidth * 1e9)
+
+
+def _offload_seconds(spec: ModelSpec, request: PlanRequest) -> float:
+    """CPU offload: the optimizer step runs on the CPU (DeepSpeed CPU Adam) and gradients and
+    weights cross PCIe once per step (Ren et al. 2021, ZeRO-Offload)."""
+    if request.offload is Offload.none:
+        return 0.0
+    sharding = effective_sharding(request)
+    params = (
+        parameters.count_params(spec)
+        if request.tuning is Tuning.full
+        else (parameters.lora_params(spec, request.lora_rank, request.lora_targets.value))
+    )
+    share = params / world(request)
+    cpu_step = share / throughput("cpu_adam_params_per_second")
+    transfer = share * (2 + 2) / (throughput("pcie_gbps") * 1e9)
+    if request.offload is Offload.optimizer_params and (
+        sharding is Sharding.fsdp or is_deepspeed(sharding)
+    ):
+        weights = parameters.count_params(spec) * compute_bytes(request)
+        transfer += 2 * weights * request.grad_accum / (throughput("pcie_gbps") * 1e9)
+    return cpu_step + transfer
+
+
+def estimate_time(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> StepTime:
+    """Seconds per optimizer step on each GPU, by phase."""
+    lp = loop(request)
+    seq = sequence_length(request, lp)
+    rows = request.batch_size * request.grad_accum
+    train_tokens = rows * lp.rows_per_sample * seq
+    peak = dense_tflops(gpu, request) * 1e12
+    phases: dict[str, float] = {}
+    train_flops = train_tokens * train_flops_per_token(spec, request, seq)
+    if lp.value_model:
+        train_flops *= 2  # the value model trains beside the policy
+    epochs = request.ppo_epochs if lp.method.value == "ppo" else 1
+    train_flops *= epochs
+    phases["policy forward/backward"] = train_flops / (peak * mfu(request))
+    extra_flops = 0.0
+    if lp.reference != "none":
+        ref_tokens = rows * (lp.rows_per_sample + lp.no_grad_rows_per_sample) * seq
+        extra_flops += ref_tokens * forward_flops_per_token(spec, seq)
+    if lp.no_grad_rows_per_sample:
+        extra_flops += rows * lp.no_grad_rows_per_sample * seq * forward_flops_per_token(spec, seq)
+    if lp.reward_model or lp.generates:
+        # Scoring the rollouts: policy log-probs (+ reward and value model forwards for PPO).
+        scorers = 3 if lp.reward_model else 1
+        extra_flops += scorers * rows * seq * forward_flops_per_token(spec, seq)
+    if extra_flops:
+        phases["reference / scoring forwards"] = extra_flops / (peak * throughput("train_mfu"))
+    if lp.generates:
+        phases["rollout generation"] = _decode_seconds(spec, request, gpu, lp)
+    comm = _comm_seconds(spec, request, gpu)
+    if comm:
+        phases["communication (not overlapped)"] = comm * (1 - throughput("comm_overlap"))
+    offload = _offload_seconds(spec, request)
+    if offload:
+        phases["CPU offload"] = offload
+    phases["host overhead"] = throughput("step_overhead_seconds")
+    seconds = sum(phases.values())
+    return StepTime(seconds, train_flops + extra_flops, train_tokens * world(request), phases)
+
+
+def sequence_length(request: PlanRequest, lp: Loop | None = None) -> int:
+    """Tokens per sequence the policy trains on: prompt + completion for generating methods."""
+    lp = lp or loop(request)
+    if lp.generates:
+        prompt, completion = request.prompt_and_completion()
+        return prompt + completion
+    return request.seq_len
+
+
+def samples_per_step(request: PlanRequest) -> int:
+    """Dataset rows consumed per optimizer step across the job; GRPO/RLOO's batch counts
+    completions, so one prompt fills `num_generations` of it (TRL GRPOConfig docs)."""
+    rows = request.batch_size * request.grad_accum * world(request)
+    if request.method.value in ("grpo", "rloo"):
+        return max(1, rows // request.num_generations)
+    return rows
