@@ -71,9 +71,7 @@ def norm_params_per_layer(spec: ModelSpec) -> int:
 def decoder_layer_params(spec: ModelSpec) -> int:
     """one decoder layer: attention + MLP + norms (the unit FSDP wraps and gathers)."""
     return (
-        attention_params_per_layer(spec)
-        + mlp_params_per_layer(spec)
-        + norm_params_per_layer(spec)
+        attention_params_per_layer(spec) + mlp_params_per_layer(spec) + norm_params_per_layer(spec)
     )
 
 
