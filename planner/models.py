@@ -1,0 +1,377 @@
+"""Model specs from what a user types after `--model`: a size, a profile, a config or a cached repo.
+
+Everything here is offline and pure Python: no network, no huggingface_hub, no transformers.
+Profiles are the real `config.json` of each model plus an `_advisor` key (profiles/models/);
+size shorthands map to profiles in profiles/shorthands.toml.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from planner.errors import PlanError
+from planner.parameters import count_params
+from planner.paths import profiles_dir
+from planner.specs import ModelSpec
+
+SUPPORTED_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3")
+"""Decoder-only architectures whose parameter layout planner.parameters models exactly."""
+
+ENCODER_ONLY_TYPES = frozenset(
+    {"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "distilbert", "albert",
+     "electra", "modernbert", "camembert", "mpnet"}
+)  # fmt: skip
+ENCODER_DECODER_TYPES = frozenset({"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian"})
+
+LIST_HINT = "(see `advisor plan --list-models`)"
+
+# Defaults of the transformers 5.24 config classes for keys a config.json may leave out.
+_MAX_POSITIONS = {"llama": 2048, "mistral": 131072, "mixtral": 131072, "qwen2": 32768,
+                  "qwen3": 32768, "gemma": 8192, "gemma2": 8192, "phi3": 4096}  # fmt: skip
+_KV_HEADS = {"mistral": 8, "mixtral": 8, "gemma2": 4}  # others: one kv head per query head
+_HEAD_DIM = {"gemma": 256, "gemma2": 256, "qwen3": 128}  # others: hidden_size // heads
+_TIED = frozenset({"gemma", "gemma2"})  # tie_word_embeddings defaults to True
+_ACTIVATION = {"gemma": "gelu_pytorch_tanh", "gemma2": "gelu_pytorch_tanh"}  # others: silu
+
+
+@dataclass(frozen=True)
+class _Catalog:
+    profiles: dict[str, ModelSpec]
+    """profile name (file stem) -> spec"""
+    lookup: dict[str, str]
+    """lower-case profile name, display name, alias or HF repo id -> profile name"""
+    shorthands: dict[str, str]
+    """size shorthand ("7b") -> profile name"""
+
+
+def resolve_model(text: str) -> ModelSpec:
+    """The spec for a shorthand, profile name or alias, HF repo id, config.json, or model directory."""
+    query = text.strip()
+    if not query:
+        raise PlanError(
+            f"no model given: pass a size like 7b, a profile name, a config.json or a model "
+            f"directory {LIST_HINT}"
+        )
+    catalog = _catalog(profiles_dir())
+    key = query.lower()
+    if key in catalog.shorthands:
+        spec = catalog.profiles[catalog.shorthands[key]]
+        return spec.model_copy(update={"source": "shorthand", "representative_of": key})
+    if key in catalog.lookup:
+        return catalog.profiles[catalog.lookup[key]]
+
+    path = Path(query).expanduser()
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise PlanError(f"model directory {path} has no config.json")
+        return _spec_from_file(config_file, path.resolve().name, "directory")
+    if path.exists():
+        return _spec_from_file(path, _name_for_config_file(path), "config")
+
+    cached = _hf_cache_config(query)
+    if cached is not None:
+        repo_id, config_file = cached
+        return _spec_from_file(config_file, repo_id, "hf-cache")
+    if _looks_like_path(query):
+        raise PlanError(f"no such file or directory: {query}")
+    raise _unknown_model(query, catalog)
+
+
+def list_models() -> list[ModelSpec]:
+    """Every profile's spec, grouped by family and smallest first (for `--list-models`)."""
+    profiles = _catalog(profiles_dir()).profiles.values()
+    return sorted(profiles, key=lambda s: (s.name.lower().rsplit("-", 1)[0], s.params))
+
+
+def list_shorthands() -> dict[str, str]:
+    """Size shorthand -> the profile name it stands for, as profiles/shorthands.toml says."""
+    return dict(_catalog(profiles_dir()).shorthands)
+
+
+def hf_hub_cache() -> Path:
+    """The local Hugging Face hub cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):  # the second is the legacy name
+        if os.environ.get(variable):
+            return Path(os.environ[variable]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache_home = os.environ.get("XDG_CACHE_HOME") or "~/.cache"  # as huggingface_hub reads it
+    return Path(cache_home).expanduser() / "huggingface" / "hub"
+
+
+def spec_from_config(
+    config: dict[str, Any], name: str, source: str, *, origin: str | None = None
+) -> ModelSpec:
+    """A spec from the contents of a Hugging Face config.json; `origin` names it in errors."""
+    where = origin or name
+    if not isinstance(config, dict):
+        raise PlanError(f"{where}: a config.json must hold a JSON object")
+    config = {k: v for k, v in config.items() if k != "_advisor"}
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_TYPES and isinstance(config.get("text_config"), dict):
+        inner = config["text_config"]
+        if inner.get("model_type") not in SUPPORTED_TYPES:
+            raise PlanError(
+                f"{where}: '{model_type}' is a multimodal model whose text model "
+                f"'{inner.get('model_type')}' is not supported; supported: {', '.join(SUPPORTED_TYPES)}"
+            )
+        config, model_type, name = dict(inner), inner["model_type"], f"{name} (text model)"
+    _check_model_type(model_type, where)
+
+    hidden = _positive_int(config, "hidden_size", where)
+    layers = _positive_int(config, "num_hidden_layers", where)
+    heads = _positive_int(config, "num_attention_heads", where)
+    intermediate = _positive_int(config, "intermediate_size", where)
+    vocab = _positive_int(config, "vocab_size", where)
+    kv_heads = _positive_int(config, "num_key_value_heads", where, _KV_HEADS.get(model_type, heads))
+    if heads % kv_heads:
+        raise PlanError(
+            f"{where}: num_attention_heads ({heads}) is not a multiple of "
+            f"num_key_value_heads ({kv_heads})"
+        )
+    default_head_dim = _HEAD_DIM.get(model_type)
+    if default_head_dim is None and config.get("head_dim") is None and hidden % heads:
+        raise PlanError(
+            f"{where}: hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}) "
+            f"and there is no head_dim"
+        )
+    head_dim = _positive_int(config, "head_dim", where, default_head_dim or hidden // heads)
+    max_positions = _positive_int(
+        config, "max_position_embeddings", where, _MAX_POSITIONS[model_type]
+    )
+
+    experts = top_k = 0
+    if model_type == "mixtral":
+        experts = _positive_int(config, "num_local_experts", where, 8)
+        top_k = _positive_int(config, "num_experts_per_tok", where, 2)
+        if top_k > experts:
+            raise PlanError(
+                f"{where}: num_experts_per_tok ({top_k}) exceeds num_local_experts ({experts})"
+            )
+
+    # Which projections carry biases, as each transformers 5.24 module builds them.
+    attention_bias = bool(config.get("attention_bias") or False)
+    out_bias = attention_bias
+    if model_type == "qwen2":
+        attention_bias, out_bias = True, False  # Qwen2Attention: qkv bias=True, o_proj bias=False
+    elif model_type in ("mistral", "mixtral", "phi3"):
+        attention_bias = out_bias = False
+    mlp_bias = model_type == "llama" and bool(config.get("mlp_bias") or False)
+
+    tied = config.get("tie_word_embeddings")
+    spec = ModelSpec(
+        name=name,
+        source=source,
+        model_type=model_type,
+        hidden_size=hidden,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate_size=intermediate,
+        vocab_size=vocab,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=(model_type in _TIED) if tied is None else bool(tied),
+        attention_bias=attention_bias,
+        attention_out_bias=out_bias,
+        mlp_bias=mlp_bias,
+        norms_per_layer=4 if model_type == "gemma2" else 2,
+        num_experts=experts,
+        num_experts_per_tok=top_k,
+        hidden_act=str(
+            config.get("hidden_activation")
+            or config.get("hidden_act")
+            or _ACTIVATION.get(model_type, "silu")
+        ),
+        params=0,
+        hf_config=config,
+    )
+    return spec.model_copy(update={"params": count_params(spec)})
+
+
+def _check_model_type(model_type: Any, where: str) -> None:
+    if model_type in SUPPORTED_TYPES:
+        return
+    supported = ", ".join(SUPPORTED_TYPES)
+    if model_type is None:
+        raise PlanError(f"{where}: the config has no 'model_type'; supported: {supported}")
+    if model_type in ENCODER_ONLY_TYPES:
+        raise PlanError(
+            f"{where}: '{model_type}' is an encoder-only model; alignment needs a decoder-only "
+            f"causal LM ({supported})"
+        )
+    if model_type in ENCODER_DECODER_TYPES:
+        raise PlanError(
+            f"{where}: '{model_type}' is an encoder-decoder model; the planner covers decoder-only "
+            f"causal LMs ({supported})"
+        )
+    raise PlanError(f"{where}: model_type '{model_type}' is not supported; supported: {supported}")
+
+
+def _positive_int(
+    config: dict[str, Any], field: str, where: str, default: int | None = None
+) -> int:
+    value = config.get(field)
+    if value is None:
+        if default is None:
+            raise PlanError(f"{where}: the config has no '{field}'")
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise PlanError(f"{where}: '{field}' must be a positive integer, got {value!r}")
+    return value
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise PlanError(f"cannot read {path}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise PlanError(f"cannot read {path}: it is not UTF-8 text") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PlanError(
+            f"{path} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    if not isinstance(config, dict):
+        raise PlanError(f"{path} does not hold a JSON object, so it is not a config.json")
+    return config
+
+
+def _spec_from_file(path: Path, name: str, source: str) -> ModelSpec:
+    return spec_from_config(_read_config(path), name, source, origin=str(path))
+
+
+def _name_for_config_file(path: Path) -> str:
+    """A readable name: the model folder (or cached repo id) for config.json, else the file stem."""
+    path = path.resolve()
+    if path.name != "config.json":
+        return path.stem
+    folder = path.parent
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"):
+        return folder.parent.parent.name.removeprefix("models--").replace("--", "/")
+    return folder.name
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        text.endswith(".json")
+        or text.startswith((".", "/", "~"))
+        or text.count("/") > 1
+        or "\\" in text
+    )
+
+
+def _hf_cache_config(repo_id: str) -> tuple[str, Path] | None:
+    """(repo id as cached, config.json of its main or newest snapshot) if the repo is cached."""
+    if repo_id.count("/") > 1 or repo_id.startswith((".", "/", "~")):
+        return None
+    cache = hf_hub_cache()
+    folder_name = "models--" + repo_id.replace("/", "--")
+    repo_dir = cache / folder_name
+    if not repo_dir.is_dir():
+        if not cache.is_dir():
+            return None
+        matches = [d for d in cache.iterdir() if d.name.lower() == folder_name.lower()]
+        if not matches:
+            return None
+        repo_dir = matches[0]
+    cached_id = repo_dir.name.removeprefix("models--").replace("--", "/")
+
+    snapshots = repo_dir / "snapshots"
+    main_ref = repo_dir / "refs" / "main"
+    if main_ref.is_file():
+        config_file = snapshots / main_ref.read_text().strip() / "config.json"
+        if config_file.is_file():
+            return cached_id, config_file
+    candidates = sorted(
+        (s / "config.json" for s in snapshots.glob("*") if (s / "config.json").is_file()),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not candidates:
+        raise PlanError(
+            f"{cached_id} is in the Hugging Face cache ({repo_dir}) but no snapshot has a "
+            f"config.json; download it or pass a config.json path"
+        )
+    return cached_id, candidates[-1]
+
+
+def _unknown_model(query: str, catalog: _Catalog) -> PlanError:
+    key = query.lower()
+    candidates = list(catalog.shorthands) + list(catalog.lookup)
+    suggestions: list[str] = []
+    for match in difflib.get_close_matches(key, candidates, n=8, cutoff=0.6):
+        shown = match if match in catalog.shorthands else catalog.lookup[match]
+        if shown not in suggestions:
+            suggestions.append(shown)
+    if "/" in query:
+        where = (
+            f"not a profile, not a file, and not in the local Hugging Face cache ({hf_hub_cache()})"
+        )
+        hint = f"; did you mean {', '.join(suggestions[:4])}?" if suggestions else ""
+        return PlanError(f"unknown model '{query}': {where}{hint} {LIST_HINT}")
+    if suggestions:
+        return PlanError(
+            f"unknown model '{query}'; did you mean {', '.join(suggestions[:4])}? {LIST_HINT}"
+        )
+    return PlanError(
+        f"unknown model '{query}'; pass a size like 7b, a profile name, a config.json or a "
+        f"model directory {LIST_HINT}"
+    )
+
+
+@lru_cache(maxsize=8)
+def _catalog(directory: Path) -> _Catalog:
+    """All profiles under `directory`, read once per folder (resolve_model("7b") takes milliseconds)."""
+    profiles: dict[str, ModelSpec] = {}
+    lookup: dict[str, str] = {}
+    for path in sorted((directory / "models").glob("*.json")):
+        config = _read_config(path)
+        meta = config.get("_advisor") or {}
+        if not isinstance(meta, dict):
+            raise PlanError(
+                f"{path}: '_advisor' must be an object with display_name, hf_repo, aliases"
+            )
+        profile = path.stem.lower()
+        display = str(meta.get("display_name") or path.stem)
+        profiles[profile] = spec_from_config(config, display, "profile", origin=str(path))
+        keys = [profile, display, *(meta.get("aliases") or [])]
+        if meta.get("hf_repo"):
+            keys.append(str(meta["hf_repo"]))
+        for key in {str(k).lower() for k in keys}:
+            if lookup.get(key, profile) != profile:
+                raise PlanError(
+                    f"{path}: the name '{key}' is also claimed by profile '{lookup[key]}'; "
+                    f"names and aliases must be unique"
+                )
+            lookup[key] = profile
+    return _Catalog(profiles, lookup, _read_shorthands(directory / "shorthands.toml", profiles))
+
+
+def _read_shorthands(path: Path, profiles: dict[str, ModelSpec]) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("shorthands", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise PlanError(f"cannot read {path}: {error}") from None
+    shorthands: dict[str, str] = {}
+    for size, profile in table.items():
+        if str(profile).lower() not in profiles:
+            raise PlanError(
+                f"{path}: shorthand '{size}' names '{profile}', which is not a profile in "
+                f"{path.parent / 'models'}"
+            )
+        shorthands[str(size).lower()] = str(profile).lower()
+    return shorthands
