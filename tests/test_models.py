@@ -1,0 +1,446 @@
+"""Model specs: profiles, shorthands, config files and the HF cache, and exact parameter counts.
+
+Counts are checked against the real transformers / peft modules built on the meta device,
+which allocates nothing, so even the 70B profiles build in well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from functools import cache
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+from planner import parameters
+from planner.errors import PlanError
+from planner.models import (
+    hf_hub_cache,
+    list_models,
+    list_shorthands,
+    resolve_model,
+    spec_from_config,
+)
+from planner.paths import profiles_dir
+from planner.specs import ModelSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+PROFILE_FILES = sorted((profiles_dir() / "models").glob("*.json"))
+PROFILES = [p.stem for p in PROFILE_FILES]
+TARGETS = ["qv", "attention", "all-linear"]
+
+PUBLISHED_COUNTS = {
+    "llama-2-7b": 6_738_415_616,
+    "llama-3-8b": 8_030_261_248,
+    "mistral-7b-v0.1": 7_241_732_096,
+    "qwen2.5-7b": 7_615_616_512,
+    "qwen2.5-0.5b": 494_032_768,
+}
+
+REPRESENTATIVES = {
+    "0.5b": "qwen2.5-0.5b",
+    "1b": "llama-3.2-1b",
+    "1.5b": "qwen2.5-1.5b",
+    "3b": "llama-3.2-3b",
+    "7b": "llama-2-7b",
+    "8b": "llama-3.1-8b",
+    "13b": "llama-2-13b",
+    "14b": "qwen2.5-14b",
+    "32b": "qwen2.5-32b",
+    "70b": "llama-3.1-70b",
+    "72b": "qwen2.5-72b",
+}
+
+TINY_LLAMA = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 64,
+    "intermediate_size": 160,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 512,
+    "max_position_embeddings": 256,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,  # phi3 defaults to 32000, outside this vocabulary
+}
+
+
+def hf_config(config: dict, **overrides):
+    """A transformers config object from a config.json dict."""
+    fields = {k: v for k, v in config.items() if k not in ("model_type", "auto_map", "_advisor")}
+    return AutoConfig.for_model(config["model_type"], **fields, **overrides)
+
+
+def build_on_meta(config: dict, auto_class=AutoModelForCausalLM, **overrides) -> torch.nn.Module:
+    with torch.device("meta"):
+        return auto_class.from_config(hf_config(config, **overrides))
+
+
+@cache
+def causal_lm(profile: str) -> torch.nn.Module:
+    return build_on_meta(resolve_model(profile).hf_config)
+
+
+def numel(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config))
+    return path
+
+
+# --- exact counts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_profile_count_equals_transformers_model_on_meta(profile):
+    spec = resolve_model(profile)
+    assert spec.params == parameters.count_params(spec) == numel(causal_lm(profile))
+
+
+@pytest.mark.parametrize(("profile", "published"), PUBLISHED_COUNTS.items())
+def test_profile_count_equals_published_count(profile, published):
+    assert resolve_model(profile).params == published
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_largest_layer_is_deepspeeds_largest_module(profile):
+    model = causal_lm(profile)
+    largest = max(sum(p.numel() for p in m.parameters(recurse=False)) for m in model.modules())
+    assert parameters.largest_layer_params(resolve_model(profile)) == largest
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_decoder_linear_params_count_the_linear_weights_bitsandbytes_would_quantize(profile):
+    layers = causal_lm(profile).model.layers
+    linear = sum(m.weight.numel() for m in layers.modules() if isinstance(m, torch.nn.Linear))
+    assert parameters.decoder_linear_params(resolve_model(profile)) == linear
+
+
+@pytest.mark.parametrize("profile", ["llama-3.2-1b", "qwen2.5-0.5b", "gemma-2-2b", "phi-3-mini-4k"])
+def test_linear_shapes_name_the_real_modules_of_a_decoder_layer(profile):
+    layer = causal_lm(profile).model.layers[0]
+    for name, n_in, n_out in parameters.linear_shapes(resolve_model(profile)):
+        module = layer.get_submodule(name)
+        assert (module.in_features, module.out_features) == (n_in, n_out), name
+
+
+def test_decoder_layer_params_equal_one_real_layer():
+    for profile in ("llama-2-7b", "qwen2.5-7b", "gemma-2-9b", "mixtral-8x7b"):
+        layer = causal_lm(profile).model.layers[0]
+        assert parameters.decoder_layer_params(resolve_model(profile)) == numel(layer), profile
+
+
+def test_moe_active_params_count_only_the_routed_experts():
+    spec = resolve_model("mixtral-8x7b")
+    idle_experts = spec.num_layers * 6 * 3 * spec.hidden_size * spec.intermediate_size
+    assert parameters.active_params(spec) == spec.params - idle_experts
+    assert parameters.active_params(resolve_model("7b")) == resolve_model("7b").params
+
+
+@pytest.mark.parametrize(
+    ("label", "config"),
+    [
+        ("llama with attention and mlp biases", {**TINY_LLAMA, "attention_bias": True, "mlp_bias": True}),
+        ("llama with tied embeddings", {**TINY_LLAMA, "tie_word_embeddings": True}),
+        ("qwen2 with qkv bias", {**TINY_LLAMA, "model_type": "qwen2"}),
+        ("qwen3 with q/k norms", {**TINY_LLAMA, "model_type": "qwen3", "head_dim": 32}),
+        ("gemma (v1)", {**TINY_LLAMA, "model_type": "gemma", "head_dim": 16}),
+        ("gemma2 with defaults", {**TINY_LLAMA, "model_type": "gemma2", "head_dim": 16}),
+        ("phi3 fused projections", {**TINY_LLAMA, "model_type": "phi3"}),
+        ("mistral without kv heads", {k: v for k, v in TINY_LLAMA.items() if k != "num_key_value_heads"} | {"model_type": "mistral", "num_attention_heads": 8}),
+        ("mixtral 4 experts", {**TINY_LLAMA, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}),
+    ],
+)  # fmt: skip
+def test_spec_from_config_counts_architecture_variants_exactly(label, config):
+    spec = spec_from_config(config, label, "config")
+    assert spec.params == numel(build_on_meta(config)), label
+
+
+# --- LoRA and the extra heads ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("targets", TARGETS)
+@pytest.mark.parametrize(
+    "profile", ["llama-3.2-1b", "qwen2.5-0.5b", "gemma-2-2b", "mixtral-8x7b", "phi-3-mini-4k"]
+)
+def test_lora_params_equal_peft_trainable_params_on_meta(profile, targets):
+    spec = resolve_model(profile)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config(spec.hf_config))
+        config = LoraConfig(r=16, target_modules=parameters.lora_target_modules(spec, targets))
+        peft_model = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert parameters.lora_params(spec, 16, targets) == trainable
+
+
+def test_lora_rejects_unknown_targets_and_bad_rank():
+    with pytest.raises(PlanError, match="unknown LoRA targets 'mlp'"):
+        parameters.lora_params(resolve_model("7b"), 16, "mlp")
+    with pytest.raises(PlanError, match="rank"):
+        parameters.lora_params(resolve_model("7b"), 0, "qv")
+
+
+@pytest.mark.parametrize("profile", ["llama-2-7b", "qwen2.5-0.5b"])
+def test_reward_and_value_models_equal_sequence_classifier_with_one_label(profile):
+    spec = resolve_model(profile)
+    model = build_on_meta(spec.hf_config, AutoModelForSequenceClassification, num_labels=1)
+    assert parameters.reward_model_params(spec) == numel(model)
+    assert parameters.value_model_params(spec) == numel(model)
+
+
+# --- resolving what the user typed ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("shorthand", "profile"), REPRESENTATIVES.items())
+def test_every_shorthand_resolves_to_its_representative(shorthand, profile):
+    for typed in (shorthand, shorthand.upper()):
+        spec = resolve_model(typed)
+        assert spec.representative_of == shorthand
+        assert spec.source == "shorthand"
+        assert spec.name == resolve_model(profile).name
+        assert spec.params == resolve_model(profile).params
+
+
+def test_shorthands_file_lists_every_required_size():
+    assert list_shorthands() == REPRESENTATIVES
+
+
+def test_profiles_carry_display_name_repo_and_unique_aliases():
+    names = set()
+    for path in PROFILE_FILES:
+        meta = json.loads(path.read_text())["_advisor"]
+        assert meta["display_name"].lower() == path.stem
+        assert "/" in meta["hf_repo"]
+        keys = {path.stem, meta["hf_repo"].lower(), *(a.lower() for a in meta["aliases"])}
+        assert not keys & names, path
+        names |= keys
+
+
+def test_profile_names_aliases_and_repo_ids_resolve_case_insensitively():
+    expected = resolve_model("llama-2-7b")
+    for typed in ("Llama-2-7B", "llama2-7b", "meta-llama/Llama-2-7b-hf", " LLAMA-2-7B-HF "):
+        spec = resolve_model(typed)
+        assert (spec.name, spec.source, spec.params) == ("Llama-2-7B", "profile", expected.params)
+        assert spec.representative_of is None
+
+
+def test_mistral_profile_is_v0_1():
+    spec = resolve_model("mistral-7b")
+    assert spec.name == "Mistral-7B-v0.1"
+    assert spec.hf_config["vocab_size"] == 32000
+
+
+def test_list_models_returns_every_profile():
+    specs = list_models()
+    assert sorted(s.name.lower() for s in specs) == sorted(PROFILES)
+    assert all(isinstance(s, ModelSpec) and s.source == "profile" for s in specs)
+
+
+def test_shorthand_resolves_in_milliseconds():
+    resolve_model("7b")
+    start = time.perf_counter()
+    for _ in range(100):
+        resolve_model("7b")
+    assert (time.perf_counter() - start) / 100 < 0.002
+
+
+def test_resolving_imports_no_heavy_library_and_no_hub_client():
+    code = (
+        "import sys, json\nfrom planner.models import resolve_model\nresolve_model('7b')\n"
+        "try:\n    resolve_model('nobody/nothing')\nexcept ValueError:\n    pass\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(ROOT / "no-such-cache")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True
+    )
+    loaded = {m.split(".")[0] for m in json.loads(out.stdout.splitlines()[-1])}
+    assert not loaded & {"torch", "transformers", "huggingface_hub", "peft", "requests", "httpx"}
+
+
+def test_config_json_path_resolves(tmp_path):
+    path = write_config(tmp_path / "my-model" / "config.json", TINY_LLAMA)
+    spec = resolve_model(str(path))
+    assert (spec.name, spec.source, spec.hidden_size) == ("my-model", "config", 64)
+    assert spec.params == numel(build_on_meta(TINY_LLAMA))
+
+
+def test_model_directory_resolves(tmp_path):
+    write_config(tmp_path / "checkpoint-500" / "config.json", TINY_LLAMA)
+    spec = resolve_model(str(tmp_path / "checkpoint-500"))
+    assert (spec.name, spec.source, spec.num_layers) == ("checkpoint-500", "directory", 2)
+
+
+def test_repo_id_in_fake_hf_cache_resolves_to_main_snapshot(tmp_path, monkeypatch):
+    repo = tmp_path / "hub" / "models--acme--tiny-chat"
+    write_config(repo / "snapshots" / "old" / "config.json", {**TINY_LLAMA, "hidden_size": 32})
+    write_config(repo / "snapshots" / "abc123" / "config.json", TINY_LLAMA)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123\n")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    spec = resolve_model("acme/tiny-chat")
+    assert (spec.name, spec.source, spec.hidden_size) == ("acme/tiny-chat", "hf-cache", 64)
+    assert resolve_model("ACME/Tiny-Chat").name == "acme/tiny-chat"
+
+
+def test_hf_cache_falls_back_to_hf_home_then_home_cache(tmp_path, monkeypatch):
+    for variable in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert hf_hub_cache() == tmp_path / "hf" / "hub"
+    monkeypatch.delenv("HF_HOME")
+    assert hf_hub_cache() == Path("~/.cache/huggingface/hub").expanduser()
+
+
+def test_repo_id_missing_from_cache_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(PlanError, match=r"'acme/absent'.*not in the local Hugging Face cache"):
+        resolve_model("acme/absent")
+
+
+# --- errors the user can cause --------------------------------------------------------------
+
+
+def test_unknown_name_suggests_near_names():
+    with pytest.raises(PlanError) as caught:
+        resolve_model("lama-7b")
+    message = str(caught.value)
+    assert message.startswith("unknown model 'lama-7b'; did you mean ")
+    assert "llama-2-7b" in message
+    assert message.endswith("(see `advisor plan --list-models`)")
+    assert "\n" not in message
+
+
+def test_unknown_name_without_near_names_says_what_is_accepted():
+    with pytest.raises(PlanError, match="pass a size like 7b"):
+        resolve_model("zzzzzzzz")
+
+
+def test_empty_model_is_rejected():
+    with pytest.raises(PlanError, match="no model given"):
+        resolve_model("  ")
+
+
+def test_missing_path_says_no_such_file(tmp_path):
+    with pytest.raises(PlanError, match="no such file or directory"):
+        resolve_model(str(tmp_path / "nope" / "config.json"))
+
+
+def test_directory_without_config_json_names_the_directory(tmp_path):
+    with pytest.raises(PlanError, match=f"model directory {tmp_path} has no config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_unreadable_config_names_the_file(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(PlanError, match=f"cannot read {path}"):
+        resolve_model(str(path))
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root reads any file")
+def test_config_without_read_permission_names_the_file(tmp_path):
+    path = write_config(tmp_path / "config.json", TINY_LLAMA)
+    path.chmod(0)
+    with pytest.raises(PlanError, match=f"cannot read {path}: Permission denied"):
+        resolve_model(str(path))
+
+
+def test_malformed_config_names_the_file_and_the_place(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"model_type": "llama",\n "hidden_size": }')
+    with pytest.raises(PlanError, match=rf"{path} is not valid JSON: .* line 2 column"):
+        resolve_model(str(path))
+
+
+def test_config_that_is_not_an_object_is_rejected(tmp_path):
+    path = write_config(tmp_path / "config.json", [1, 2, 3])
+    with pytest.raises(PlanError, match="does not hold a JSON object"):
+        resolve_model(str(path))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("hidden_size", 0),
+        ("num_hidden_layers", -2),
+        ("vocab_size", "big"),
+        ("num_key_value_heads", 0),
+    ],
+)
+def test_zero_or_invalid_size_names_the_field_and_file(tmp_path, field, value):
+    path = write_config(tmp_path / "config.json", {**TINY_LLAMA, field: value})
+    with pytest.raises(PlanError, match=rf"{path}: '{field}' must be a positive integer, got"):
+        resolve_model(str(path))
+
+
+def test_missing_size_names_the_field(tmp_path):
+    config = {k: v for k, v in TINY_LLAMA.items() if k != "intermediate_size"}
+    path = write_config(tmp_path / "config.json", config)
+    with pytest.raises(PlanError, match=rf"{path}: the config has no 'intermediate_size'"):
+        resolve_model(str(path))
+
+
+def test_heads_not_divisible_by_kv_heads_is_rejected():
+    with pytest.raises(
+        PlanError, match=r"num_attention_heads \(4\) is not a multiple of num_key_value_heads \(3\)"
+    ):
+        spec_from_config({**TINY_LLAMA, "num_key_value_heads": 3}, "x", "config")
+
+
+def test_encoder_only_model_is_rejected_clearly():
+    with pytest.raises(PlanError, match="'bert' is an encoder-only model"):
+        spec_from_config({"model_type": "bert", "hidden_size": 768}, "bert-base", "config")
+
+
+def test_unsupported_decoder_type_lists_the_supported_ones():
+    with pytest.raises(PlanError, match="model_type 'falcon' is not supported; supported: llama"):
+        spec_from_config({**TINY_LLAMA, "model_type": "falcon"}, "falcon", "config")
+
+
+def test_multimodal_wrapper_uses_its_supported_text_config():
+    config = {
+        "model_type": "llava",
+        "text_config": TINY_LLAMA,
+        "vision_config": {"hidden_size": 32},
+    }
+    spec = spec_from_config(config, "llava-tiny", "config")
+    assert spec.name == "llava-tiny (text model)"
+    assert spec.params == numel(build_on_meta(TINY_LLAMA))
+
+
+def test_multimodal_wrapper_with_unsupported_text_model_is_rejected():
+    config = {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text"}}
+    with pytest.raises(
+        PlanError, match="'gemma3' is a multimodal model whose text model 'gemma3_text'"
+    ):
+        spec_from_config(config, "gemma-3", "config")
+
+
+def test_shorthand_naming_a_missing_profile_is_reported(tmp_path, monkeypatch):
+    write_config(tmp_path / "models" / "tiny.json", TINY_LLAMA)
+    (tmp_path / "shorthands.toml").write_text('[shorthands]\n"7b" = "gone"\n')
+    monkeypatch.setenv("ADVISOR_PROFILES", str(tmp_path))
+    with pytest.raises(PlanError, match="shorthand '7b' names 'gone', which is not a profile"):
+        resolve_model("tiny")
+
+
+def test_alias_claimed_by_two_profiles_is_reported(tmp_path, monkeypatch):
+    for name in ("one", "two"):
+        meta = {"display_name": name, "hf_repo": f"acme/{name}", "aliases": ["same"]}
+        write_config(tmp_path / "models" / f"{name}.json", {**TINY_LLAMA, "_advisor": meta})
+    monkeypatch.setenv("ADVISOR_PROFILES", str(tmp_path))
+    with pytest.raises(PlanError, match="the name 'same' is also claimed by profile 'one'"):
+        resolve_model("one")
