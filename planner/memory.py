@@ -18,6 +18,7 @@ from planner.errors import PlanError
 from planner.methods import Loop, loop
 from planner.specs import (
     Attention,
+    Method,
     ModelSpec,
     Offload,
     Optimizer,
@@ -132,10 +133,18 @@ class ModelStates:
     notes: list[str] = field(default_factory=list)
 
 
+def trained_model_params(spec: ModelSpec, request: PlanRequest) -> int:
+    """Parameters of the model being trained: the causal LM, or for reward training the
+    sequence classifier (no lm_head, a 1-output score head)."""
+    if request.method is Method.reward:
+        return parameters.reward_model_params(spec)
+    return parameters.count_params(spec)
+
+
 def base_weight_bytes(spec: ModelSpec, request: PlanRequest) -> float:
     """Frozen or trained base weights: P × bytes (QLoRA: decoder linears in NF4, the rest in
     the compute dtype)."""
-    params = parameters.count_params(spec)
+    params = trained_model_params(spec, request)
     if request.tuning is Tuning.qlora:
         linear = parameters.decoder_linear_params(spec)
         return linear * nf4_bytes_per_param() + (params - linear) * compute_bytes(request)
@@ -154,7 +163,7 @@ def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
     g = world(request)
     states = ModelStates()
     if request.tuning is Tuning.full:
-        params = parameters.count_params(spec)
+        params = trained_model_params(spec, request)
         w = policy_weight_bytes(request)
         grad_bytes = w
         opt = optimizer_bytes_per_param(request, w)
@@ -469,9 +478,11 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         gen_logits = generation_batch(request, lp) * spec.vocab_size * 4 * 2
         phases["rollout generation"] = base + kv + gen_logits + states.gathered
         members["rollout generation"] = [*resident_names, "generation_kv_cache"]
-    if lp.reference != "none" or lp.no_grad_rows_per_sample or lp.reward_model:
+    scoring = lp.reference != "none" or bool(lp.no_grad_rows_per_sample) or lp.reward_model
+    no_grad = act.no_grad_forward if scoring else 0.0
+    if scoring:
         phases["reference / scoring forward"] = (
-            base + act.no_grad_forward + states.gathered + (states.gradients if accumulating else 0)
+            base + no_grad + states.gathered + (states.gradients if accumulating else 0)
         )
         members["reference / scoring forward"] = [*resident_names, "logits"] + (
             ["gradients"] if accumulating else []
@@ -506,7 +517,7 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         "gradients": states.gradients,
         "optimizer": states.optimizer,
         "activations": act.saved + value_act + max(act.recompute, 0.0),
-        "logits": max(act.logits + act.logits_grad, act.no_grad_forward),
+        "logits": max(act.logits + act.logits_grad, no_grad),
         "reference_model": reference,
         "reward_model": reward,
         "value_model": value,

@@ -40,8 +40,10 @@ def _beta(request: PlanRequest, key: str) -> float:
 
 
 def _reference(request: PlanRequest, needed: bool) -> str:
-    """TRL's reference: none if not needed or precomputed; the adapter-disabled base under PEFT."""
-    if not needed or request.precompute_ref_log_probs:
+    """TRL's reference: none if not needed or precomputed (DPO/KTO only: on-policy methods
+    score fresh rollouts); the adapter-disabled base under PEFT."""
+    offline = request.method in (Method.dpo, Method.kto)
+    if not needed or (offline and request.precompute_ref_log_probs):
         return "none"
     if request.tuning in (Tuning.lora, Tuning.qlora):
         return "adapter-disabled"

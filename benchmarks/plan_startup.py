@@ -1,0 +1,51 @@
+"""Benchmark: wall time of `advisor plan --model 7b` against `python -c pass`, same run.
+
+Target (issue #2): the median under 0.3 s above Python's own start-up.
+Usage: python benchmarks/plan_startup.py [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def median_seconds(command: list[str], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    advisor = shutil.which("advisor") or str(Path(sys.executable).with_name("advisor"))
+    cases = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "advisor plan --model 7b": [advisor, "plan", "--model", "7b"],
+        "advisor plan --model 7b --json": [advisor, "plan", "--model", "7b", "--json"],
+        "advisor plan --model 7b --fit": [advisor, "plan", "--model", "7b", "--fit"],
+    }
+    results = {name: median_seconds(cmd, args.runs) for name, cmd in cases.items()}
+    baseline = results["python -c pass"]
+    print(f"{'command':38} {'median s':>9} {'above python':>13}")
+    for name, seconds in results.items():
+        print(f"{name:38} {seconds:9.3f} {seconds - baseline:13.3f}")
+    above = results["advisor plan --model 7b"] - baseline
+    verdict = "meets" if above < 0.3 else "MISSES"
+    print(
+        f"\n`advisor plan --model 7b` is {above:.3f} s above Python's start: {verdict} the 0.3 s target"
+    )
+
+
+if __name__ == "__main__":
+    main()

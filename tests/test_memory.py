@@ -1,0 +1,168 @@
+"""The analytic memory model: what each method keeps resident, by tuning, precision, sharding."""
+
+from __future__ import annotations
+
+import pytest
+
+from planner import parameters
+from planner.errors import PlanError
+from planner.fit import search
+from planner.memory import GIB, estimate_memory
+from planner.models import resolve_model
+from planner.plan import estimate
+from planner.specs import PlanRequest
+
+LLAMA7 = resolve_model("llama-2-7b")
+P = 6_738_415_616
+
+
+def mem(**settings):
+    return estimate_memory(resolve_model(settings.get("model", "7b")), PlanRequest(**settings))
+
+
+def test_full_bf16_adamw_holds_weights_grads_and_two_bf16_states():
+    m = mem(method="sft", tuning="full")
+    assert m.components["weights"] == 2 * P
+    assert m.components["gradients"] == 2 * P
+    assert m.components["optimizer"] == 4 * P
+
+
+def test_fp32_training_holds_sixteen_bytes_per_param():
+    m = mem(method="sft", tuning="full", precision="fp32")
+    total = m.components["weights"] + m.components["gradients"] + m.components["optimizer"]
+    assert total == 16 * P
+
+
+def test_full_dpo_loads_a_frozen_reference_copy():
+    m = mem(method="dpo", tuning="full")
+    assert m.components["reference_model"] == 2 * P
+    assert "reference_model" in m.live_at_peak
+
+
+def test_lora_dpo_uses_no_second_model_copy():
+    m = mem(method="dpo", tuning="lora")
+    assert m.components["reference_model"] == 0
+    assert m.components["weights"] == 2 * P
+
+
+def test_precomputed_reference_log_probs_drop_the_reference():
+    m = mem(method="dpo", tuning="full", precompute_ref_log_probs=True)
+    assert m.components["reference_model"] == 0
+
+
+def test_dpo_runs_twice_the_rows_of_sft():
+    sft = mem(method="sft", tuning="lora", grad_checkpointing=False)
+    dpo = mem(method="dpo", tuning="lora", grad_checkpointing=False)
+    assert dpo.components["activations"] == pytest.approx(2 * sft.components["activations"])
+
+
+def test_orpo_and_simpo_have_no_reference_but_kto_has_one():
+    assert mem(method="orpo", tuning="full").components["reference_model"] == 0
+    assert mem(method="simpo", tuning="full").components["reference_model"] == 0
+    assert mem(method="kto", tuning="full").components["reference_model"] == 2 * P
+
+
+def test_reward_training_has_no_vocabulary_logits():
+    m = mem(method="reward", tuning="full")
+    assert m.components["logits"] < 0.01 * GIB
+    assert m.components["weights"] == 2 * parameters.reward_model_params(LLAMA7)
+
+
+def test_ppo_holds_policy_reference_reward_and_value_models_and_a_kv_cache():
+    m = mem(method="ppo", tuning="full")
+    for component in ("reference_model", "reward_model", "value_model", "generation_kv_cache"):
+        assert m.components[component] > 0, component
+    # The value model trains: weights, gradients and AdamW states of a sequence classifier.
+    assert m.components["value_model"] == 8 * parameters.value_model_params(LLAMA7)
+
+
+def test_grpo_loads_a_reference_only_when_beta_is_positive():
+    assert mem(method="grpo", tuning="full").components["reference_model"] == 0
+    assert mem(method="grpo", tuning="full", beta=0.04).components["reference_model"] == 2 * P
+    assert mem(method="rloo", tuning="full").components["reference_model"] == 2 * P
+
+
+def test_grpo_kv_cache_grows_with_completion_length():
+    short = mem(method="grpo", prompt_len=256, completion_len=256)
+    long = mem(method="grpo", prompt_len=256, completion_len=2048)
+    assert long.components["generation_kv_cache"] > 4 * short.components["generation_kv_cache"]
+
+
+def test_gradient_checkpointing_keeps_only_layer_inputs():
+    on = mem(method="sft", tuning="full", grad_checkpointing=True, batch_size=4)
+    off = mem(method="sft", tuning="full", grad_checkpointing=False, batch_size=4)
+    assert on.components["activations"] < off.components["activations"] / 4
+
+
+def test_qlora_base_is_about_a_quarter_of_bf16():
+    lora = mem(method="dpo", tuning="lora")
+    qlora = mem(method="dpo", tuning="qlora")
+    assert qlora.components["weights"] < 0.35 * lora.components["weights"]
+
+
+def test_zero3_shards_weights_gradients_and_optimizer_over_gpus():
+    one = mem(method="sft", tuning="full", precision="fp32")
+    eight = mem(method="sft", tuning="full", precision="fp32", num_gpus=8, sharding="zero3")
+    assert eight.components["optimizer"] == pytest.approx(one.components["optimizer"] / 8)
+    assert eight.components["gradients"] == pytest.approx(one.components["gradients"] / 8)
+
+
+def test_ddp_buckets_double_the_gradients():
+    single = mem(method="sft", tuning="full")
+    ddp = mem(method="sft", tuning="full", num_gpus=2, sharding="ddp")
+    assert ddp.components["gradients"] == 2 * single.components["gradients"]
+
+
+def test_optimizer_offload_moves_states_to_the_cpu():
+    m = mem(method="sft", tuning="full", num_gpus=2, sharding="zero2", offload="optimizer")
+    assert m.components["optimizer"] == 0
+    assert m.cpu_offload > 0
+
+
+def test_offload_without_sharding_is_refused():
+    with pytest.raises(PlanError, match="offload"):
+        mem(method="sft", tuning="full", offload="optimizer")
+
+
+def test_8bit_adam_states_take_about_two_bytes_per_param():
+    m = mem(method="sft", tuning="full", optimizer="adamw8bit")
+    assert m.components["optimizer"] == pytest.approx(2 * P, rel=0.02)
+
+
+def test_eager_attention_adds_the_s_squared_scores():
+    sdpa = mem(method="sft", tuning="full", grad_checkpointing=False, seq_len=4096)
+    eager = mem(
+        method="sft", tuning="full", grad_checkpointing=False, seq_len=4096, attention="eager"
+    )
+    assert eager.components["activations"] > 2 * sdpa.components["activations"]
+
+
+def test_full_tuning_peaks_in_the_optimizer_step_or_backward():
+    m = mem(method="sft", tuning="full", seq_len=512)
+    assert m.peak_phase in ("optimizer step", "forward / backward")
+    assert m.peak >= m.tensor_peak > 8 * P  # bf16 weights + grads + two bf16 AdamW states
+
+
+def test_ppo_on_a_7b_model_does_not_fit_one_24gb_card_in_full():
+    plan = estimate(PlanRequest(model="7b", method="ppo", tuning="full", gpu="rtx-4090"))
+    assert not plan.fits
+    assert any("LoRA" in s for s in plan.suggestions)
+
+
+def test_fit_search_finds_a_way_to_run_full_dpo_on_24gb():
+    request = PlanRequest(model="7b", method="dpo", tuning="full", gpu="rtx-4090")
+    assert not estimate(request).fits
+    plans = search(request)
+    assert plans and all(p.fits for p in plans)
+    best = plans[0].request
+    # Something had to give: more GPUs, offloaded states, or no reference copy.
+    assert best.world_size > 1 or best.offload != "none" or best.precompute_ref_log_probs
+
+
+def test_fit_holds_the_effective_batch():
+    request = PlanRequest(
+        model="7b", method="dpo", tuning="lora", gpu="l4", batch_size=4, grad_accum=4
+    )
+    for plan in search(request):
+        r = plan.request
+        assert r.batch_size * r.grad_accum * r.world_size == 16

@@ -1,0 +1,178 @@
+"""`advisor plan` through its public surface: the JSON contract, bad input, random flags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from advisor.cli import main
+from planner.specs import COMPONENTS
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def plan_json(capsys, *argv: str) -> dict:
+    code, out, err = run_cli(capsys, "plan", *argv, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_json_has_the_design_contract_keys(capsys):
+    plan = plan_json(capsys, "--model", "7b")
+    assert plan["model"] == {**plan["model"], "name": "Llama-2-7B", "params": 6_738_415_616}
+    assert plan["method"] == "dpo" and plan["tuning"] == "lora"
+    assert plan["gpu"]["name"] == "A100-80GB" and plan["gpu"]["count"] == 1
+    assert plan["gpu"]["memory_gib"] == pytest.approx(80.0)
+    memory = plan["memory"]
+    assert set(COMPONENTS) <= set(memory["components_gib"])
+    assert memory["per_gpu_peak_gib"] > 0
+    assert set(memory["live_at_peak"]) <= set(COMPONENTS)
+    assert plan["time"]["step_seconds"] > 0 and plan["time"]["tokens_per_second"] > 0
+    assert plan["time"]["total_hours"] is None
+    assert plan["fits"] is True
+    assert isinstance(plan["suggestions"], list)
+
+
+def test_components_live_at_peak_cover_the_tensor_peak(capsys):
+    for method in ("sft", "dpo", "ppo", "grpo", "kto", "reward"):
+        plan = plan_json(capsys, "--model", "7b", "--method", method, "--tuning", "full")
+        memory = plan["memory"]
+        live = sum(memory["components_gib"][c] for c in memory["live_at_peak"])
+        assert live >= memory["per_gpu_peak_gib"] - 0.05, method
+
+
+def test_samples_and_epochs_give_total_hours(capsys):
+    plan = plan_json(capsys, "--model", "7b", "--samples", "10000", "--epochs", "2")
+    steps = plan["time"]["total_steps"]
+    assert steps == 10000 * 2 // 8  # batch 1 × grad-accum 8 × 1 GPU
+    assert plan["time"]["total_hours"] == pytest.approx(
+        steps * plan["time"]["step_seconds"] / 3600, rel=0.01
+    )
+
+
+def test_dataset_file_rows_are_counted(capsys, tmp_path):
+    data = tmp_path / "prefs.jsonl"
+    rows = [{"prompt": "hi " * 50, "chosen": "yes " * 80, "rejected": "no " * 80}] * 40
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    plan = plan_json(capsys, "--model", "7b", "--dataset", str(data))
+    assert plan["time"]["samples"] == 40
+    assert plan["time"]["total_steps"] == 5
+
+
+def test_fit_prints_the_fastest_plan_that_fits(capsys):
+    code, out, err = run_cli(
+        capsys,
+        "plan",
+        "--model",
+        "7b",
+        "--method",
+        "dpo",
+        "--tuning",
+        "full",
+        "--gpu",
+        "rtx-4090",
+        "--fit",
+        "--json",
+    )
+    assert code == 0, err
+    plans = json.loads(out)
+    assert plans and all(p["fits"] for p in plans)
+    assert plans[0]["memory"]["per_gpu_peak_gib"] <= plans[0]["memory"]["capacity_gib"]
+    # The requested tuning mode is kept when something fits with it.
+    assert plans[0]["tuning"] == "full"
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--model", "lama-2-7b"], "did you mean"),
+        (["--model", "7b", "--gpu", "a100-81gb"], "unknown GPU"),
+        (["--model", "7b", "--batch-size", "0"], "--batch-size"),
+        (["--model", "7b", "--seq-len", "-5"], "--seq-len"),
+        (["--model", "7b", "--grad-accum", "0"], "--grad-accum"),
+        (["--model", "7b", "--offload", "optimizer"], "offload"),
+        (["--model", "7b", "--method", "grpo", "--num-generations", "3"], "divisible"),
+        (["--model", "7b", "--method", "teleport"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(capsys, argv, needle):
+    code, _, err = run_cli(capsys, "plan", *argv)
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_unreadable_config_json_is_status_2(capsys, tmp_path):
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    code, _, err = run_cli(capsys, "plan", "--model", str(bad))
+    assert code == 2 and str(bad) in err
+
+
+def test_sequence_past_max_positions_warns(capsys):
+    plan = plan_json(capsys, "--model", "llama-2-7b", "--seq-len", "8192")
+    assert any("max_position_embeddings" in w for w in plan["warnings"])
+
+
+def test_unknown_command_is_status_2(capsys):
+    code, _, err = run_cli(capsys, "plna")
+    assert code == 2 and "unknown command" in err
+
+
+FLAG_VALUES = {
+    "--model": st.sampled_from(
+        ["7b", "0.5b", "qwen2.5-7b", "gemma-2-9b", "mixtral-8x7b", "nope", "", "70b"]
+    ),
+    "--method": st.sampled_from(
+        ["sft", "dpo", "ppo", "grpo", "rloo", "kto", "orpo", "simpo", "reward", "x"]
+    ),
+    "--tuning": st.sampled_from(["full", "lora", "qlora", "half"]),
+    "--seq-len": st.integers(-10, 200_000).map(str),
+    "--batch-size": st.integers(-2, 64).map(str),
+    "--grad-accum": st.integers(-1, 64).map(str),
+    "--num-gpus": st.integers(-1, 16).map(str),
+    "--nodes": st.integers(0, 4).map(str),
+    "--sharding": st.sampled_from(["none", "ddp", "zero1", "zero2", "zero3", "fsdp", "zero4"]),
+    "--offload": st.sampled_from(["none", "optimizer", "optimizer+params"]),
+    "--gpu": st.sampled_from(["a100-80gb", "h100", "t4", "rtx-4090", "tpu"]),
+    "--precision": st.sampled_from(["bf16", "fp16", "fp32"]),
+    "--optimizer": st.sampled_from(["adamw", "adamw8bit", "paged_adamw8bit", "sgd"]),
+    "--lora-rank": st.integers(-1, 512).map(str),
+    "--num-generations": st.integers(0, 16).map(str),
+    "--samples": st.integers(-1, 10**7).map(str),
+    "--seq-len ": st.text(max_size=5).map(lambda s: s or "x"),
+}
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.dictionaries(st.sampled_from(sorted(FLAG_VALUES)), st.none(), max_size=8).flatmap(
+        lambda keys: st.fixed_dictionaries({k: FLAG_VALUES[k] for k in keys})
+    ),
+    st.booleans(),
+)
+def test_random_flags_never_traceback(capsys, flags, as_json):
+    argv = ["plan"]
+    for flag, value in flags.items():
+        argv += [flag.strip(), value]
+    if as_json:
+        argv.append("--json")
+    code, out, err = run_cli(capsys, *argv)
+    assert code in (0, 2), (argv, err)
+    assert "Traceback" not in err
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1, err
+    elif as_json:
+        assert json.loads(out)["memory"]["per_gpu_peak_gib"] > 0
