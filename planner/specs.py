@@ -135,7 +135,9 @@ class PlanRequest(BaseModel):
     tuning: Tuning = Tuning.lora
     lora_rank: int = Field(default=16, gt=0)
     lora_targets: LoraTargets = LoraTargets.all_linear
-    seq_len: int = Field(default=1024, gt=0, description="tokens per sequence (prompt + completion)")
+    seq_len: int = Field(
+        default=1024, gt=0, description="tokens per sequence (prompt + completion)"
+    )
     prompt_len: int | None = Field(default=None, gt=0)
     completion_len: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=1, gt=0, description="micro-batch per GPU")
