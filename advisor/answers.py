@@ -1,0 +1,204 @@
+"""The interview's answers: the pydantic model, and loading it from a YAML or JSON file.
+
+Every mistake a user can make in an answers file becomes a `PlanError` whose one-line message
+names the field, what was wrong, and the values that are valid.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from enum import Enum, StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from planner.errors import PlanError
+
+
+class UseCase(StrEnum):
+    """What the aligned model will do; the seed's enterprise cases and a few more."""
+
+    support_copilot = "support_copilot"
+    knowledge_assistant = "knowledge_assistant"
+    summarization = "summarization"
+    search = "search"
+    workflow_assistant = "workflow_assistant"
+    customer_automation = "customer_automation"
+    agentic_tool_use = "agentic_tool_use"
+    structured_reasoning = "structured_reasoning"
+    math_or_code_reasoning = "math_or_code_reasoning"
+    safety_critical_automation = "safety_critical_automation"
+    other = "other"
+
+
+class Level(StrEnum):
+    """A three-step scale, used for risk and for ML maturity."""
+
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+class Feedback(StrEnum):
+    """The feedback data the team has on hand."""
+
+    pairwise_preferences = "pairwise_preferences"
+    binary_feedback = "binary_feedback"
+    scalar_scores = "scalar_scores"
+    verifiable_rewards = "verifiable_rewards"
+    demonstrations_only = "demonstrations_only"
+
+
+class RewardModel(StrEnum):
+    """Whether a reward model exists, or the team has what it takes to build one."""
+
+    none = "none"
+    available = "available"
+    can_build = "can_build"
+
+
+class Priority(StrEnum):
+    """What the business cares about most."""
+
+    time_to_value = "time_to_value"
+    cost = "cost"
+    control = "control"
+    quality = "quality"
+
+
+LEVEL_ORDER = (Level.low, Level.medium, Level.high)
+"""Risk and maturity from lowest to highest (the property tests walk this order)."""
+
+
+_GPUS = re.compile(r"^\s*(?:(\d+)\s*[x×*]\s*)?([A-Za-z][A-Za-z0-9._-]*)\s*$", re.IGNORECASE)
+
+
+def parse_gpus(text: str) -> tuple[str, int]:
+    """Split a `gpus` answer such as `8x h100-80gb` or `a100-80gb` into (name, count)."""
+    match = _GPUS.match(text)
+    if not match:
+        raise PlanError(
+            f"gpus: {text!r} is not COUNTx NAME; write it like '1x a100-80gb', "
+            "'8x h100-80gb' or just 'a100-80gb'"
+        )
+    count = int(match.group(1) or 1)
+    if count < 1:
+        raise PlanError(f"gpus: {text!r} asks for {count} GPUs; the count must be at least 1")
+    return match.group(2).lower(), count
+
+
+class Answers(BaseModel):
+    """One team's interview answers: the decision engine's whole input (DESIGN.md's table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    use_case: UseCase
+    risk: Level
+    ml_maturity: Level
+    feedback: Feedback
+    reward_model: RewardModel
+    sft_done: bool
+    priority: Priority
+    model: str | None = Field(default=None, description="anything `advisor plan --model` accepts")
+    gpus: str | None = Field(default=None, description="e.g. '1x a100-80gb', '8x h100-80gb'")
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_gpus(value)
+        return value
+
+    def parsed_gpus(self) -> tuple[str, int] | None:
+        """The GPU name and count from `gpus`, or None when it was not answered."""
+        return None if self.gpus is None else parse_gpus(self.gpus)
+
+
+SCENARIO_KEYS = ("title", "description", "expected")
+"""Keys an example interview in `profiles/scenarios/` carries beside the answers; ignored here."""
+
+_FIELD_ENUMS: dict[str, type[Enum]] = {
+    "use_case": UseCase,
+    "risk": Level,
+    "ml_maturity": Level,
+    "feedback": Feedback,
+    "reward_model": RewardModel,
+    "priority": Priority,
+}
+
+
+def valid_values(field: str) -> list[str]:
+    """The values a field accepts, as a user writes them."""
+    if field in _FIELD_ENUMS:
+        return [member.value for member in _FIELD_ENUMS[field]]
+    if field == "sft_done":
+        return ["true", "false"]
+    return []
+
+
+def _closest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
+    """One validation error as a sentence that says what is valid."""
+    field = str(error["loc"][0]) if error["loc"] else "answers"
+    kind = error["type"]
+    valid = valid_values(field)
+    listing = f"valid: {', '.join(valid)}" if valid else ""
+    if kind == "missing":
+        return f"{field}: missing" + (f" ({listing})" if listing else "")
+    if kind == "extra_forbidden":
+        fields = list(Answers.model_fields)
+        return f"{field}: unknown field; {_closest(field, fields)}fields are {', '.join(fields)}"
+    if valid:
+        given = data.get(field)
+        return f"{field}: {given!r} is not valid; {_closest(str(given), valid)}{listing}"
+    message = str(error["msg"]).removeprefix("Value error, ").removeprefix(f"{field}: ")
+    return f"{field}: {message}"
+
+
+def answers_from_mapping(data: Any, source: str = "answers") -> Answers:
+    """Validate a mapping of answers (scenario keys ignored); raises PlanError with every problem."""
+    if not isinstance(data, dict):
+        raise PlanError(
+            f"{source}: expected a mapping of field: value, got {type(data).__name__}; "
+            f"fields are {', '.join(Answers.model_fields)}"
+        )
+    fields = {str(k): v for k, v in data.items() if k not in SCENARIO_KEYS}
+    try:
+        return Answers.model_validate(fields)
+    except ValidationError as error:
+        problems = [_describe(e, fields) for e in error.errors()]
+        raise PlanError(f"{source}: " + "; ".join(problems)) from None
+
+
+def read_answers_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping in a YAML or JSON file (JSON by suffix, otherwise YAML, a superset)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError(f"{path}: no such answers file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PlanError(f"{path}: cannot read it ({error})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise PlanError(f"{path}: not valid JSON ({error})") from None
+    import yaml  # imported here: only file loading needs it
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise PlanError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+
+
+def load_answers(path: str | Path) -> Answers:
+    """Read and validate an answers file (YAML or JSON); raises PlanError with a clear message."""
+    return answers_from_mapping(read_answers_file(path), source=str(path))

@@ -1,0 +1,120 @@
+"""The answers file: DESIGN.md's fields, YAML or JSON, and messages that list valid values."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from advisor.answers import Answers, load_answers, parse_gpus, valid_values
+from planner.errors import PlanError
+
+GOOD = {
+    "use_case": "support_copilot",
+    "risk": "medium",
+    "ml_maturity": "medium",
+    "feedback": "pairwise_preferences",
+    "reward_model": "none",
+    "sft_done": True,
+    "priority": "time_to_value",
+}
+
+
+def write_yaml(tmp_path, text: str):
+    path = tmp_path / "answers.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_and_json_files_give_the_same_answers(tmp_path):
+    yaml_path = write_yaml(tmp_path, "\n".join(f"{k}: {str(v).lower()}" for k, v in GOOD.items()))
+    json_path = tmp_path / "answers.json"
+    json_path.write_text(json.dumps(GOOD))
+    assert load_answers(yaml_path) == load_answers(json_path) == Answers(**GOOD)
+
+
+def test_model_and_gpus_are_optional_and_kept(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({**GOOD, "model": "7b", "gpus": "8x h100-80gb"}))
+    answers = load_answers(path)
+    assert answers.model == "7b"
+    assert answers.parsed_gpus() == ("h100-80gb", 8)
+    assert Answers(**GOOD).parsed_gpus() is None
+
+
+def test_an_unknown_value_is_named_with_every_valid_value_and_a_suggestion(tmp_path):
+    path = write_yaml(tmp_path, json.dumps({**GOOD, "use_case": "suport_copilot"}))
+    with pytest.raises(PlanError) as error:
+        load_answers(path)
+    message = str(error.value)
+    assert "use_case: 'suport_copilot' is not valid" in message
+    assert "did you mean 'support_copilot'" in message
+    for value in valid_values("use_case"):
+        assert value in message
+    assert "\n" not in message
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    data = {**GOOD, "risk": "extreme", "priority": "speed"}
+    del data["feedback"]
+    with pytest.raises(PlanError) as error:
+        load_answers(write_yaml(tmp_path, json.dumps(data)))
+    message = str(error.value)
+    assert "risk: 'extreme' is not valid; valid: low, medium, high" in message
+    assert "priority: 'speed'" in message and "time_to_value, cost, control, quality" in message
+    assert "feedback: missing (valid: pairwise_preferences" in message
+
+
+def test_an_unknown_field_suggests_the_field_meant(tmp_path):
+    data = {**GOOD, "usecase": "search"}
+    with pytest.raises(PlanError, match=r"usecase: unknown field; did you mean 'use_case'"):
+        load_answers(write_yaml(tmp_path, json.dumps(data)))
+
+
+def test_sft_done_must_be_a_boolean(tmp_path):
+    with pytest.raises(PlanError, match=r"sft_done: 'maybe' is not valid.*valid: true, false"):
+        load_answers(write_yaml(tmp_path, json.dumps({**GOOD, "sft_done": "maybe"})))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1x a100-80gb", ("a100-80gb", 1)),
+        ("8x h100-80gb", ("h100-80gb", 8)),
+        ("a100-80gb", ("a100-80gb", 1)),
+        ("2 x RTX-4090", ("rtx-4090", 2)),
+        ("4×L40S", ("l40s", 4)),
+    ],
+)
+def test_gpus_text_parses_into_name_and_count(text, expected):
+    assert parse_gpus(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0x a100-80gb", "eight h100s", "8x", ""])
+def test_bad_gpus_text_says_how_to_write_it(tmp_path, text):
+    with pytest.raises(PlanError, match="gpus:"):
+        load_answers(write_yaml(tmp_path, json.dumps({**GOOD, "gpus": text})))
+
+
+def test_scenario_keys_beside_the_answers_are_ignored(tmp_path):
+    data = {**GOOD, "title": "x", "description": "y", "expected": {"method": "dpo"}}
+    assert load_answers(write_yaml(tmp_path, json.dumps(data))) == Answers(**GOOD)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "needle"),
+    [
+        ("missing.yaml", None, "no such answers file"),
+        ("broken.yaml", "use_case: [unclosed", "not valid YAML"),
+        ("broken.json", "{", "not valid JSON"),
+        ("list.yaml", "- a\n- b\n", "expected a mapping of field: value, got list"),
+        ("empty.yaml", "", "expected a mapping of field: value, got NoneType"),
+    ],
+)
+def test_unreadable_files_raise_one_line_plan_errors(tmp_path, name, text, needle):
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(PlanError, match=needle) as error:
+        load_answers(path)
+    assert "\n" not in str(error.value)
