@@ -1,0 +1,237 @@
+"""The decision engine: interview answers in, a ranked and explained recommendation out.
+
+`decide` scores every candidate with the rules in `decision_rules`, asks the planner whether
+each fits the team's GPUs when the answers name a model and GPUs, and assembles what a review
+board reads. Pure Python: no Textual, no Rich; the CLI, the wizard and the report call it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from advisor.answers import Answers, Feedback, Level, Priority, RewardModel, UseCase
+from advisor.compute_check import ComputeCheck, layout
+from advisor.decision_rules import (
+    CANDIDATES,
+    CONTROL_USE_CASES,
+    PREFERENCE_METHODS,
+    STRONG,
+    Effect,
+    compute_effects,
+    effects,
+    label,
+    score,
+)
+from advisor.guidance import caveats, evaluation_plan
+from planner.specs import Method
+
+
+class Confidence(StrEnum):
+    high = "high"
+    medium = "medium"
+    low = "low"
+
+
+class MethodScore(BaseModel):
+    """One method's place in the ranking: its score and the reasons that add up to it."""
+
+    method: Method
+    score: float
+    reasons: list[str]
+
+
+class Recommendation(BaseModel):
+    """The engine's answer: DESIGN.md's contract (method, ranking, rationale, caveats) and more."""
+
+    method: Method = Field(description="the top of the ranking")
+    ranking: list[MethodScore]
+    rationale: list[str]
+    caveats: list[str]
+    confidence: Confidence = Field(description="from the margin between the top two scores")
+    why_not_runner_up: str = Field(description="the factors where the runner-up fell behind")
+    hybrid_path: str | None = Field(default=None, description="a staged path, where one fits")
+    notes: list[str] = Field(
+        default_factory=list, description="what to do before or beside the chosen method"
+    )
+    evaluation_plan: list[str]
+    next_command: str = Field(description="a ready `advisor plan` line for the chosen method")
+    compute: list[ComputeCheck] = Field(
+        default_factory=list, description="the planner's verdicts, when model and gpus are given"
+    )
+    answers: Answers
+
+
+def confidence(margin: float) -> Confidence:
+    """High when the winner leads by a clear gap, low when the top two are close."""
+    if margin >= STRONG:
+        return Confidence.high
+    if margin >= 1.5:
+        return Confidence.medium
+    return Confidence.low
+
+
+def rank(table: dict[Method, list[Effect]]) -> list[MethodScore]:
+    """Methods by score, best first; ties go to the simpler method (CANDIDATES' order)."""
+    order = {m: i for i, m in enumerate(CANDIDATES)}
+    ranked = sorted(table, key=lambda m: (-score(table[m]), order[m]))
+    return [
+        MethodScore(method=m, score=score(table[m]), reasons=[e.sentence() for e in table[m]])
+        for m in ranked
+    ]
+
+
+def decide(answers: Answers, *, check_compute: bool = True) -> Recommendation:
+    """Rank the candidates for these answers, consulting the planner when model and gpus are set."""
+    table = effects(answers)
+    skipped: list[str] = []
+    checks: dict[Method, ComputeCheck] = {}
+    gpus = answers.parsed_gpus()
+    if check_compute and answers.model and gpus:
+        checks = run_compute_checks(answers.model, *gpus, skipped)
+        for effect in compute_effects(checks):
+            table[effect.method].append(effect)
+    elif answers.model or gpus:
+        skipped.append("compute check skipped: it needs both `model` and `gpus` in the answers")
+    ranking = rank(table)
+    top, runner_up = ranking[0], ranking[1]
+    hybrid = hybrid_path(answers, top.method)
+    lost = why_runner_up_lost(table, top.method, runner_up.method)
+    extra = notes(answers, top.method, checks)
+    return Recommendation(
+        method=top.method,
+        ranking=ranking,
+        rationale=rationale(table, ranking, lost, hybrid, extra),
+        caveats=caveats(answers, [r.method for r in ranking[:3]], hybrid) + skipped,
+        confidence=confidence(top.score - runner_up.score),
+        why_not_runner_up=lost,
+        hybrid_path=hybrid,
+        notes=extra,
+        evaluation_plan=evaluation_plan(answers, top.method),
+        next_command=next_command(answers, top.method, checks.get(top.method)),
+        compute=list(checks.values()),
+        answers=answers,
+    )
+
+
+def run_compute_checks(
+    model: str, gpu: str, count: int, skipped: list[str]
+) -> dict[Method, ComputeCheck]:
+    """Ask the planner about each candidate's default setup; say so if the planner is absent."""
+    try:
+        from planner import fit, plan  # noqa: F401  (the check needs both)
+    except ImportError as error:
+        skipped.append(f"compute check unavailable: the planner could not be imported ({error})")
+        return {}
+    from advisor.compute_check import check_method
+
+    return {m: check_method(m, model, gpu, count) for m in CANDIDATES}
+
+
+def _factor_points(effect_list: list[Effect]) -> dict[str, float]:
+    points: dict[str, float] = {}
+    for e in effect_list:
+        points[e.factor] = points.get(e.factor, 0.0) + e.points
+    return points
+
+
+def why_runner_up_lost(
+    table: dict[Method, list[Effect]], top: Method, runner_up: Method, limit: int = 3
+) -> str:
+    """The factors where the runner-up fell furthest behind the winner, as one sentence."""
+    mine, theirs = _factor_points(table[top]), _factor_points(table[runner_up])
+    gaps = {k: mine.get(k, 0.0) - theirs.get(k, 0.0) for k in {*mine, *theirs}}
+    worst = sorted((k for k in gaps if gaps[k] > 0), key=lambda k: (-gaps[k], k))[:limit]
+    parts = [f"{k} ({theirs.get(k, 0.0):+g} vs {mine.get(k, 0.0):+g})" for k in worst]
+    return f"{label(runner_up)} lost on " + ", ".join(parts) if parts else ""
+
+
+def rationale(
+    table: dict[Method, list[Effect]],
+    ranking: list[MethodScore],
+    lost: str,
+    hybrid: str | None,
+    extra: list[str],
+) -> list[str]:
+    """The sentences a review board reads: why the winner, why not the runner-up, what next."""
+    top, second = ranking[0], ranking[1]
+    lines = [
+        f"{label(top.method)} ranks first with {top.score:g} points, "
+        f"{top.score - second.score:g} ahead of {label(second.method)} ({second.score:g})."
+    ]
+    best = sorted((e for e in table[top.method] if e.points > 0), key=lambda e: -e.points)[:3]
+    if best:
+        lines.append("It wins on " + "; ".join(f"{e.factor} ({e.why})" for e in best) + ".")
+    if lost:
+        lines.append(f"Runner-up: {lost}.")
+    if hybrid:
+        lines.append(f"Hybrid path: {hybrid}")
+    return lines + extra
+
+
+def notes(answers: Answers, top: Method, checks: dict[Method, ComputeCheck]) -> list[str]:
+    """What to do before or beside the chosen method: SFT first, RLAIF, the compute verdict."""
+    lines = []
+    if not answers.sft_done and top in PREFERENCE_METHODS - {Method.orpo}:
+        lines.append(
+            f"No SFT checkpoint yet: run SFT on your best answers first, then {label(top)}."
+        )
+    if answers.feedback in (Feedback.demonstrations_only, Feedback.binary_feedback) or (
+        answers.reward_model is RewardModel.none and answers.use_case in CONTROL_USE_CASES
+    ):
+        lines.append(
+            "RLAIF is the cheap way to more signal: have a strong model judge pairs of your "
+            "model's answers against a written rubric, spot-check a sample by hand, and train "
+            "DPO (or a reward model) on the result."
+        )
+    if top in checks:
+        lines.append(f"Compute: {checks[top].summary}.")
+    return lines
+
+
+def hybrid_path(answers: Answers, top: Method) -> str | None:
+    """The seed's staged path: an offline method now, PPO later where control will matter."""
+    if answers.feedback is Feedback.demonstrations_only or answers.reward_model is RewardModel.none:
+        return None
+    if top is Method.ppo:
+        return (
+            "run DPO on the same preference data first as a baseline (days, not weeks); PPO must "
+            "beat it on the evaluation plan to justify its cost."
+        )
+    control_matters = (
+        answers.use_case in CONTROL_USE_CASES
+        or answers.use_case is UseCase.customer_automation
+        or answers.risk is Level.high
+        or answers.priority is Priority.control
+    )
+    if top not in (Method.dpo, Method.kto, Method.orpo, Method.simpo) or not control_matters:
+        return None
+    later = "once the reward model, KL monitoring and the evaluation plan are in place"
+    if answers.ml_maturity is not Level.high:
+        later += " and the team has run an RL loop end to end"
+    return (
+        f"start with {label(top)} for fast alignment; refine with PPO (or RLOO) {later}, "
+        f"where the explicit reward adds control {label(top)} cannot."
+    )
+
+
+def next_command(answers: Answers, method: Method, check: ComputeCheck | None) -> str:
+    """A ready `advisor plan` line for the chosen method (7b stands in for an unnamed model)."""
+    parts = ["advisor", "plan", "--model", answers.model or "7b", "--method", method.value]
+    gpus = answers.parsed_gpus()
+    if gpus is None:
+        return " ".join([*parts, "--fit"])
+    gpu, count = gpus
+    attempt = check.attempt(check.setup) if check and check.setup else None
+    if attempt is not None:
+        parts += ["--tuning", attempt.tuning.value]
+    per_node, nodes = layout(count)
+    parts += ["--gpu", gpu]
+    if count > 1:
+        parts += ["--num-gpus", str(per_node)]
+    if nodes > 1:
+        parts += ["--nodes", str(nodes)]
+    if attempt is not None and attempt.sharding.value != "none":
+        parts += ["--sharding", attempt.sharding.value]
+    return " ".join(parts if attempt is not None else [*parts, "--fit"])
