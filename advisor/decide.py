@@ -177,8 +177,14 @@ def notes(answers: Answers, top: Method, checks: dict[Method, ComputeCheck]) -> 
         lines.append(
             f"No SFT checkpoint yet: run SFT on your best answers first, then {label(top)}."
         )
-    if answers.feedback in (Feedback.demonstrations_only, Feedback.binary_feedback) or (
-        answers.reward_model is RewardModel.none and answers.use_case in CONTROL_USE_CASES
+    no_reward_source = (
+        answers.reward_model is RewardModel.none
+        and answers.feedback is not Feedback.verifiable_rewards
+        and answers.use_case in CONTROL_USE_CASES
+    )
+    if no_reward_source or answers.feedback in (
+        Feedback.demonstrations_only,
+        Feedback.binary_feedback,
     ):
         lines.append(
             "RLAIF is the cheap way to more signal: have a strong model judge pairs of your "

@@ -58,8 +58,9 @@ EXPERIMENTAL_RISK = (
     "(TRL_EXPERIMENTAL_SILENCE=1 quiets its warning)."
 )
 DATA_QUALITY = (
-    "Data quality dominates every method: noisy, inconsistent or off-policy preferences hurt "
-    "DPO and PPO alike. Audit a sample of the data by hand before training."
+    "Data quality dominates, for DPO and PPO alike (the seed) and every other method: noisy or "
+    "inconsistent labels — or, for online methods, a reward with loopholes — cap what training "
+    "can reach. Audit a sample by hand before training."
 )
 
 

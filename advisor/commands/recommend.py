@@ -1,0 +1,47 @@
+"""`advisor recommend --answers FILE [--json] [--report FILE.md]`: rank alignment methods."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add the recommend flags."""
+    parser.add_argument(
+        "--answers",
+        required=True,
+        metavar="FILE",
+        help="interview answers, YAML or JSON (see profiles/scenarios/ for examples)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the recommendation as JSON (DESIGN.md's contract)",
+    )
+    parser.add_argument(
+        "--report", metavar="FILE.md", help="also write a Markdown decision record to this file"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the answers, decide, print the recommendation, and write the record if asked."""
+    from advisor.answers import load_answers
+    from advisor.decide import decide
+
+    recommendation = decide(load_answers(args.answers))
+    if args.report:
+        from advisor.decision_record import write_decision_record
+
+        path = write_decision_record(recommendation, args.report, source=args.answers)
+    if args.json:
+        sys.stdout.write(recommendation.model_dump_json(indent=2) + "\n")
+    else:
+        from rich.console import Console
+
+        from advisor.recommend_view import render_recommendation
+
+        Console().print(render_recommendation(recommendation))
+    if args.report:
+        print(f"decision record written to {path}", file=sys.stderr if args.json else sys.stdout)
+    return 0

@@ -1,0 +1,187 @@
+"""`advisor recommend`: the JSON contract, the Rich view, the decision record, errors, speed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from advisor.answers import load_answers
+from advisor.cli import main
+from advisor.decide import Recommendation, decide
+from advisor.decision_record import decision_record
+from advisor.recommend_view import render_recommendation
+from planner.paths import profiles_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = profiles_dir() / "scenarios"
+SUPPORT = SCENARIOS / "support-copilot.yaml"
+PPO_24GB = SCENARIOS / "ppo-7b-one-24gb-card.yaml"
+HEAVY = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "textual")
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_json_is_exactly_the_contract_and_the_models_dump(capsys):
+    code, out, err = run_cli(["recommend", "--answers", str(SUPPORT), "--json"], capsys)
+    assert code == 0 and err == ""
+    payload = json.loads(out)
+    # DESIGN.md: {"method", "ranking": [{"method", "score", "reasons"}], "rationale", "caveats"}
+    assert payload["method"] == payload["ranking"][0]["method"] == "dpo"
+    for row in payload["ranking"]:
+        assert set(row) == {"method", "score", "reasons"}
+        assert isinstance(row["score"], float | int)
+        assert row["reasons"] and all(isinstance(r, str) for r in row["reasons"])
+    assert payload["rationale"] and all(isinstance(r, str) for r in payload["rationale"])
+    assert payload["caveats"] and all(isinstance(c, str) for c in payload["caveats"])
+    # ... and it is the pydantic model's own dump, not a hand-built dict.
+    assert payload == json.loads(decide(load_answers(SUPPORT)).model_dump_json())
+    assert Recommendation.model_validate_json(out).method.value == "dpo"
+
+
+def test_json_carries_the_compute_check_when_model_and_gpus_are_given(capsys):
+    code, out, _ = run_cli(["recommend", "--answers", str(PPO_24GB), "--json"], capsys)
+    assert code == 0
+    payload = json.loads(out)
+    ppo = next(c for c in payload["compute"] if c["method"] == "ppo")
+    assert ppo["fits"] is False and ppo["would_take"]
+    assert payload["method"] != "ppo"
+
+
+def test_the_rich_view_shows_choice_reasons_runner_up_caveats_evaluation_and_next_command():
+    recommendation = decide(load_answers(SCENARIOS / "structured-reasoning-growing-team.yaml"))
+    console = Console(record=True, width=200, color_system=None)
+    console.print(render_recommendation(recommendation))
+    text = console.export_text()
+    for needle in (
+        "Recommended: DPO",
+        "confidence: high",
+        "Why DPO",
+        "Runner-up: KTO",
+        "lost on",
+        "Hybrid path",
+        "Caveats",
+        "PPO is unmaintained upstream",
+        "Evaluation plan",
+        "AlpacaEval",
+        "advisor plan --model 7b --method dpo --fit",
+    ):
+        assert needle in text, needle
+
+
+def test_the_rich_view_shows_the_compute_table():
+    console = Console(record=True, width=140, color_system=None)
+    console.print(render_recommendation(decide(load_answers(PPO_24GB))))
+    text = console.export_text()
+    assert "Compute check: 7b on 1× RTX-4090" in text
+    assert "does not fit" in text
+
+
+def test_report_writes_a_markdown_decision_record(tmp_path, capsys):
+    report = tmp_path / "decision.md"
+    code, out, err = run_cli(
+        ["recommend", "--answers", str(PPO_24GB), "--json", "--report", str(report)], capsys
+    )
+    assert code == 0
+    json.loads(out)  # stdout stays pure JSON; the note goes to stderr
+    assert str(report) in err
+    text = report.read_text()
+    for heading in (
+        "# Decision record: align with RLOO",
+        "## Context",
+        "## Decision",
+        "## Options considered",
+        "## Why RLOO",
+        "## Why not DPO",
+        "## Compute check: 7b on 1× RTX-4090",
+        "## Risks and caveats",
+        "## Evaluation plan",
+        "## Next step",
+    ):
+        assert heading in text, heading
+    assert "| gpus | 1x rtx-4090 |" in text
+
+
+def test_decision_record_lists_every_method_once():
+    text = decision_record(decide(load_answers(SUPPORT)))
+    table = text.split("## Options considered")[1].split("##")[0]
+    assert sum(line.startswith("| ") and line[2].isdigit() for line in table.splitlines()) == 8
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("use_case: chatbot\n", "use_case: 'chatbot' is not valid"),
+        ("{}\n", "risk: missing (valid: low, medium, high)"),
+    ],
+)
+def test_bad_answers_exit_2_with_one_line_listing_the_valid_values(
+    tmp_path, capsys, content, needle
+):
+    path = tmp_path / "answers.yaml"
+    path.write_text(content)
+    code, out, err = run_cli(["recommend", "--answers", str(path)], capsys)
+    assert code == 2 and out == ""
+    assert needle in err
+    assert err.count("\n") == 1
+
+
+def test_an_unknown_gpu_in_the_answers_exits_2(tmp_path, capsys):
+    path = tmp_path / "answers.yaml"
+    path.write_text(SUPPORT.read_text() + "model: 7b\ngpus: 2x warp-drive\n")
+    code, _, err = run_cli(["recommend", "--answers", str(path)], capsys)
+    assert code == 2 and "warp-drive" in err and err.count("\n") == 1
+
+
+def test_an_unwritable_report_path_exits_2(tmp_path, capsys):
+    target = tmp_path / "missing-dir" / "decision.md"
+    code, _, err = run_cli(
+        ["recommend", "--answers", str(SUPPORT), "--report", str(target)], capsys
+    )
+    assert code == 2 and "cannot write it" in err
+
+
+def test_recommend_answers_quickly_and_imports_no_heavy_library():
+    """The whole command, planner-backed compute check included, in a fresh interpreter."""
+    script = (
+        "import contextlib, io, json, sys, time\n"
+        "start = time.perf_counter()\n"
+        "from advisor.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['recommend', '--answers', {str(PPO_24GB)!r}]) == 0\n"
+        f"    assert main(['recommend', '--answers', {str(SUPPORT)!r}, '--json']) == 0\n"
+        "elapsed = time.perf_counter() - start\n"
+        "print(json.dumps({'elapsed': elapsed, 'modules': sorted(sys.modules)}))\n"
+    )
+    best = None
+    for _ in range(3):  # the best of three, so a busy machine does not fail the test
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
+        )
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        heavy = {m for m in report["modules"] if m.split(".")[0] in HEAVY}
+        assert not heavy
+        best = report["elapsed"] if best is None else min(best, report["elapsed"])
+        if best < 0.5:
+            break
+    assert best < 1.0, f"advisor recommend took {best:.2f} s"
+
+
+def test_the_engine_imports_neither_textual_nor_rich():
+    script = (
+        "import sys, json\nimport advisor.decide, advisor.answers\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert not {m for m in loaded if m.split(".")[0] in (*HEAVY, "rich", "yaml")}
