@@ -41,7 +41,8 @@ CLEAR = 2.0
 STRONG = 3.0
 DECISIVE = 4.0
 RULES_OUT = 8.0
-"""A missing prerequisite: large enough that no combination of other answers overcomes it."""
+"""A missing prerequisite (no usable data, no reward, no team for it, no fit): it outweighs
+the other answers, so the method can still be listed but does not lead."""
 
 DPO_DEFAULT_USE_CASES = frozenset(
     {

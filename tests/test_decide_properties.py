@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 from hypothesis import given
@@ -47,6 +48,7 @@ def every_answers() -> list[Answers]:
     ]
 
 
+@functools.cache
 def ppo_score(answers: Answers) -> float:
     return score(effects(answers)[Method.ppo])
 
