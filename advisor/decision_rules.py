@@ -239,7 +239,7 @@ def feedback(a: Answers) -> Iterator[Effect]:
 
 def use_case(a: Answers) -> Iterator[Effect]:
     """What the model will do: where PPO's control earns its cost, and where DPO suffices."""
-    f = f"use case = {a.use_case.value}"
+    f = f"use_case = {a.use_case.value}"
     case = _words(a.use_case)
     if a.use_case in DPO_DEFAULT_USE_CASES:
         yield Effect(
