@@ -223,63 +223,82 @@ def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
 # ----------------------------------------------------------------------------- activations
 
 
-def attention_scores_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
-    """Eager attention's s×s tensors per token per layer: heads × s × (fp32 softmax + w·scores
-    + w·probs) (Korthikanti et al. 2022, the 5·a·s/h term); SDPA / flash keep none."""
-    if request.attention is not Attention.eager:
-        return 0.0
+def gemma_style(spec: ModelSpec) -> bool:
+    """Gemma's RMSNorm computes in fp32 and scales by (1 + weight) in fp32 too."""
+    return spec.model_type in ("gemma", "gemma2", "gemma3_text")
+
+
+def norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+    """One RMSNorm's saved tensors per token. Llama-style (HF LlamaRMSNorm): the fp32 input
+    (4·h, the input itself in fp32 runs) and the w-dtype normalised value before the weight,
+    (4 + w)·h; Gemma-style: the fp32 input and the fp32 normalised value, 8·h. Counted from
+    autograd's saved tensors of one decoder layer (tests/test_activations.py)."""
     w = compute_bytes(request)
-    per_score = ACT.eager_scores_fp32 * 4 + ACT.eager_scores_w * w
-    if spec.model_type == "gemma2":
-        per_score += ACT.gemma2_softcap_w * w
-    return spec.num_heads * seq * per_score
+    return (8 if gemma_style(spec) else 4 + w) * spec.hidden_size
 
 
-@dataclass(frozen=True)
-class ActivationCoefficients:
-    """How many tensors of each width a decoder layer saves for backward, per token.
-
-    Counted from Hugging Face's Llama / Qwen2 / Gemma2 decoder layers and checked against the
-    traced step (`planner.trace`): RMSNorm saves its fp32 input and the normalised output;
-    q, k, v after RoPE, the attention output and its transposed copy; SwiGLU saves gate, act,
-    up and their product.
-    """
-
-    norm_fp32: float = 1.0
-    norm_w: float = 1.0
-    q_w: float = 3.0
-    kv_w: float = 2.0
-    mlp_w: float = 4.0
-    lse_fp32_per_head: float = 1.0
-    eager_scores_fp32: float = 1.0
-    eager_scores_w: float = 2.0
-    gemma2_softcap_w: float = 2.0
-    # Logits: bf16 logits + their fp32 upcast + the saved log_softmax (FACTS "Tracing").
-    logits_w: float = 1.0
-    logits_fp32: float = 2.0
-    # Backward start: fp32 gradient of the log-softmax, then its w-dtype cast for lm_head.
-    logits_grad_fp32: float = 1.0
-    logits_grad_w: float = 1.0
+ATTENTION_REPEATS_KV = False
+"""Whether SDPA sees k and v repeated to every query head (a padding mask is present)."""
 
 
-ACT = ActivationCoefficients()
+def attention_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
+    """Attention's saved tensors per token. SDPA / flash: q, k, v after RoPE, the output and
+    its transposed copy for o_proj, w·(3·q + 2·kv), plus the fp32 logsumexp per head (Dao et
+    al. 2022: no s×s matrix). Eager: q, the repeated k and v and o_proj's input, w·4·q, plus
+    per head s × (fp32 softmax + w probs [+ w softcapped scores, Gemma-2]) (Korthikanti et
+    al. 2022, the 5·a·s/h term)."""
+    w = compute_bytes(request)
+    q = spec.num_heads * spec.head_dim
+    kv = spec.num_kv_heads * spec.head_dim
+    if request.attention is Attention.eager:
+        scores = 4 + w + (w if spec.model_type == "gemma2" else 0)
+        return w * 4 * q + spec.num_heads * seq * scores
+    kv_saved = q if ATTENTION_REPEATS_KV else kv
+    return w * (3 * q + 2 * kv_saved) + 4 * spec.num_heads
+
+
+def mlp_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+    """Gated MLP (SwiGLU / GeGLU): gate, act(gate), up and their product, 4·I·w per token;
+    a MoE layer runs each token through its top-k experts (Shazeer et al. 2017)."""
+    width = spec.intermediate_size
+    if spec.is_moe:
+        width *= spec.num_experts_per_tok
+    return 4 * width * compute_bytes(request)
 
 
 def layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
-    """Saved activations of one decoder layer per token, without recomputation: norms
-    n·(4 + w)·h, attention (3·q + 2·kv)·w + fp32 logsumexp per head, SwiGLU 4·I·w
-    (Korthikanti et al. 2022 §4, recounted for Llama-style blocks; FACTS ≈ 24·h + 8·I at 7B)."""
+    """Saved activations of one decoder layer per token without recomputation: its norms,
+    the inputs of the two linears that follow the pre-norms (w·h each), attention and MLP
+    (Korthikanti et al. 2022 §4, recounted tensor by tensor for Hugging Face's Llama,
+    Qwen2 and Gemma-2 layers)."""
     w = compute_bytes(request)
-    h = spec.hidden_size
-    q = spec.num_heads * spec.head_dim
-    kv = spec.num_kv_heads * spec.head_dim
-    norms = spec.norms_per_layer * (ACT.norm_fp32 * 4 + ACT.norm_w * w) * h
-    attention = (ACT.q_w * q + ACT.kv_w * kv) * w + ACT.lse_fp32_per_head * 4 * spec.num_heads
-    mlp_width = spec.intermediate_size
-    if spec.is_moe:
-        mlp_width *= spec.num_experts_per_tok  # each token runs through its top-k experts
-    mlp = ACT.mlp_w * mlp_width * w
-    return norms + attention + mlp + attention_scores_bytes_per_token(spec, request, seq)
+    norms = spec.norms_per_layer * norm_bytes_per_token(spec, request)
+    linear_inputs = 2 * w * spec.hidden_size
+    return (
+        norms
+        + linear_inputs
+        + attention_bytes_per_token(spec, request, seq)
+        + mlp_bytes_per_token(spec, request)
+    )
+
+
+def outside_layers_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+    """The final norm and the lm_head's input, saved outside the decoder layers."""
+    return norm_bytes_per_token(spec, request) + compute_bytes(request) * spec.hidden_size
+
+
+@dataclass(frozen=True)
+class LogitCoefficients:
+    """How many vocabulary-wide tensors per token the loss keeps, by dtype (see the
+    functions below; checked against the traced step)."""
+
+    logits_w: float = 1.0
+    logits_fp32: float = 2.0
+    grad_fp32: float = 1.0
+    grad_w: float = 1.0
+
+
+ACT = LogitCoefficients()
 
 
 def checkpointed_layer_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
@@ -301,7 +320,7 @@ def logits_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
 def logits_grad_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     """Gradient of the logits at the start of backward: fp32 then cast to w (V·(4 + w))."""
     w = compute_bytes(request)
-    return spec.vocab_size * (ACT.logits_grad_fp32 * 4 + ACT.logits_grad_w * w)
+    return spec.vocab_size * (ACT.grad_fp32 * 4 + ACT.grad_w * w)
 
 
 @dataclass
@@ -335,8 +354,7 @@ def activations(spec: ModelSpec, request: PlanRequest, lp: Loop | None = None) -
     w = compute_bytes(request)
     h = spec.hidden_size
     per_layer = layer_activation_bytes_per_token(spec, request, seq)
-    # Final norm and the lm_head input, outside the decoder layers.
-    outside = spec.norms_per_layer / 2 * (4 + w) * h
+    outside = outside_layers_bytes_per_token(spec, request)
     if request.grad_checkpointing:
         saved = tokens * (spec.num_layers * checkpointed_layer_bytes_per_token(spec, request))
         recompute = tokens * per_layer
