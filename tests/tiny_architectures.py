@@ -1,0 +1,99 @@
+"""Scaled-down config.json dicts of three real architectures, for traced and analytic memory checks.
+
+Each dict is a valid ``config.json`` for transformers 5.x (``AutoConfig.for_model(**d)`` or
+``CONFIG_MAPPING[d["model_type"]].from_dict(d)``). They keep the features that change the memory
+of a training step (grouped-query attention, biases, tied embeddings, softcapping, norms per
+layer, a vocabulary large against the hidden size, eager attention for Gemma2) and shrink the
+sizes so that a traced step takes about a second. ``max_position_embeddings`` covers seq 1024.
+"""
+
+from __future__ import annotations
+
+# Llama-style, scaled from Llama-3-8B (hidden 4096, 32 layers, 32 heads / 8 KV heads,
+# intermediate 14336 = 3.5 x hidden, vocab 128256 = 31 x hidden, untied, no biases):
+# hidden / 16, 4 layers, same 4:1 GQA, same intermediate ratio, vocab ~ 32 x hidden.
+LLAMA_TINY: dict = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 256,
+    "intermediate_size": 896,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "vocab_size": 8192,
+    "max_position_embeddings": 2048,
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 500000.0,
+    "attention_bias": False,
+    "mlp_bias": False,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+    "torch_dtype": "bfloat16",
+}
+
+# Qwen2-style, scaled from Qwen2.5-0.5B (hidden 896, 24 layers, 14 heads / 2 KV heads, head_dim 64,
+# intermediate 4864 = 5.4 x hidden, vocab 151936 = 170 x hidden, biases on q/k/v only, tied
+# embeddings): hidden 256, 4 layers, 4 heads / 2 KV heads of 64, intermediate 1376, vocab 9472.
+QWEN2_TINY: dict = {
+    "model_type": "qwen2",
+    "architectures": ["Qwen2ForCausalLM"],
+    "hidden_size": 256,
+    "intermediate_size": 1376,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 9472,
+    "max_position_embeddings": 4096,
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1000000.0,
+    "use_sliding_window": False,
+    "sliding_window": 4096,
+    "max_window_layers": 4,
+    "tie_word_embeddings": True,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+    "torch_dtype": "bfloat16",
+}
+
+# Gemma2-style, scaled from Gemma-2-2B (hidden 2304, 26 layers, 8 heads / 4 KV heads, head_dim 256,
+# intermediate 9216 = 4 x hidden, vocab 256000, tied, 4 RMSNorms per layer, attention softcap 50,
+# final logit softcap 30, sliding window 4096 on every other layer; traced with eager attention):
+# hidden 256, 4 layers, 4 heads / 2 KV heads of 64, intermediate 1024, vocab 16384, window 512.
+GEMMA2_TINY: dict = {
+    "model_type": "gemma2",
+    "architectures": ["Gemma2ForCausalLM"],
+    "hidden_size": 256,
+    "intermediate_size": 1024,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "vocab_size": 16384,
+    "max_position_embeddings": 8192,
+    "hidden_activation": "gelu_pytorch_tanh",
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "attention_bias": False,
+    "query_pre_attn_scalar": 64,
+    "sliding_window": 512,
+    "attn_logit_softcapping": 50.0,
+    "final_logit_softcapping": 30.0,
+    "tie_word_embeddings": True,
+    "bos_token_id": 2,
+    "eos_token_id": 1,
+    "pad_token_id": 0,
+    "torch_dtype": "bfloat16",
+}
+
+TINY_ARCHITECTURES: dict[str, dict] = {
+    "llama": LLAMA_TINY,
+    "qwen2": QWEN2_TINY,
+    "gemma2": GEMMA2_TINY,
+}
+"""The three scaled-down configs by short name, in the order the trace matrix lists them."""
