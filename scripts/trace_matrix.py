@@ -38,6 +38,7 @@ SEQ_LENS = (256, 1024)
 CHECKPOINTING = (False, True)
 BATCH_SIZE = 2
 PRECISION = "bf16"
+GRAD_ACCUM = 1  # as tests/test_trace_agreement.py: no gradients from earlier micro-batches
 
 SHOWN = ("params", "reference_model", "grads", "optimizer", "activations", "temporaries")
 SHORT = {
@@ -69,6 +70,8 @@ def cases(archs: list[str], methods: list[str]) -> list[dict]:
                         "batch_size": BATCH_SIZE,
                         "precision": PRECISION,
                         "grad_checkpointing": ckpt,
+                        "grad_accum": GRAD_ACCUM,
+                        "attention": "eager" if arch == "gemma2" else "sdpa",
                     }
                     out.append({"arch": arch, "case": name, "request": request})
     return out
@@ -114,7 +117,8 @@ def table(rows: list[dict], seconds: float) -> str:
     ]
     text.insert(1, "-" * len(text[0]))
     text.append(
-        f"{len(rows)} traces in {seconds:.1f} s; batch {BATCH_SIZE}, {PRECISION}; MiB at the peak "
+        f"{len(rows)} traces in {seconds:.1f} s; batch {BATCH_SIZE}, {PRECISION}, grad_accum "
+        f"{GRAD_ACCUM}; MiB at the peak "
         "(params = the trained model's weights, ref = a separate reference model's)"
     )
     return "\n".join(text)

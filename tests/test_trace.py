@@ -1,0 +1,383 @@
+"""planner.trace: one TRL 1.12 training step traced on fake tensors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from collections import defaultdict
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from planner import trace
+from planner.errors import PlanError
+from planner.specs import PlanRequest
+from planner.trace import CATEGORIES, PHASES, TraceResult, trace_step
+from tests.tiny_architectures import GEMMA2_TINY, LLAMA_TINY, QWEN2_TINY
+
+ROOT = Path(__file__).resolve().parent.parent
+ARCHS = {"llama": LLAMA_TINY, "qwen2": QWEN2_TINY, "gemma2": GEMMA2_TINY}
+
+LLAMA2_7B = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "vocab_size": 32000,
+    "max_position_embeddings": 4096,
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+}
+
+
+@cache
+def traced(arch: str = "llama", **fields) -> TraceResult:
+    request = {"seq_len": 128, "batch_size": 2, "grad_accum": 1, **fields}
+    return trace_step(PlanRequest(**request), ARCHS[arch])
+
+
+def test_result_is_consistent():
+    r = traced(method="dpo", tuning="full")
+    assert set(r.at_peak_bytes) == set(CATEGORIES) == set(r.max_bytes)
+    assert sum(r.at_peak_bytes.values()) == r.peak_bytes
+    assert max(r.phase_peaks.values()) == r.peak_bytes
+    assert r.peak_phase in PHASES and list(r.phase_peaks) == [
+        p for p in PHASES if p in r.phase_peaks
+    ]
+    assert all(r.max_bytes[c] >= r.at_peak_bytes[c] for c in CATEGORIES)
+    assert r.seconds > 0
+    assert TraceResult.model_validate_json(r.model_dump_json()) == r
+
+
+def test_lora_dpo_gradients_are_only_the_adapters():
+    r = traced(method="dpo", tuning="lora", lora_targets="all-linear", lora_rank=8)
+    assert r.reference_params == 0 and r.at_peak_bytes["reference_model"] == 0
+    # peft makes the adapters fp32; the frozen base stays bf16 and gets no gradient.
+    assert r.at_peak_bytes["adapters"] == 4 * r.trainable_params
+    assert r.max_bytes["grads"] == r.at_peak_bytes["adapters"]
+    assert r.at_peak_bytes["params"] == 2 * r.model_params
+    assert r.trainable_params < r.model_params // 10
+    # The reference is the same model with the adapters disabled: a reference pass, no copy.
+    assert "reference_forward" in r.phase_peaks
+
+
+def test_full_dpo_has_a_reference_model_as_big_as_the_policy():
+    r = traced(method="dpo", tuning="full")
+    assert r.reference_params == r.model_params == r.trainable_params
+    assert r.at_peak_bytes["reference_model"] == r.at_peak_bytes["params"] == 2 * r.model_params
+    # bf16 model: bf16 grads, AdamW's two states in bf16.
+    assert r.max_bytes["grads"] == 2 * r.model_params
+    assert r.at_peak_bytes["optimizer"] >= 4 * r.model_params
+
+
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+def test_precomputed_reference_log_probs_remove_the_reference(tuning):
+    with_ref = traced(method="dpo", tuning=tuning)
+    without = traced(method="dpo", tuning=tuning, precompute_ref_log_probs=True)
+    assert without.at_peak_bytes["reference_model"] == 0 and without.reference_params == 0
+    assert "reference_forward" not in without.phase_peaks
+    assert without.peak_bytes < with_ref.peak_bytes
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_checkpointing_lowers_the_activation_max(arch, method):
+    on = traced(arch, method=method, tuning="full", seq_len=256, grad_checkpointing=True)
+    off = traced(arch, method=method, tuning="full", seq_len=256, grad_checkpointing=False)
+    assert on.max_bytes["activations"] < off.max_bytes["activations"]
+    assert on.peak_bytes < off.peak_bytes
+
+
+def test_kto_runs_the_kl_batch_and_both_references():
+    r = traced(method="kto", tuning="full")
+    assert {"kl_forward", "forward", "reference_forward", "backward"} <= set(r.phase_peaks)
+    assert r.at_peak_bytes["reference_model"] == r.at_peak_bytes["params"]
+
+
+def test_grad_accumulation_keeps_earlier_gradients_live():
+    one = traced(method="orpo", tuning="full", grad_accum=1)
+    many = traced(method="orpo", tuning="full", grad_accum=4)
+    assert many.phase_peaks["forward"] - one.phase_peaks["forward"] == 2 * one.model_params
+
+
+def test_gemma2_is_traced_with_eager_attention():
+    r = traced("gemma2", method="orpo", tuning="full")
+    assert r.attention == "eager"
+
+
+def test_precisions_load_the_weights_as_the_runners_do():
+    fp32 = traced(method="reward", tuning="full", precision="fp32")
+    assert fp32.weight_dtype == "float32"
+    assert fp32.at_peak_bytes["params"] == 4 * fp32.model_params
+    # fp16 (approximated with CPU autocast): fp32 masters for full tuning, fp16 frozen base for LoRA.
+    assert traced(method="sft", tuning="full", precision="fp16").weight_dtype == "float32"
+    lora16 = traced(method="sft", tuning="lora", precision="fp16", lora_targets="qv")
+    assert lora16.weight_dtype == "float16"
+    assert lora16.at_peak_bytes["params"] == 2 * lora16.model_params
+
+
+def test_sgd_has_no_optimizer_state():
+    r = traced(method="simpo", tuning="full", optimizer="sgd")
+    assert r.max_bytes["optimizer"] == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"tuning": "qlora"}, "--trace does not support qlora"),
+        ({"optimizer": "adamw8bit"}, "8-bit"),
+        ({"optimizer": "paged_adamw8bit"}, "8-bit"),
+        ({"method": "ppo"}, "ppo/grpo/rloo are estimated analytically"),
+        ({"method": "grpo"}, "ppo/grpo/rloo are estimated analytically"),
+        ({"method": "rloo"}, "ppo/grpo/rloo are estimated analytically"),
+        ({"sharding": "zero3", "num_gpus": 2}, "unsharded"),
+        ({"offload": "optimizer"}, "offload"),
+    ],
+)
+def test_untraceable_requests_raise_plan_error(fields, message):
+    with pytest.raises(PlanError, match=message):
+        trace_step(PlanRequest(**{"method": "dpo", "tuning": "lora", **fields}), LLAMA_TINY)
+
+
+def test_unknown_architecture_raises_plan_error():
+    with pytest.raises(PlanError, match="model_type"):
+        trace_step(PlanRequest(method="sft"), {"hidden_size": 64})
+    with pytest.raises(PlanError, match="cannot build"):
+        trace_step(PlanRequest(method="sft"), {"model_type": "no-such-model"})
+
+
+def test_importing_planner_trace_imports_no_torch():
+    """`advisor plan` without --trace stays fast: the module and its refusals import no torch."""
+    script = (
+        "import json, sys\n"
+        "from planner.trace import trace_step, TraceResult\n"
+        "from planner.errors import PlanError\n"
+        "from planner.specs import PlanRequest\n"
+        "try:\n"
+        "    trace_step(PlanRequest(tuning='qlora'), {'model_type': 'llama'})\n"
+        "except PlanError:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    loaded = {name.split(".")[0] for name in json.loads(out.stdout.strip().splitlines()[-1])}
+    assert not loaded & {"torch", "transformers", "peft", "trl", "accelerate"}
+
+
+def test_7b_lora_dpo_trace_counts_the_exact_parameters():
+    request = PlanRequest(method="dpo", tuning="lora", seq_len=512, batch_size=1, grad_accum=1)
+    r = trace_step(request, LLAMA2_7B)
+    assert r.model_params == 6_738_415_616
+    assert r.at_peak_bytes["params"] == 6_738_415_616 * 2
+    assert r.at_peak_bytes["reference_model"] == 0
+    assert r.max_bytes["grads"] == r.at_peak_bytes["adapters"] == 4 * r.trainable_params
+    assert r.peak_phase == "backward"
+
+
+# ----------------------------------------------------------------- the emulation against TRL
+#
+# planner.trace re-implements what TRL 1.12's trainers do to the logits (it cannot call them
+# on fake tensors: they read values with .item() and boolean masks). Here TRL's own methods run
+# on real CPU tensors of the same tiny models, through the same tracker, with a padded batch
+# (what real batches have and what the fake trace assumes); the fake trace must match them.
+
+
+class _Accelerator:
+    def __init__(self):
+        import torch
+
+        self.device = torch.device("cpu")
+
+    def unwrap_model(self, model):
+        return model
+
+    def gather_for_metrics(self, tensor):
+        return tensor
+
+    def gather(self, tensor):
+        return tensor
+
+
+def _prepared(step):
+    """Pad one position (as TRL's collators do) and wrap forwards as accelerate does."""
+    from accelerate.utils.operations import convert_outputs_to_fp32
+
+    inputs = step.inputs
+    mask = inputs.get("attention_mask", inputs.get("rejected_attention_mask"))
+    mask[0, -1] = 0
+    for model in (step.setup.model, step.setup.ref_model):
+        if model is not None:
+            model.forward = convert_outputs_to_fp32(model.forward)
+    return inputs
+
+
+def _stub(step, **fields):
+    base = {
+        "model": step.setup.model,
+        "ref_model": step.setup.ref_model,
+        "accelerator": _Accelerator(),
+        "aux_loss_enabled": False,
+        "ld_alpha": None,
+        "precompute_ref_logps": False,
+        "args": types.SimpleNamespace(gradient_checkpointing_kwargs={"use_reentrant": False}),
+        "f_divergence_type": "reverse_kl",
+        "loss_types": ["sigmoid"],
+        "loss_weights": [1.0],
+        "loss_type": "kto",
+        "beta": 0.1,
+        "label_smoothing": 0.0,
+        "use_weighting": False,
+        "use_liger_kernel": False,
+        "calculate_KL": True,
+        "desirable_weight": 1.0,
+        "undesirable_weight": 1.0,
+        "is_encoder_decoder": False,
+        "padding_value": 0,
+        "pad_token_id": 0,
+        "_metrics": defaultdict(lambda: defaultdict(list)),
+        "_total_train_tokens": 0,
+    }
+    return types.SimpleNamespace(**{**base, **fields})
+
+
+def _trl_dpo(step):
+    from trl.trainer.dpo_trainer import DPOTrainer
+
+    inputs = _prepared(step)
+    batch = {k: inputs[k] for k in ("input_ids", "attention_mask", "completion_mask")}
+    return DPOTrainer._compute_loss(_stub(step), step.setup.model, batch, False)
+
+
+def _trl_kto(step):
+    from trl.trainer.kto_trainer import KTOTrainer
+
+    inputs = _prepared(step)
+    keys = ("input_ids", "attention_mask", "completion_mask", "label")
+    keys += ("KL_input_ids", "KL_attention_mask", "KL_completion_mask")
+    stub = _stub(step)
+    stub._compute_kl_logps = types.MethodType(KTOTrainer._compute_kl_logps, stub)
+    return KTOTrainer._compute_loss(stub, step.setup.model, {k: inputs[k] for k in keys}, False)
+
+
+def _trl_sft(step):
+    from trl.trainer.sft_trainer import _CHUNKED_LM_HEAD_CHUNK_SIZE, _patch_chunked_ce_lm_head
+
+    model = step.setup.model
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    _patch_chunked_ce_lm_head(target, chunk_size=_CHUNKED_LM_HEAD_CHUNK_SIZE)
+    inputs = _prepared(step)
+    out = model(
+        input_ids=inputs["input_ids"],
+        attention_mask=inputs["attention_mask"],
+        labels=inputs["labels"],
+        use_cache=False,
+    )
+    _ = (out.num_valid_tokens.item(), out.entropy_sum.item(), out.num_correct_tokens.item())
+    return out["loss"]
+
+
+def _pairs(inputs):
+    keys = ("input_ids", "attention_mask", "labels")
+    return {f"{side}_{k}": inputs[f"{side}_{k}"] for side in ("chosen", "rejected") for k in keys}
+
+
+def _trl_orpo(step):
+    from trl.experimental.orpo.orpo_trainer import ORPOTrainer
+
+    inputs = _prepared(step)
+    stub = _stub(
+        step,
+        concatenated_inputs=ORPOTrainer.concatenated_inputs,
+        get_batch_logps=ORPOTrainer.get_batch_logps,
+    )
+    stub.concatenated_forward = types.MethodType(ORPOTrainer.concatenated_forward, stub)
+    stub.odds_ratio_loss = types.MethodType(ORPOTrainer.odds_ratio_loss, stub)
+    loss, _ = ORPOTrainer.get_batch_loss_metrics(stub, step.setup.model, _pairs(inputs))
+    return loss
+
+
+def _trl_simpo(step):
+    from trl.experimental.cpo.cpo_trainer import CPOTrainer
+
+    inputs = _prepared(step)
+    stub = _stub(
+        step,
+        concatenated_inputs=CPOTrainer.concatenated_inputs,
+        get_batch_logps=CPOTrainer.get_batch_logps,
+        alpha=0.0,
+        loss_type="simpo",
+        simpo_gamma=0.5,
+        cpo_alpha=0.0,
+    )
+    stub.concatenated_forward = types.MethodType(CPOTrainer.concatenated_forward, stub)
+    stub.cpo_loss = types.MethodType(CPOTrainer.cpo_loss, stub)
+    loss, _ = CPOTrainer.get_batch_loss_metrics(stub, step.setup.model, _pairs(inputs))
+    return loss
+
+
+def _trl_reward(step):
+    from trl.trainer.reward_trainer import RewardTrainer
+
+    inputs = _prepared(step)
+    stub = _stub(step, args=types.SimpleNamespace(center_rewards_coefficient=None))
+    batch = {k: inputs[k] for k in ("input_ids", "attention_mask")}
+    return RewardTrainer.compute_loss(stub, step.setup.model, batch)
+
+
+TRL_STEPS = {
+    "dpo": _trl_dpo,
+    "kto": _trl_kto,
+    "sft": _trl_sft,
+    "orpo": _trl_orpo,
+    "simpo": _trl_simpo,
+    "reward": _trl_reward,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["llama", "gemma2"])
+@pytest.mark.parametrize(
+    ("method", "tuning", "ckpt"),
+    [
+        ("dpo", "full", False),
+        ("dpo", "lora", True),
+        ("kto", "full", True),
+        ("kto", "lora", False),
+        ("sft", "full", False),
+        ("sft", "lora", True),
+        ("orpo", "full", True),
+        ("simpo", "lora", False),
+        ("reward", "full", False),
+    ],
+)
+def test_fake_trace_matches_trl_on_real_tensors(monkeypatch, arch, method, tuning, ckpt):
+    # CUDA's hidden logsumexp buffer is emulated on fake tensors only; a CPU run has none.
+    monkeypatch.setattr(trace, "EMULATE_CUDA_WORKSPACES", False)
+    request = PlanRequest(
+        method=method,
+        tuning=tuning,
+        seq_len=160,
+        batch_size=2,
+        grad_accum=1,
+        grad_checkpointing=ckpt,
+    )
+    fake = trace_step(request, ARCHS[arch])
+    real = trace._trace(request, ARCHS[arch], fake=False, step=TRL_STEPS[method])
+    # Equal up to a few scalars (metrics kept a little longer or shorter).
+    assert abs(fake.peak_bytes - real.peak_bytes) <= 1024
+    for category in CATEGORIES:
+        assert abs(fake.max_bytes[category] - real.max_bytes[category]) <= 1024, category
+    for phase in ("backward", "optimizer_step"):
+        assert abs(fake.phase_peaks[phase] - real.phase_peaks[phase]) <= 1024, phase
