@@ -1,0 +1,108 @@
+"""The wizard's Markdown record: the decision record, the method chosen, the plan, the outcome.
+
+Built on `advisor.decision_record`, so a record from the wizard reads like one from
+`advisor recommend --report`, with the capacity plan and the launch command added.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from advisor.decide import Recommendation
+from advisor.decision_record import decision_record
+from advisor.decision_rules import label
+from advisor.method_choice import override_warning
+from advisor.plan_view import LABELS, command_line, headline
+from planner.errors import PlanError
+from planner.specs import COMPONENTS, Method, Plan, PlanRequest
+
+
+def launch_command(request: PlanRequest) -> str:
+    """The `advisor launch` line for a request: the same flags as its `advisor plan` line."""
+    return "advisor launch" + command_line(request).removeprefix("advisor plan")
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: seconds, minutes or hours."""
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def plan_section(plan: Plan) -> list[str]:
+    """The plan as Markdown lines: headline, memory by component, verdict, time, commands."""
+    mem, t = plan.memory, plan.time
+    verdict = (
+        f"fits, {mem.headroom_gib:.1f} GiB headroom"
+        if plan.fits
+        else f"does not fit: {-mem.headroom_gib:.1f} GiB over"
+    )
+    out = [
+        "## Capacity plan",
+        "",
+        f"- {headline(plan)}",
+        f"- Peak per GPU: **{mem.per_gpu_peak_gib:.1f} GiB** of {mem.capacity_gib:.1f} GiB "
+        f"({mem.peak_phase}) — {verdict}",
+        f"- Step: {duration(t.step_seconds)}, {t.tokens_per_second:,.0f} tokens/s",
+    ]
+    if t.total_hours is not None:
+        out.append(
+            f"- Run: {t.total_steps:,} steps for {t.samples:,} rows × "
+            f"{plan.request.epochs:g} epochs ≈ {duration(t.total_hours * 3600)}"
+        )
+    out += ["", "| component | GiB | live at peak |", "|---|---|---|"]
+    live = set(mem.live_at_peak)
+    for name in COMPONENTS:
+        value = mem.components_gib[name]
+        if value:
+            out.append(f"| {LABELS[name]} | {value:.2f} | {'yes' if name in live else ''} |")
+    for title, lines in (("Warnings", plan.warnings), ("Suggestions", plan.suggestions)):
+        if lines:
+            out += ["", f"{title}:", "", *[f"- {line}" for line in lines]]
+    out += [
+        "",
+        "Reproduce the estimate and launch the run:",
+        "",
+        "```",
+        command_line(plan.request),
+        launch_command(plan.request),
+        "```",
+    ]
+    return out
+
+
+def session_record(
+    rec: Recommendation,
+    method: Method,
+    plan: Plan | None,
+    *,
+    source: str | None = None,
+    today: dt.date | None = None,
+) -> str:
+    """The whole record: decision record, the method chosen (and the warning), plan, outcome."""
+    out = [decision_record(rec, source=source, today=today).rstrip("\n"), ""]
+    out += ["## Method chosen", ""]
+    warning = override_warning(rec, method)
+    if warning is None:
+        out.append(f"{label(method)}, as recommended.")
+    else:
+        out += [f"{label(method)}, against the recommendation of {label(rec.method)}.", ""]
+        out.append(f"> {warning}")
+    out.append("")
+    if plan is not None:
+        out += [*plan_section(plan), ""]
+    out += ["## Measured outcome", "", "Not run yet: no measured memory or step time.", ""]
+    return "\n".join(out)
+
+
+def write_session_record(text: str, path: str | Path) -> Path:
+    """Write a record to `path`; a path that cannot be written is the user's error."""
+    path = Path(path).expanduser()
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise PlanError(f"{path}: cannot write the record ({error.strerror or error})") from None
+    return path

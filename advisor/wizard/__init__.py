@@ -1,0 +1,1 @@
+"""The Textual wizard: interview → recommendation → plan → launch → report, keyboard first."""

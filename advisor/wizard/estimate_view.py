@@ -1,0 +1,102 @@
+"""The plan screen's estimate: a bar per memory component against the card, verdict, times."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from advisor.plan_view import command_line, headline
+from advisor.session_record import duration
+from planner.specs import COMPONENTS, Plan
+
+SHORT = {
+    "weights": "weights",
+    "trainable_weights": "adapters",
+    "gradients": "gradients",
+    "optimizer": "optimizer",
+    "activations": "activations",
+    "logits": "logits",
+    "reference_model": "reference",
+    "reward_model": "reward model",
+    "value_model": "value model",
+    "generation_kv_cache": "rollout KV",
+    "runtime_overhead": "CUDA/runtime",
+}
+"""Component names short enough for an 80-column terminal."""
+
+BAR_WIDTH = 16
+
+
+def bar(value: float, capacity: float, style: str = "cyan") -> Text:
+    """`value` as a bar against the card's capacity; red past the end."""
+    filled = 0 if capacity <= 0 else round(BAR_WIDTH * value / capacity)
+    if filled > BAR_WIDTH:
+        return Text("█" * BAR_WIDTH + "▶", style="red")
+    return Text.assemble(("█" * filled, style), ("·" * (BAR_WIDTH - filled), "dim"))
+
+
+def memory_table(plan: Plan) -> Table:
+    """Each non-zero component and the peak, in GiB, with bars scaled to the card."""
+    mem = plan.memory
+    table = Table.grid(padding=(0, 1))
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(no_wrap=True)
+    live = set(mem.live_at_peak)
+    for name in COMPONENTS:
+        value = mem.components_gib[name]
+        if value == 0 and name not in ("weights", "activations"):
+            continue
+        mark = "" if name in live else " (not at peak)"
+        table.add_row(SHORT[name] + mark, f"{value:.1f}", bar(value, mem.capacity_gib))
+    colour = "green" if plan.fits else "red"
+    table.add_row(
+        Text("peak per GPU", style="bold"),
+        Text(f"{mem.per_gpu_peak_gib:.1f}", style="bold"),
+        bar(mem.per_gpu_peak_gib, mem.capacity_gib, colour),
+    )
+    return table
+
+
+def verdict(plan: Plan) -> Text:
+    """Fits with its headroom, or how far over the card it is."""
+    mem = plan.memory
+    text = Text(f"{mem.per_gpu_peak_gib:.1f} of {mem.capacity_gib:.1f} GiB: ", style="bold")
+    if plan.fits:
+        text.append(f"fits, {mem.headroom_gib:.1f} GiB headroom", style="bold green")
+    else:
+        text.append(f"does not fit, {-mem.headroom_gib:.1f} GiB over", style="bold red")
+    return text
+
+
+def timing(plan: Plan) -> Text:
+    """Time per step, and for the run when the rows are known."""
+    t = plan.time
+    text = Text(f"Step {duration(t.step_seconds)} · {t.tokens_per_second:,.0f} tokens/s")
+    if t.total_hours is not None:
+        text.append(
+            f"\nRun {duration(t.total_hours * 3600)}: {t.total_steps:,} steps, "
+            f"{t.samples:,} rows × {plan.request.epochs:g} epochs",
+            style="bold",
+        )
+    else:
+        text.append("\nRun: enter the dataset's rows for the run's time", style="dim")
+    return text
+
+
+def estimate_renderable(plan: Plan) -> RenderableType:
+    """The whole estimate panel."""
+    parts: list[RenderableType] = [
+        Text(headline(plan), style="bold"),
+        Text(f"Memory per GPU against the {plan.gpu.name} ({plan.memory.capacity_gib:.1f} GiB)"),
+        memory_table(plan),
+        verdict(plan),
+        timing(plan),
+    ]
+    if plan.warnings:
+        parts.append(Text("\n".join(f"⚠ {w}" for w in plan.warnings), style="yellow"))
+    if plan.suggestions:
+        parts.append(Text("\n".join(f"• {s}" for s in plan.suggestions)))
+    parts.append(Text(command_line(plan.request), style="cyan"))
+    return Group(*parts)

@@ -1,0 +1,217 @@
+"""Step 3: the training settings on the left, the planner's estimate updating on the right."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.suggester import SuggestFromList
+from textual.widgets import Footer, Input, Label, Select, Static
+
+from advisor.compute_check import layout
+from advisor.decision_rules import label
+from advisor.wizard.estimate_view import estimate_renderable
+from advisor.wizard.steps import StepBar
+from planner.errors import PlanError
+from planner.specs import Method, Offload, PlanRequest, Sharding, Tuning
+
+GPU_COUNTS = (1, 2, 4, 8, 16, 24, 32)
+NUMBERS = ("seq_len", "batch_size", "grad_accum", "samples")
+
+
+def _gpu_names() -> list[str]:
+    from planner.gpus import list_gpus
+
+    return [gpu.name.lower() for gpu in list_gpus()]
+
+
+def _model_names() -> list[str]:
+    from planner.models import list_models, list_shorthands
+
+    return [*list_shorthands(), *(spec.name.lower() for spec in list_models())]
+
+
+def request_update(request: PlanRequest, field: str, value: Any) -> PlanRequest:
+    """The request with one knob changed; pydantic validates it as the CLI's flags are."""
+    update: dict[str, Any]
+    if field == "gpus":
+        per_node, nodes = layout(int(value))
+        update = {"num_gpus": per_node, "nodes": nodes}
+    elif field in NUMBERS:
+        text = str(value).strip()
+        if not text and field == "samples":
+            update = {"samples": None}
+        elif not text.isdigit():
+            raise PlanError(f"{field.replace('_', ' ')}: enter a whole number")
+        else:
+            update = {field: int(text)}
+    elif field == "grad_checkpointing":
+        update = {field: value == "on"}
+    else:
+        update = {field: value}
+    try:
+        return PlanRequest.model_validate({**request.model_dump(), **update})
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise PlanError(f"{field.replace('_', ' ')}: {problem['msg'].lower()}") from None
+
+
+class PlanScreen(Screen):
+    """Knobs for `advisor plan`'s settings; every change re-runs `estimate`."""
+
+    STEP = "Plan"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="back"),
+        Binding("ctrl+f", "fit", "Fit it", id="fit"),
+        Binding("ctrl+n", "next", "Launch", id="next"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        v = knob_values(self.app.request)  # type: ignore[attr-defined]
+        counts = sorted({*GPU_COUNTS, int(v["gpus"])})
+        yield StepBar(self.STEP)
+        with Horizontal(id="plan"):
+            with VerticalScroll(id="knobs-pane"), Grid(id="knobs"):
+                yield Label("model")
+                yield Input(
+                    v["model"],
+                    id="model",
+                    compact=True,
+                    suggester=SuggestFromList(_model_names(), case_sensitive=False),
+                )
+                yield Label("method")
+                yield _select("method", [(label(m), m.value) for m in Method], v)
+                yield Label("tuning")
+                yield _select("tuning", [(t.value, t.value) for t in Tuning], v)
+                yield Label("seq len")
+                yield Input(v["seq_len"], id="seq_len", type="integer", compact=True)
+                yield Label("micro-batch")
+                yield Input(v["batch_size"], id="batch_size", type="integer", compact=True)
+                yield Label("grad accum")
+                yield Input(v["grad_accum"], id="grad_accum", type="integer", compact=True)
+                yield Label("checkpoint")
+                yield _select("grad_checkpointing", [("on", "on"), ("off", "off")], v)
+                yield Label("GPU")
+                yield _select("gpu", [(name, name) for name in _gpu_names()], v)
+                yield Label("GPUs")
+                yield _select("gpus", [(str(c), str(c)) for c in counts], v)
+                yield Label("sharding")
+                yield _select("sharding", [(s.value, s.value) for s in Sharding], v)
+                yield Label("offload")
+                yield _select("offload", [(o.value, o.value) for o in Offload], v)
+                yield Label("rows")
+                yield Input(
+                    v["samples"],
+                    id="samples",
+                    type="integer",
+                    placeholder="dataset rows",
+                    compact=True,
+                )
+            with VerticalScroll(id="estimate-pane"):
+                yield Static(id="estimate")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_estimate()
+        self.query_one("#model", Input).focus()
+
+    def sync_knobs(self) -> None:
+        """Set every knob from the app's request, without re-running the estimate per knob."""
+        values = knob_values(self.app.request)  # type: ignore[attr-defined]
+        gpus = self.query_one("#gpus", Select)
+        count = int(values["gpus"])
+        if count not in GPU_COUNTS:
+            gpus.set_options([(str(c), str(c)) for c in sorted({*GPU_COUNTS, count})])
+        with self.prevent(Input.Changed, Select.Changed):
+            for field, value in values.items():
+                widget = self.query_one(f"#{field}")
+                widget.value = value  # type: ignore[attr-defined]
+
+    def refresh_estimate(self) -> None:
+        """Run the planner on the current request and draw the result (or its error)."""
+        target = self.query_one("#estimate", Static)
+        try:
+            self.app.estimate(self.app.request)  # type: ignore[attr-defined]
+        except PlanError as error:
+            target.update(Text(f"Cannot estimate: {error}", style="bold red"))
+            return
+        target.update(estimate_renderable(self.app.plan))  # type: ignore[attr-defined]
+
+    def knob_changed(self, field: str, value: Any) -> None:
+        try:
+            request = request_update(self.app.request, field, value)  # type: ignore[attr-defined]
+        except PlanError as error:
+            self.query_one("#estimate", Static).update(Text(str(error), style="bold red"))
+            self.app.plan = None  # type: ignore[attr-defined]
+            return
+        if request == self.app.request and self.app.plan is not None:  # type: ignore[attr-defined]
+            return  # a knob reporting the value it was given
+        self.app.request = request  # type: ignore[attr-defined]
+        if field == "method":
+            self.app.method = request.method  # type: ignore[attr-defined]
+        self.refresh_estimate()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if event.input.id:
+            self.knob_changed(event.input.id, event.value)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.select.id and event.value is not Select.BLANK:
+            self.knob_changed(event.select.id, event.value)
+
+    def action_fit(self) -> None:
+        """Apply the fastest setup that fits, as `advisor plan --fit` finds it."""
+        from planner.fit import search
+
+        request = self.app.request  # type: ignore[attr-defined]
+        try:
+            plans = search(request)
+        except PlanError as error:
+            self.notify(str(error), severity="error")
+            return
+        if not plans:
+            self.notify(
+                f"Nothing fits {request.model} on up to 4 nodes of 8× {request.gpu}: "
+                "try a larger GPU or a shorter sequence.",
+                severity="error",
+            )
+            return
+        self.app.request = plans[0].request  # type: ignore[attr-defined]
+        self.sync_knobs()
+        self.refresh_estimate()
+        self.notify("Applied the fastest setup that fits.", title="Fit it")
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_next(self) -> None:
+        self.app.open_launch()  # type: ignore[attr-defined]
+
+
+def knob_values(r: PlanRequest) -> dict[str, str]:
+    """Each knob's value for a request, as the knob holds it."""
+    return {
+        "model": r.model,
+        "method": r.method.value,
+        "tuning": r.tuning.value,
+        "seq_len": str(r.seq_len),
+        "batch_size": str(r.batch_size),
+        "grad_accum": str(r.grad_accum),
+        "grad_checkpointing": "on" if r.grad_checkpointing else "off",
+        "gpu": r.gpu,
+        "gpus": str(r.world_size),
+        "sharding": r.sharding.value,
+        "offload": r.offload.value,
+        "samples": "" if r.samples is None else str(r.samples),
+    }
+
+
+def _select(field: str, options: list[tuple[str, str]], values: dict[str, str]) -> Select:
+    return Select(options, id=field, value=values[field], allow_blank=False, compact=True)

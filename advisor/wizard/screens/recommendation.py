@@ -1,0 +1,135 @@
+"""Step 2: the ranked methods with reasons and caveats; Enter on a row trains that one."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from advisor.decide import Recommendation
+from advisor.decision_rules import label
+from advisor.method_choice import override_warning
+from advisor.recommend_view import bullets, compute_table, headline, runner_up_panel
+from advisor.wizard.path_prompt import PathPrompt
+from advisor.wizard.steps import StepBar
+from planner.errors import PlanError
+from planner.specs import Method
+
+
+def method_details(rec: Recommendation, method: Method) -> RenderableType:
+    """What the engine says about one method: the whole case for the winner, the gap for others."""
+    row = next(r for r in rec.ranking if r.method is method)
+    if method is rec.method:
+        parts: list[RenderableType] = [
+            headline(rec),
+            bullets(f"Why {label(method)}", row.reasons, "green"),
+            runner_up_panel(rec),
+        ]
+        if rec.notes:
+            parts.append(bullets("Before you start", rec.notes, "cyan"))
+        table = compute_table(rec)
+        if table is not None:
+            parts.append(table)
+        parts.append(bullets("Caveats", rec.caveats, "yellow"))
+        parts.append(bullets("Evaluation plan", rec.evaluation_plan, "blue"))
+        return Group(*parts)
+    warning = override_warning(rec, method) or ""
+    return Group(
+        Text(warning, style="yellow"),
+        bullets(f"{label(method)}: {row.score:g} points", row.reasons, "magenta"),
+        bullets("Caveats", rec.caveats, "yellow"),
+    )
+
+
+class RecommendationScreen(Screen):
+    """The ranking on the left, the highlighted method's reasons on the right."""
+
+    STEP = "Recommendation"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="back"),
+        Binding("ctrl+n", "next", "Plan", id="next"),
+        Binding("ctrl+s", "save_answers", "Save answers", id="save-answers"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield StepBar(self.STEP)
+        with Horizontal(id="recommendation"):
+            with Vertical(id="ranking-pane"):
+                yield Static("Ranking · Enter trains the highlighted method", classes="pane-title")
+                yield DataTable(id="ranking", cursor_type="row", zebra_stripes=True)
+                yield Static(id="choice")
+            with VerticalScroll(id="details"):
+                yield Static(id="detail")
+        yield Footer()
+
+    @property
+    def rec(self) -> Recommendation:
+        return self.app.recommendation  # type: ignore[attr-defined]
+
+    def on_mount(self) -> None:
+        table = self.query_one("#ranking", DataTable)
+        table.add_columns("#", "method", "score", "")
+        self.fill_table()
+        table.focus()
+
+    def fill_table(self) -> None:
+        table = self.query_one("#ranking", DataTable)
+        chosen = self.app.method  # type: ignore[attr-defined]
+        table.clear()
+        for place, row in enumerate(self.rec.ranking, start=1):
+            mark = "● train" if row.method is chosen else ""
+            table.add_row(
+                str(place), label(row.method), f"{row.score:g}", mark, key=row.method.value
+            )
+        self.show_choice()
+
+    def show_choice(self) -> None:
+        chosen = self.app.method  # type: ignore[attr-defined]
+        warning = override_warning(self.rec, chosen)
+        text = Text.assemble(("Training: ", "bold"), (label(chosen), "bold cyan"))
+        if warning:
+            text.append("  (not the recommendation)", style="yellow")
+        self.query_one("#choice", Static).update(text)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        method = Method(event.row_key.value)
+        self.query_one("#detail", Static).update(method_details(self.rec, method))
+        self.query_one("#details", VerticalScroll).scroll_home(animate=False)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        method = Method(event.row_key.value)
+        warning = self.app.choose_method(method)  # type: ignore[attr-defined]
+        cursor = self.query_one("#ranking", DataTable).cursor_row
+        self.fill_table()
+        self.query_one("#ranking", DataTable).move_cursor(row=cursor, animate=False)
+        if warning:
+            self.notify(warning, title=f"Training {label(method)}", severity="warning")
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_next(self) -> None:
+        self.app.open_plan()  # type: ignore[attr-defined]
+
+    def action_save_answers(self) -> None:
+        default = self.app.answers_path or "answers.yaml"  # type: ignore[attr-defined]
+        self.app.push_screen(PathPrompt("Save the answers (YAML) to:", default), self._save)
+
+    def _save(self, path: str | None) -> None:
+        if not path:
+            return
+        from advisor.interview import save_answers
+
+        try:
+            written = save_answers(self.rec.answers, path)
+        except PlanError as error:
+            self.notify(str(error), severity="error")
+            return
+        self.app.answers_path = str(written)  # type: ignore[attr-defined]
+        self.notify(f"Answers written to {written}", title="Saved")
