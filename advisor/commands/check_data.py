@@ -1,0 +1,32 @@
+"""`advisor check-data`: check a dataset against a method's format before training on it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from planner.specs import Method
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="JSONL/JSON/CSV/Parquet, folder, HF id")
+    parser.add_argument("--method", default="dpo", choices=[m.value for m in Method])
+    parser.add_argument("--model", help="a model folder: its tokenizer adds length/template checks")
+    parser.add_argument("--seq-len", type=int, default=1024, help="planned max tokens per row")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 when the data has no errors, 1 when it has (warnings alone pass)."""
+    from rich.console import Console
+
+    from runners.preflight import check_dataset, print_report
+
+    report = check_dataset(
+        args.dataset, args.method, tokenizer_path=args.model, max_length=args.seq_len
+    )
+    if args.json:
+        sys.stdout.write(report.model_dump_json() + "\n")
+    else:
+        print_report(report, Console(highlight=False))
+    return 1 if report.errors else 0

@@ -1,0 +1,268 @@
+"""`advisor launch`: write the run folder (manifest, configs, command), then train and show it live."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from advisor.commands.plan import add_plan_flags, request_from_args
+from planner.errors import PlanError
+from planner.specs import Method, Plan, PlanRequest
+
+EXIT_OOM = 3  # runners.train.EXIT_OOM (not imported: that module is the child's)
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    add_plan_flags(parser)
+    parser.add_argument("--plan", help="a plan.json from `advisor plan --json` (its settings)")
+    parser.add_argument("--output", default="runs", help="folder for run folders (runs/)")
+    parser.add_argument("--dry-run", action="store_true", help="write the run folder only")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    parser.add_argument(
+        "--demo", action="store_true", help="DPO on a tiny local model, on CPU, in under a minute"
+    )
+    parser.add_argument("--force", action="store_true", help="launch despite data errors")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    parser.add_argument("--save-steps", type=int, help="checkpoint every N steps")
+    parser.add_argument("--learning-rate", type=float, help="override the starting value")
+    parser.add_argument(
+        "--reward",
+        action="append",
+        metavar="R",
+        help="GRPO/RLOO: built-in (length, distinct_words), module:function, or a reward-model "
+        "folder; PPO: the reward-model folder. Repeatable.",
+    )
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train"
+    )
+    parser.add_argument(
+        "--processes", type=int, help="processes to start (default GPUs × nodes; CPU: gloo DDP)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no live progress view")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+def _tiny_model_dir() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "alignment-advisor" / "tiny-llama"
+
+
+def _demo_args(args: argparse.Namespace, output: Path) -> None:
+    """Fill args for the demo: tiny model, DPO, LoRA, short sequences, a few CPU steps."""
+    from runners.tiny import ensure_model, write_demo_dataset
+
+    args.model = str(ensure_model(_tiny_model_dir()))
+    args.dataset = str(write_demo_dataset(Method.dpo, output / "demo-data"))
+    args.method = "dpo"
+    args.tuning = "lora"
+    args.seq_len = 64
+    args.batch_size = 2
+    args.grad_accum = 1
+    args.grad_checkpointing = False
+    args.device = "cpu"
+    args.max_steps = args.max_steps or 8
+    args.save_steps = args.save_steps or 4
+    # A random tiny model moves visibly only at a high rate; real runs keep the planned value.
+    args.learning_rate = args.learning_rate or 5e-4
+
+
+def _request(args: argparse.Namespace) -> PlanRequest:
+    if args.plan:
+        try:
+            plan = Plan.model_validate_json(Path(args.plan).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise PlanError(f"--plan {args.plan}: not a readable plan JSON ({error})") from None
+        update = {}
+        if args.model != PlanRequest().model:
+            update["model"] = args.model
+        if args.dataset:
+            update["dataset"] = args.dataset
+        return plan.request.model_copy(update=update)
+    return request_from_args(args)
+
+
+def _device(choice: str) -> tuple[str, bool]:
+    """('cpu' | 'cuda', whether the GPU runs bf16): auto means cuda when torch sees one."""
+    if choice == "cpu":
+        return "cpu", False
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", bool(torch.cuda.is_bf16_supported())
+    if choice == "cuda":
+        raise PlanError("--device cuda: torch sees no CUDA GPU here (use --device cpu)")
+    return "cpu", False
+
+
+def _check_launchable(request: PlanRequest) -> None:
+    model = Path(request.model).expanduser()
+    if not (model / "config.json").is_file():
+        raise PlanError(
+            f"--model {request.model}: launch needs a model folder with config.json and weights "
+            "(try --demo for a tiny local one)"
+        )
+    if not request.dataset:
+        raise PlanError("--dataset PATH is required to launch (a JSONL/JSON/CSV/Parquet file)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume:
+        return _resume(args)
+    output = Path(args.output)
+    if args.demo:
+        _demo_args(args, output)
+    request = _request(args)
+    _check_launchable(request)
+    from planner.plan import estimate
+    from runners.run_folder import new_run_dir, write_run_folder
+    from runners.settings import RewardSource, build_run_spec
+
+    model_path = str(Path(request.model).expanduser().resolve())
+    dataset = str(Path(request.dataset).expanduser().resolve())
+    request = request.model_copy(update={"model": model_path, "dataset": dataset})
+    dataset_is_file = Path(dataset).is_file()
+    plan = estimate(request if dataset_is_file else request.model_copy(update={"dataset": None}))
+    device, bf16 = _device(args.device)
+    run_dir = new_run_dir(output, request.method.value)
+    spec = build_run_spec(
+        request,
+        model_path=model_path,
+        dataset=dataset,
+        output_dir=str(run_dir / "checkpoints"),
+        device=device,
+        supports_bf16=bf16,
+        max_steps=args.max_steps,
+        save_steps=args.save_steps,
+        learning_rate=args.learning_rate,
+        rewards=[RewardSource.parse(r) for r in args.reward or []],
+        num_processes=args.processes,
+        plan=plan,
+    )
+    console = _console()
+    report = _preflight(request, console)
+    if report is not None and report.errors and not args.force:
+        raise PlanError(
+            f"the dataset has {len(report.errors)} error(s) (listed above); fix them, or "
+            "launch anyway with --force"
+        )
+    manifest = write_run_folder(run_dir, spec, request, plan)
+    if report is not None:
+        (run_dir / "preflight.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    _print_settings(spec, run_dir, console)
+    if args.dry_run:
+        console.print(f"dry run: wrote {run_dir} and launched nothing")
+        print(run_dir)
+        return 0
+    return _train(manifest.spec, run_dir, manifest.command, plan, request, console, args.quiet)
+
+
+def _preflight(request: PlanRequest, console):
+    from runners.preflight import check_dataset, print_report
+
+    report = check_dataset(
+        request.dataset, request.method, tokenizer_path=request.model, max_length=request.seq_len
+    )
+    print_report(report, console)
+    return report
+
+
+def _print_settings(spec, run_dir: Path, console) -> None:
+    console.print(f"[bold]run folder[/bold] {run_dir}")
+    for value in spec.starting_values:
+        console.print(f"  {value.name} = {value.value:g}  ({value.reason})")
+    for warning in spec.warnings:
+        console.print(f"  [yellow]note[/yellow] {warning}")
+
+
+def _train(spec, run_dir: Path, command, plan, request, console, quiet: bool) -> int:
+    from runners.monitor import child_env, run_child
+    from runners.run_folder import read_metrics
+
+    rc = run_child(command, run_dir, spec.method, env=child_env(), console=console, show=not quiet)
+    if rc == 0:
+        records = [r for r in read_metrics(run_dir) if "loss" in r or "reward" in r]
+        last = records[-1] if records else {}
+        console.print(f"[green]done[/green] at step {last.get('step', '?')}: {run_dir}")
+        print(run_dir)
+        return 0
+    if rc == EXIT_OOM:
+        _explain_oom(run_dir, plan, request, console)
+        return 1
+    if rc == 130:
+        console.print(f"stopped; continue with: advisor launch --resume {run_dir}")
+        return 130
+    log = run_dir / "train.log"
+    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
+    console.print("\n".join(lines), markup=False)
+    console.print(f"[red]training failed[/red] (exit {rc}); full log: {log}")
+    return rc or 1
+
+
+def _explain_oom(run_dir: Path, plan, request: PlanRequest, console) -> None:
+    """Name the planner's estimate and a plan that fits."""
+    lines = [f"[red]CUDA out of memory[/red] (log: {run_dir / 'train.log'})."]
+    if plan is not None:
+        lines.append(
+            f"The planner estimated {plan.memory.per_gpu_peak_gib:.1f} GiB per GPU on "
+            f"{plan.gpu.name} ({plan.gpu.memory_gib:.0f} GiB)."
+        )
+        try:
+            from planner.fit import search
+
+            fits = search(request)
+        except PlanError:
+            fits = []
+        if fits:
+            best = fits[0].request
+            lines.append(
+                f"A plan that fits: --tuning {best.tuning.value} --batch-size {best.batch_size} "
+                f"--grad-accum {best.grad_accum} --sharding {best.sharding.value} "
+                f"--offload {best.offload.value} ({fits[0].memory.per_gpu_peak_gib:.1f} GiB)."
+            )
+        else:
+            lines.append("See `advisor plan ... --fit` for setups that fit.")
+    console.print("\n".join(lines))
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from runners.run_folder import child_command, read_manifest, resume_problems
+
+    run_dir = Path(args.resume)
+    manifest = read_manifest(run_dir)
+    spec = manifest.spec
+    problems = resume_problems(manifest)
+    given = {"--model": args.model, "--dataset": args.dataset, "--method": args.method}
+    recorded = {"--model": spec.model, "--dataset": spec.dataset, "--method": spec.method.value}
+    for flag, value in given.items():
+        if flag == "--model" and value == PlanRequest().model:
+            continue
+        if flag == "--method" and value == PlanRequest().method.value:
+            continue
+        if (
+            value
+            and flag != "--method"
+            and str(Path(value).expanduser().resolve()) != recorded[flag]
+        ):
+            problems.append(f"{flag} {value} is not the run's {recorded[flag]}")
+        elif value and flag == "--method" and value != recorded[flag]:
+            problems.append(f"--method {value} is not the run's {recorded[flag]}")
+    if problems:
+        raise PlanError(
+            f"cannot resume {run_dir}: " + "; ".join(problems) + ". Start a new run instead."
+        )
+    checkpoints = sorted(
+        Path(spec.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
+    )
+    if not checkpoints and spec.method is not Method.ppo:
+        raise PlanError(f"cannot resume {run_dir}: no checkpoint saved yet; start a new run")
+    console = _console()
+    console.print(f"resuming {run_dir} from {checkpoints[-1].name if checkpoints else 'start'}")
+    (run_dir / "error.json").unlink(missing_ok=True)
+    command = child_command(spec, run_dir, resume=True)
+    return _train(spec, run_dir, command, manifest.plan, manifest.request, console, args.quiet)

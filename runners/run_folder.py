@@ -1,0 +1,205 @@
+"""The run folder, written before anything starts: manifest, rendered configs, the exact command."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+import zlib
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field
+
+from planner.errors import PlanError
+from planner.specs import Plan, PlanRequest
+from runners.data import fingerprint, model_fingerprint
+from runners.settings import RunSpec, slurm_script, trl_cli_config
+
+LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
+
+
+class Hashes(BaseModel):
+    """What a resume must find unchanged."""
+
+    settings: str
+    model: str
+    data: str
+
+
+class Manifest(BaseModel):
+    """Everything needed to reproduce a run and to check a resume against it."""
+
+    created: float
+    run_dir: str
+    spec: RunSpec
+    request: PlanRequest
+    plan: Plan | None = None
+    recommendation: dict[str, Any] | None = None
+    versions: dict[str, str]
+    hashes: Hashes
+    command: list[str]
+    files: list[str] = Field(default_factory=list)
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions, read from package metadata (no imports)."""
+    versions = {"python": sys.version.split()[0]}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def hashes_for(spec: RunSpec) -> Hashes:
+    return Hashes(
+        settings=spec.settings_hash(),
+        model=model_fingerprint(spec.model),
+        data=fingerprint(spec.dataset),
+    )
+
+
+def child_command(spec: RunSpec, run_dir: Path, resume: bool = False) -> list[str]:
+    """The command that trains: `accelerate launch` on runners.train, or torchrun for CPU DDP
+    (accelerate's MULTI_CPU launcher needs MPI; torchrun starts gloo ranks directly)."""
+    runspec = str(run_dir / "runspec.json")
+    tail = ["-m", "runners.train", runspec] + (["--resume"] if resume else [])
+    if spec.device == "cpu" and spec.num_processes > 1:
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(spec.num_processes),
+            "--master_port",
+            str(29500 + zlib.crc32(str(run_dir).encode()) % 1000),
+            *tail,
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(run_dir / "accelerate.yaml"),
+        *tail,
+    ]
+
+
+def new_run_dir(output: Path, spec_method: str) -> Path:
+    """runs/<method>-<yyyymmdd-hhmmss>[-n]: a fresh folder."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(output) / f"{spec_method}-{stamp}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
+
+
+def _yaml(data: dict, path: Path) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+
+
+def write_run_folder(
+    run_dir: Path,
+    spec: RunSpec,
+    request: PlanRequest,
+    plan: Plan | None = None,
+    recommendation: dict[str, Any] | None = None,
+) -> Manifest:
+    """Write manifest.json, runspec.json, accelerate.yaml, the TRL CLI YAML, command.sh and,
+    for several nodes, slurm.sbatch; return the manifest."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PlanError(f"cannot create run folder {run_dir}: {error.strerror}") from None
+    files = ["manifest.json", "runspec.json", "accelerate.yaml", "command.sh"]
+    (run_dir / "runspec.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
+    _yaml(spec.accelerate, run_dir / "accelerate.yaml")
+    cli = trl_cli_config(spec)
+    if cli is not None:
+        name = f"trl_{spec.method.value}.yaml"
+        _yaml(cli, run_dir / name)
+        files.append(name)
+    if spec.nodes > 1:
+        gpus_per_node = max(1, spec.num_processes // spec.nodes)
+        (run_dir / "slurm.sbatch").write_text(
+            slurm_script(spec, str(run_dir.resolve()), gpus_per_node), encoding="utf-8"
+        )
+        files.append("slurm.sbatch")
+    command = child_command(spec, run_dir)
+    script = "#!/bin/bash\n# The exact command `advisor launch` runs (from the project root).\n"
+    script += "export TRL_EXPERIMENTAL_SILENCE=1 HF_HUB_OFFLINE=1\n"
+    script += shlex.join(command) + ' "$@"\n'
+    if cli is not None:
+        script += f"# Or with TRL's own CLI (no live metrics):\n# trl {spec.method.value} "
+        script += f"--config {run_dir / f'trl_{spec.method.value}.yaml'}\n"
+    (run_dir / "command.sh").write_text(script, encoding="utf-8")
+    (run_dir / "command.sh").chmod(0o755)
+    manifest = Manifest(
+        created=time.time(),
+        run_dir=str(run_dir),
+        spec=spec,
+        request=request,
+        plan=plan,
+        recommendation=recommendation,
+        versions=library_versions(),
+        hashes=hashes_for(spec),
+        command=command,
+        files=files,
+    )
+    (run_dir / "manifest.json").write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    return manifest
+
+
+def read_manifest(run_dir: Path) -> Manifest:
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        raise PlanError(f"--resume {run_dir}: no manifest.json there (not a run folder)")
+    return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+def resume_problems(manifest: Manifest, spec: RunSpec | None = None) -> list[str]:
+    """Why a resume would not continue the same run: changed model, data or settings."""
+    problems = []
+    now = hashes_for(spec or manifest.spec)
+    if now.model != manifest.hashes.model:
+        problems.append(f"the model at {manifest.spec.model} changed since the run started")
+    if now.data != manifest.hashes.data:
+        problems.append(
+            f"the dataset {manifest.spec.dataset} changed since the run started "
+            f"(sha256 {manifest.hashes.data[:12]} → {now.data[:12]})"
+        )
+    if now.settings != manifest.hashes.settings:
+        old = manifest.spec.model_dump(mode="json")
+        new = (spec or manifest.spec).model_dump(mode="json")
+        changed = sorted(
+            key
+            for key in set(old["trl_config"]) | set(new["trl_config"])
+            if key != "output_dir" and old["trl_config"].get(key) != new["trl_config"].get(key)
+        )
+        changed += [
+            k for k in ("method", "model", "dataset", "peft", "rewards") if old[k] != new[k]
+        ]
+        problems.append(f"the settings changed: {', '.join(changed) or 'launch configuration'}")
+    return problems
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """Every record in run_dir/metrics.jsonl (a half-written last line is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
