@@ -1,0 +1,374 @@
+"""The wizard, driven with Textual's Pilot: it says what `advisor recommend` and `advisor plan`
+say for the same answers and settings, and it is usable from the keyboard alone."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from textual.widgets import Input, Select, Static
+
+from advisor.answers import load_answers, read_answers_file
+from advisor.cli import main
+from advisor.decide import decide
+from advisor.interview import QUESTIONS, answers_yaml, save_answers
+from advisor.method_choice import override_warning
+from advisor.plan_view import command_line
+from advisor.session_record import session_record
+from advisor.wizard.app import WizardApp
+from planner.fit import search
+from planner.paths import profiles_dir
+from planner.plan import estimate
+from planner.specs import PlanRequest
+
+pytestmark = pytest.mark.anyio
+
+SCENARIOS = profiles_dir() / "scenarios"
+SIZE = (80, 24)
+TODAY = dt.date(2026, 1, 1)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def make_app(answers: dict | None = None, **kwargs) -> WizardApp:
+    return WizardApp(answers=answers, detect_gpu=lambda: None, today=TODAY, **kwargs)
+
+
+def cli_json(argv: list[str]) -> dict:
+    """What `advisor ARGV` prints, parsed (stdout redirected: the running app holds sys.stdout)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(argv) == 0
+    return json.loads(out.getvalue())
+
+
+async def answer_by_keys(pilot, answers: dict) -> None:
+    """Answer every question as a person would: arrow to the option, Enter; type free text."""
+    for q in QUESTIONS:
+        value = answers.get(q.field)
+        if q.optional:
+            await pilot.press("ctrl+u", *list(value or ""), "enter")
+            continue
+        value = str(value).lower() if isinstance(value, bool) else value
+        index = [v for v, _ in q.options].index(value)
+        await pilot.press("home", *["down"] * index, "enter")
+    await pilot.pause()
+
+
+def text_of(static: Static) -> str:
+    """A Static's content as plain text, drawn 200 columns wide."""
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(static.content)
+    return console.export_text()
+
+
+def estimate_text(app: WizardApp) -> str:
+    return text_of(app.screen.query_one("#estimate", Static))
+
+
+async def test_whole_flow_matches_recommend_and_plan_json(tmp_path):
+    scenario = read_answers_file(SCENARIOS / "ppo-7b-one-24gb-card.yaml")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await answer_by_keys(pilot, scenario)
+        assert type(app.screen).__name__ == "RecommendationScreen"
+
+        # Save the answers; `advisor recommend --answers` on that file says the same thing.
+        answers_file = tmp_path / "answers.yaml"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("ctrl+u", *list(str(answers_file)), "enter")
+        await pilot.pause()
+        assert answers_file.exists()
+        cli = cli_json(["recommend", "--answers", str(answers_file), "--json"])
+        assert cli == json.loads(app.recommendation.model_dump_json())
+        assert cli == json.loads(
+            decide(load_answers(SCENARIOS / "ppo-7b-one-24gb-card.yaml")).model_dump_json()
+        )
+
+        # Plan: the estimate is `advisor plan --json` for the settings shown.
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "PlanScreen"
+        assert app.request.gpu == "rtx-4090" and app.request.method is app.recommendation.method
+        seq = app.screen.query_one("#seq_len", Input)
+        seq.focus()
+        await pilot.press("ctrl+u", "2", "0", "4", "8")
+        app.screen.query_one("#samples", Input).focus()
+        await pilot.press(*"12000")
+        await pilot.pause()
+        assert app.request.seq_len == 2048 and app.request.samples == 12000
+        flags = shlex.split(command_line(app.request))[1:]
+        cli_plan = cli_json([*flags, "--json"])
+        assert cli_plan == app.plan.model_dump(mode="json")
+        assert app.plan == estimate(app.request)
+        shown = estimate_text(app)
+        mem = app.plan.memory
+        assert f"{mem.per_gpu_peak_gib:.1f} of {mem.capacity_gib:.1f} GiB" in shown
+        assert "Run " in shown and "12,000 rows" in shown
+
+        # Fit it: the planner's best setup is applied, and the estimate follows.
+        before = app.request
+        await pilot.press("ctrl+f")
+        await pilot.pause()
+        assert app.request == search(before)[0].request
+        assert app.plan == estimate(app.request)
+        assert app.screen.query_one("#batch_size", Input).value == str(app.request.batch_size)
+
+        # Launch shows the commands; launching itself is disabled until the runners exist.
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "LaunchScreen"
+        body = text_of(app.screen.query_one("#launch-body", Static))
+        assert "advisor launch" in body
+        assert app.screen.check_action("launch", ()) is None
+
+        # Report: written where the user says, with answers, recommendation and plan.
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        record_file = tmp_path / "record.md"
+        await pilot.press("ctrl+u", *list(str(record_file)), "ctrl+s")
+        await pilot.pause()
+        text = record_file.read_text()
+        assert text == session_record(
+            app.recommendation, app.method, app.plan, source=str(answers_file), today=TODAY
+        )
+        assert "safety_critical_automation" in text and "## Capacity plan" in text
+        assert f"{app.plan.memory.per_gpu_peak_gib:.1f} GiB" in text
+
+        # Esc walks back through every step.
+        for name in ("LaunchScreen", "PlanScreen", "RecommendationScreen", "InterviewScreen"):
+            await pilot.press("escape")
+            await pilot.pause()
+            assert type(app.screen).__name__ == name
+
+
+async def test_prefilled_answers_need_only_enter_and_give_decide_result():
+    path = SCENARIOS / "support-copilot.yaml"
+    app = make_app(read_answers_file(path), answers_path=str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*["enter"] * len(QUESTIONS))
+        await pilot.pause()
+        assert app.recommendation == decide(load_answers(path))
+        assert app.method.value == "dpo"
+
+
+async def test_recommend_key_jumps_ahead_when_the_file_answered_everything():
+    path = SCENARIOS / "math-code-verifiable.yaml"
+    app = make_app(read_answers_file(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.recommendation == decide(load_answers(path))
+
+
+async def test_recommend_key_names_the_questions_still_open():
+    app = make_app({"risk": "low"})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "InterviewScreen"
+        error = text_of(app.screen.query_one("#question-error", Static))
+        assert "use_case" in error and "risk" not in error
+
+
+async def test_escape_goes_back_one_question_and_keeps_the_answer():
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("down", "enter", "enter")
+        assert app.screen.index == 2
+        await pilot.press("escape")
+        assert app.screen.index == 1 and app.raw["use_case"] == "knowledge_assistant"
+        await pilot.press("escape", "escape")  # on the first question Esc stays put
+        assert app.screen.index == 0
+
+
+async def test_an_unknown_model_is_refused_with_the_planners_message():
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*["enter"] * 7, *"gpt-17", "enter")
+        await pilot.pause()
+        assert app.screen.question.field == "model"
+        assert "gpt-17" in text_of(app.screen.query_one("#question-error", Static))
+
+
+async def test_picking_another_method_carries_the_engines_warning_into_the_plan():
+    path = SCENARIOS / "support-copilot.yaml"
+    app = make_app(read_answers_file(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        rec = app.recommendation
+        await pilot.press("down", "down", "enter")
+        await pilot.pause()
+        chosen = rec.ranking[2].method
+        assert app.method is chosen
+        warning = override_warning(rec, chosen)
+        assert warning and "behind DPO" in warning
+        assert any(warning in n.message for n in app._notifications)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.request.method is chosen and app.plan.method is chosen
+        assert "Method chosen" in app.record() and warning in app.record()
+
+
+async def test_a_bad_knob_value_says_so_and_a_good_one_restores_the_estimate():
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        grad = app.screen.query_one("#grad_accum", Input)
+        grad.focus()
+        await pilot.press("ctrl+u", "0")
+        await pilot.pause()
+        assert app.plan is None
+        assert "greater than 0" in estimate_text(app)
+        await pilot.press("backspace", "4")
+        await pilot.pause()
+        assert app.plan == estimate(app.request) and app.request.grad_accum == 4
+
+
+async def test_gpu_knobs_are_the_planners_layout():
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        app.screen.query_one("#gpu", Select).value = "h100-80gb"
+        app.screen.query_one("#gpus", Select).value = "16"
+        app.screen.query_one("#sharding", Select).value = "zero3"
+        await pilot.pause()
+        r = app.request
+        assert (r.gpu, r.num_gpus, r.nodes, r.sharding.value) == ("h100-80gb", 8, 2, "zero3")
+        assert app.plan == estimate(r) and app.plan.gpu.count == 16
+
+
+async def test_nvml_gpu_prefills_the_gpus_answer():
+    app = WizardApp(detect_gpu=lambda: ("h100-80gb", 8), today=TODAY)
+    app.raw.update(
+        {
+            k: v
+            for k, v in read_answers_file(SCENARIOS / "support-copilot.yaml").items()
+            if k in {q.field for q in QUESTIONS}
+        }
+    )
+    app.raw["sft_done"] = "true"
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*["enter"] * 8)
+        assert app.screen.query_one("#free-text", Input).value == "8x h100-80gb"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.recommendation.answers.gpus == "8x h100-80gb"
+
+
+async def test_without_nvml_the_plan_starts_on_the_default_card():
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.request == PlanRequest(model="7b", method="dpo", tuning="lora")
+        assert app.screen.query_one("#gpu", Select).value == "a100-80gb"
+
+
+async def test_command_palette_runs_the_screens_actions():
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+p")
+        await pilot.pause()
+        await pilot.press(*"Plan")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+        assert type(app.screen).__name__ == "PlanScreen"
+
+
+def test_saved_answers_load_back_the_same_for_every_example(tmp_path):
+    for path in sorted(SCENARIOS.glob("*.yaml")):
+        answers = load_answers(path)
+        saved = save_answers(answers, tmp_path / path.name)
+        assert load_answers(saved) == answers
+        assert "expected" not in answers_yaml(answers)
+
+
+def test_detect_gpu_answers_none_without_a_driver(monkeypatch):
+    import pynvml
+
+    from advisor.wizard.gpu_detect import detect_gpu
+
+    def no_driver():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
+    assert detect_gpu() is None
+
+
+def test_detect_gpu_names_the_profile_of_the_first_card(monkeypatch):
+    import pynvml
+
+    from advisor.wizard.gpu_detect import detect_gpu
+
+    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 4)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: i)
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: "NVIDIA A100-SXM4-80GB")
+    assert detect_gpu() == ("a100-80gb", 4)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--answers", "no-such-file.yaml"], "no such answers file"),
+        (["wizard", "--answers", str(SCENARIOS / "../gpus/h200.toml")], "expected a mapping"),
+    ],
+)
+def test_a_bad_answers_file_stops_before_the_screen_changes(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_value_in_a_partial_answers_file_is_named(tmp_path, capsys):
+    path = tmp_path / "partial.yaml"
+    path.write_text("risk: lo\n")
+    assert main(["--answers", str(path)]) == 2
+    assert "did you mean 'low'" in capsys.readouterr().err
+
+
+def test_starting_the_wizard_imports_no_torch_transformers_or_trl():
+    code = (
+        "import sys; import advisor.cli, advisor.commands.wizard, advisor.wizard.app;"
+        "from advisor.wizard.screens import recommendation, plan, launch, report;"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules];"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_record_has_answers_recommendation_choice_plan_and_outcome():
+    rec = decide(load_answers(SCENARIOS / "support-copilot.yaml"))
+    plan = estimate(PlanRequest(model="7b", method="kto", samples=5000))
+    text = session_record(rec, plan.method, plan, source="a.yaml", today=TODAY)
+    for part in ("# Decision record", "| use_case | support_copilot |", "## Method chosen",
+                 "KTO, against the recommendation of DPO", "## Capacity plan",
+                 "advisor launch --model 7b --method kto", "## Measured outcome"):  # fmt: skip
+        assert part in text
+    assert Path("a.yaml").name in text
