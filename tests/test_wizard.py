@@ -77,7 +77,8 @@ def estimate_text(app: WizardApp) -> str:
     return text_of(app.screen.query_one("#estimate", Static))
 
 
-async def test_whole_flow_matches_recommend_and_plan_json(tmp_path):
+async def test_whole_flow_matches_recommend_and_plan_json(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # short relative paths to type
     scenario = read_answers_file(SCENARIOS / "ppo-7b-one-24gb-card.yaml")
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
@@ -88,10 +89,10 @@ async def test_whole_flow_matches_recommend_and_plan_json(tmp_path):
         answers_file = tmp_path / "answers.yaml"
         await pilot.press("ctrl+s")
         await pilot.pause()
-        await pilot.press("ctrl+u", *list(str(answers_file)), "enter")
+        await pilot.press("ctrl+u", *"answers.yaml", "enter")
         await pilot.pause()
         assert answers_file.exists()
-        cli = cli_json(["recommend", "--answers", str(answers_file), "--json"])
+        cli = cli_json(["recommend", "--answers", "answers.yaml", "--json"])
         assert cli == json.loads(app.recommendation.model_dump_json())
         assert cli == json.loads(
             decide(load_answers(SCENARIOS / "ppo-7b-one-24gb-card.yaml")).model_dump_json()
@@ -138,11 +139,11 @@ async def test_whole_flow_matches_recommend_and_plan_json(tmp_path):
         await pilot.press("ctrl+n")
         await pilot.pause()
         record_file = tmp_path / "record.md"
-        await pilot.press("ctrl+u", *list(str(record_file)), "ctrl+s")
+        await pilot.press("ctrl+u", *"record.md", "ctrl+s")
         await pilot.pause()
         text = record_file.read_text()
         assert text == session_record(
-            app.recommendation, app.method, app.plan, source=str(answers_file), today=TODAY
+            app.recommendation, app.method, app.plan, source="answers.yaml", today=TODAY
         )
         assert "safety_critical_automation" in text and "## Capacity plan" in text
         assert f"{app.plan.memory.per_gpu_peak_gib:.1f} GiB" in text

@@ -1,0 +1,47 @@
+"""How each wizard screen looks at 80×24 (pytest-textual-snapshot; the SVGs are in
+__snapshots__/; regenerate with `pytest tests/test_wizard_snapshots.py --snapshot-update`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from advisor.answers import read_answers_file
+from advisor.wizard.app import WizardApp
+from planner.paths import profiles_dir
+
+SIZE = (80, 24)
+SCENARIO = profiles_dir() / "scenarios" / "ppo-7b-one-24gb-card.yaml"
+
+# Keys from the first question to each screen, with every answer pre-filled from SCENARIO.
+KEYS = {
+    "recommendation": ["ctrl+n"],
+    "plan": ["ctrl+n", "ctrl+n"],
+    "launch": ["ctrl+n", "ctrl+n", "ctrl+n"],
+    "report": ["ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n"],
+}
+
+
+def prefilled_app() -> WizardApp:
+    return WizardApp(
+        answers=read_answers_file(SCENARIO),
+        answers_path="answers.yaml",
+        detect_gpu=lambda: None,
+        today=dt.date(2026, 1, 1),
+    )
+
+
+def test_interview_first_question(snap_compare):
+    app = WizardApp(detect_gpu=lambda: None, today=dt.date(2026, 1, 1))
+    assert snap_compare(app, terminal_size=SIZE)
+
+
+@pytest.mark.parametrize("screen", list(KEYS))
+def test_screen(screen, snap_compare):
+    async def walk(pilot):
+        for key in KEYS[screen]:
+            await pilot.press(key)
+            await pilot.pause()
+
+    assert snap_compare(prefilled_app(), run_before=walk, terminal_size=SIZE)
