@@ -48,7 +48,12 @@ def metrics_callback(run_dir: Path):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
-            record = {"step": state.global_step, "max_steps": state.max_steps, "time": time.time()}
+            record = {
+                "step": state.global_step,
+                "max_steps": state.max_steps,
+                "world_size": args.world_size,
+                "time": time.time(),
+            }
             record.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str))})
             with (run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")

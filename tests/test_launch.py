@@ -1,0 +1,169 @@
+"""`advisor launch` end to end on CPU: every method trains a tiny local model with real TRL."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from advisor.cli import main
+from planner.specs import Method
+from runners.monitor import KEY_METRICS
+from runners.run_folder import read_manifest, read_metrics
+from runners.tiny import ensure_model, write_demo_dataset, write_jsonl
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return ensure_model(tmp_path_factory.getbasetemp() / "tiny-llama")
+
+
+def _launch(*flags: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["launch", *flags])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _flags(model: Path, dataset: Path, method: str, output: Path, steps: int = 2) -> list[str]:
+    return [
+        "--method", method, "--model", str(model), "--dataset", str(dataset),
+        "--tuning", "lora", "--lora-targets", "qv", "--seq-len", "64",
+        "--batch-size", "2", "--grad-accum", "1", "--num-generations", "2",
+        "--ppo-epochs", "1", "--no-grad-checkpointing", "--device", "cpu",
+        "--max-steps", str(steps), "--output", str(output), "--quiet",
+    ]  # fmt: skip
+
+
+def _only_run(output: Path) -> Path:
+    runs = [p for p in output.iterdir() if (p / "manifest.json").is_file()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.mark.parametrize("method", [m.value for m in Method])
+def test_every_method_trains_two_steps_and_logs_its_key_metrics(method, tiny_model, tmp_path):
+    dataset = write_demo_dataset(method, tmp_path / "data")
+    rc, _, err = _launch(*_flags(tiny_model, dataset, method, tmp_path / "runs"))
+    assert rc == 0, err
+    run = _only_run(tmp_path / "runs")
+    records = read_metrics(run)
+    steps = [r for r in records if any(k in r for k in KEY_METRICS[Method(method)])]
+    assert max(r["step"] for r in steps) >= 2
+    logged = set().union(*records)
+    assert set(KEY_METRICS[Method(method)]) <= logged
+    assert (run / "final").is_dir()
+
+
+def test_dry_run_writes_the_run_folder_and_launches_nothing(tiny_model, tmp_path):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    rc, out, _ = _launch(*_flags(tiny_model, dataset, "dpo", tmp_path / "runs"), "--dry-run")
+    assert rc == 0
+    run = Path(out.strip().splitlines()[-1])
+    names = {p.name for p in run.iterdir()}
+    assert {"manifest.json", "runspec.json", "accelerate.yaml", "command.sh", "trl_dpo.yaml"} <= (
+        names
+    )
+    assert not {"metrics.jsonl", "train.log", "checkpoints", "progress.json"} & names
+    manifest = read_manifest(run)
+    assert manifest.spec.trl_config["use_cpu"] is True
+    assert manifest.versions["trl"].startswith("1.12")
+    assert len(manifest.hashes.settings) == 64
+    assert "runners.train" in manifest.command
+
+
+def test_demo_trains_dpo_on_cpu_with_no_arguments(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rc, out, err = _launch("--demo", "--output", str(tmp_path / "runs"), "--quiet")
+    assert rc == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    records = read_metrics(run)
+    assert max(r["step"] for r in records) == 8
+    assert any("rewards/margins" in r for r in records)
+
+
+def test_killed_run_resumes_from_its_checkpoint_and_finishes_at_the_planned_step(
+    tiny_model, tmp_path, monkeypatch
+):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=4)
+    monkeypatch.setenv("ADVISOR_TEST_CRASH_AFTER_SAVE", "2")
+    rc, _, _ = _launch(*flags, "--save-steps", "2")
+    assert rc != 0  # killed right after saving checkpoint-2
+    run = _only_run(tmp_path / "runs")
+    assert (run / "checkpoints" / "checkpoint-2").is_dir()
+    assert not (run / "checkpoints" / "checkpoint-4").exists()
+    monkeypatch.delenv("ADVISOR_TEST_CRASH_AFTER_SAVE")
+    rc, _, err = _launch("--resume", str(run), "--quiet")
+    assert rc == 0, err
+    state = json.loads((run / "checkpoints" / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    resumed = [r for r in read_metrics(run) if "loss" in r]
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]  # steps 3-4 after the resume, not 1-4
+
+
+def test_resume_with_changed_data_is_refused(tiny_model, tmp_path, capsys):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    rc, out, _ = _launch(*_flags(tiny_model, dataset, "dpo", tmp_path / "runs"), "--dry-run")
+    run = Path(out.strip().splitlines()[-1])
+    rows = [json.loads(line) for line in dataset.read_text().splitlines()]
+    write_jsonl(rows[:-1], dataset)
+    rc = main(["launch", "--resume", str(run)])
+    assert rc == 2
+    assert "dataset" in capsys.readouterr().err
+    assert not (run / "train.log").exists()
+
+
+def test_two_process_gloo_launch_trains_dpo_under_ddp(tiny_model, tmp_path):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")
+    rc, _, err = _launch(*flags, "--processes", "2")
+    assert rc == 0, err
+    run = _only_run(tmp_path / "runs")
+    assert "torch.distributed.run" in read_manifest(run).command
+    logs = [r for r in read_metrics(run) if "loss" in r]
+    assert logs and all(r["world_size"] == 2 for r in logs)
+    assert max(r["step"] for r in logs) == 2
+
+
+def test_launch_stops_on_data_errors_unless_forced(tiny_model, tmp_path, capsys):
+    rows = [{"prompt": "a", "chosen": " same", "rejected": " same"}] * 4
+    dataset = write_jsonl(rows, tmp_path / "bad.jsonl")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")
+    assert main(["launch", *flags, "--dry-run"]) == 2
+    assert "identical" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    assert main(["launch", *flags, "--dry-run", "--force"]) == 0
+
+
+def test_launch_needs_a_model_folder(tmp_path, capsys):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    assert main(["launch", "--model", "7b", "--dataset", str(dataset), "--device", "cpu"]) == 2
+    assert "model folder" in capsys.readouterr().err
+
+
+def test_out_of_memory_names_the_planners_estimate(tiny_model, tmp_path):
+    from rich.console import Console
+
+    from advisor.commands.launch import _train
+    from planner.plan import estimate
+    from planner.specs import PlanRequest
+
+    run = tmp_path / "run"
+    run.mkdir()
+    request = PlanRequest(model="7b", method="dpo", tuning="full", gpu="t4")
+    plan = estimate(request)
+    script = (
+        "import json, pathlib, sys; pathlib.Path(sys.argv[1], 'error.json').write_text("
+        "json.dumps({'kind': 'oom', 'message': 'CUDA out of memory'})); sys.exit(3)"
+    )
+    console = Console(file=io.StringIO(), width=200)
+    spec = type("Spec", (), {"method": Method.dpo})()
+    rc = _train(spec, run, ["python", "-c", script, str(run)], plan, request, console, True)
+    text = console.file.getvalue()
+    assert rc == 1
+    assert "out of memory" in text
+    assert f"{plan.memory.per_gpu_peak_gib:.1f} GiB" in text
