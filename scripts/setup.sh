@@ -17,5 +17,12 @@ fi
 extras=""
 if [ "${1:-}" = "--dev" ]; then
     extras="[dev]"
+    # The wizard's real-terminal test drives `advisor` in tmux (skipped where tmux is missing).
+    if ! command -v tmux >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        { DEBIAN_FRONTEND=noninteractive apt-get install -y -q tmux >/dev/null 2>&1 ||
+          { apt-get update -q >/dev/null 2>&1 &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q tmux >/dev/null 2>&1; }; } ||
+            echo "setup: could not install tmux; the wizard's tmux test will be skipped" >&2
+    fi
 fi
 pip install -e ".${extras}"
