@@ -29,6 +29,8 @@ def load_train_split(reference: str):
                 raise PlanError(f"dataset folder {reference} has no 'train' split")
             return loaded["train"]
         return loaded
+    if path.suffix.lower() in LOADERS or reference.startswith((".", "/", "~")):
+        raise PlanError(f"dataset {reference}: no such file or folder")
     try:
         return datasets.load_dataset(reference, split="train")
     except Exception as error:  # datasets raises many kinds; the user needs one message

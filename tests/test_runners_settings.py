@@ -1,0 +1,255 @@
+"""RunSpec generation: per-method TRL fields, precision per device, PEFT, QLoRA, launch configs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from planner.errors import PlanError
+from planner.specs import Method, PlanRequest
+from runners.run_folder import write_run_folder
+from runners.settings import (
+    TRL_CLI_METHODS,
+    RewardSource,
+    accelerate_config,
+    build_run_spec,
+    precision_fields,
+    trl_cli_config,
+)
+from runners.tiny import ensure_model, write_demo_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return ensure_model(tmp_path_factory.getbasetemp() / "tiny-llama")
+
+
+def _spec(method="dpo", device="cuda", supports_bf16=True, **request):
+    fields = {"model": "llama-3-8b", "method": method, **request}
+    return build_run_spec(
+        PlanRequest(**fields),
+        model_path="/models/llama",
+        dataset="/data/train.jsonl",
+        output_dir="/runs/x/checkpoints",
+        device=device,
+        supports_bf16=supports_bf16,
+    )
+
+
+def test_precision_is_bf16_on_ampere_fp16_on_t4_and_fp32_on_cpu():
+    from planner.specs import Precision
+
+    assert precision_fields(Precision.bf16, "cuda", True) == {"bf16": True, "fp16": False}
+    assert precision_fields(Precision.bf16, "cuda", False) == {"bf16": False, "fp16": True}
+    cpu = precision_fields(Precision.bf16, "cpu", True)
+    assert cpu == {"use_cpu": True, "bf16": False, "fp16": False}
+
+
+def test_plan_settings_become_trl_fields():
+    spec = _spec(
+        batch_size=4, grad_accum=16, grad_checkpointing=True, precompute_ref_log_probs=True
+    )
+    fields = spec.trl_config
+    assert fields["per_device_train_batch_size"] == 4
+    assert fields["gradient_accumulation_steps"] == 16
+    assert fields["gradient_checkpointing"] is True
+    assert fields["precompute_ref_log_probs"] is True
+    assert fields["bf16"] is True
+    assert spec.trainer == "trl:DPOTrainer"
+
+
+def test_every_starting_value_has_a_reason():
+    for method in Method:
+        spec = _spec(method.value, batch_size=8, num_generations=8)
+        names = {v.name for v in spec.starting_values}
+        assert "learning_rate" in names
+        assert all(v.reason for v in spec.starting_values)
+    assert {"beta"} <= {v.name for v in _spec("dpo").starting_values}
+    assert {"kl_coef"} <= {v.name for v in _spec("ppo").starting_values}
+
+
+def test_lora_learning_rate_is_ten_times_full():
+    full = _spec(tuning="full").trl_config["learning_rate"]
+    lora = _spec(tuning="lora").trl_config["learning_rate"]
+    assert lora == pytest.approx(10 * full)
+
+
+def test_simpo_is_cpo_with_simpo_loss_and_no_bc_term():
+    spec = _spec("simpo")
+    assert spec.trainer == "trl.experimental.cpo:CPOTrainer"
+    assert spec.trl_config["loss_type"] == "simpo"
+    assert spec.trl_config["cpo_alpha"] == 0.0
+
+
+def test_peft_targets_come_from_the_planner():
+    assert _spec(lora_targets="qv").peft["target_modules"] == ["q_proj", "v_proj"]
+    assert _spec(lora_targets="all-linear").peft["target_modules"] == "all-linear"
+    assert _spec("reward").peft["task_type"] == "SEQ_CLS"
+    assert _spec(tuning="full").peft is None
+
+
+def test_qlora_without_bitsandbytes_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name)
+    )
+    with pytest.raises(PlanError, match=r"bitsandbytes.*\[qlora\]"):
+        _spec(tuning="qlora")
+
+
+def test_qlora_with_bitsandbytes_sets_nf4_and_sharded_storage(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "bitsandbytes" else real(name),
+    )
+    spec = _spec(tuning="qlora", sharding="fsdp", num_gpus=4)
+    assert spec.quantization["bnb_4bit_quant_type"] == "nf4"
+    assert spec.quantization["bnb_4bit_quant_storage"] == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    ("sharding", "offload", "kind"),
+    [
+        ("none", "none", "MULTI_GPU"),
+        ("ddp", "none", "MULTI_GPU"),
+        ("zero1", "none", "DEEPSPEED"),
+        ("zero2", "optimizer", "DEEPSPEED"),
+        ("zero3", "optimizer+params", "DEEPSPEED"),
+        ("fsdp", "none", "FSDP"),
+    ],
+)
+def test_accelerate_config_per_sharding(sharding, offload, kind):
+    request = PlanRequest(model="7b", sharding=sharding, offload=offload, num_gpus=8)
+    config = accelerate_config(request, "cuda")
+    assert config["distributed_type"] == kind
+    assert config["num_processes"] == 8
+    if kind == "DEEPSPEED":
+        ds = config["deepspeed_config"]
+        assert ds["zero_stage"] == int(sharding[-1])
+        assert ds["offload_optimizer_device"] == ("none" if offload == "none" else "cpu")
+        assert ds["offload_param_device"] == ("cpu" if offload == "optimizer+params" else "none")
+    if kind == "FSDP":
+        assert config["fsdp_config"]["fsdp_version"] == 2
+
+
+def test_single_gpu_and_cpu_configs():
+    assert accelerate_config(PlanRequest(model="7b"), "cuda")["distributed_type"] == "NO"
+    cpu = accelerate_config(PlanRequest(model="7b", num_gpus=2), "cpu")
+    assert cpu["use_cpu"] is True and cpu["distributed_type"] == "MULTI_CPU"
+
+
+def test_multi_node_has_machine_fields_and_a_slurm_script(tmp_path):
+    request = PlanRequest(model="llama-3-8b", nodes=2, num_gpus=8, sharding="zero3")
+    config = accelerate_config(request, "cuda")
+    assert config["num_machines"] == 2 and config["num_processes"] == 16
+    assert {"machine_rank", "main_process_ip", "main_process_port"} <= set(config)
+    spec = build_run_spec(
+        request, model_path="/m", dataset="/d.jsonl", output_dir=str(tmp_path / "ck")
+    )
+    write_run_folder(tmp_path, spec, request)
+    script = (tmp_path / "slurm.sbatch").read_text()
+    assert "#SBATCH --nodes=2" in script
+    assert "--machine_rank $SLURM_NODEID" in script
+    assert "--num_processes 16" in script
+
+
+def test_single_node_writes_no_slurm_script(tmp_path):
+    request = PlanRequest(model="llama-3-8b")
+    spec = build_run_spec(request, model_path="/m", dataset="/d.jsonl", output_dir="/x")
+    write_run_folder(tmp_path, spec, request)
+    assert not (tmp_path / "slurm.sbatch").exists()
+
+
+def test_grpo_rewards_parse_builtins_functions_and_model_folders(tmp_path):
+    assert RewardSource.parse("length").kind == "builtin"
+    assert RewardSource.parse("my_pkg.rewards:score").kind == "function"
+    assert RewardSource.parse(str(tmp_path)).kind == "model"
+    with pytest.raises(PlanError, match="--reward"):
+        RewardSource.parse("no-such-thing")
+
+
+def test_grpo_generation_batch_must_divide_by_num_generations():
+    with pytest.raises(PlanError, match="num-generations"):
+        _spec("grpo", batch_size=3, grad_accum=1, num_generations=2)
+
+
+def test_ppo_notes_that_upstream_removed_it():
+    assert any("1.13" in w for w in _spec("ppo").warnings)
+
+
+def test_trl_yaml_only_for_methods_trl_has_a_command_for():
+    for method in Method:
+        config = trl_cli_config(_spec(method.value, batch_size=8, num_generations=8))
+        assert (config is not None) == (method in TRL_CLI_METHODS)
+
+
+def test_generating_settings_imports_no_heavy_library():
+    script = (
+        "import sys, json\nfrom planner.specs import PlanRequest\n"
+        "from runners.settings import build_run_spec, trl_cli_config\n"
+        "from runners.run_folder import write_run_folder\n"
+        "s = build_run_spec(PlanRequest(model='7b'), model_path='/m', dataset='/d.jsonl',"
+        " output_dir='/o')\ntrl_cli_config(s)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    heavy = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
+    assert not {name for name in loaded if name.split(".")[0] in heavy}
+
+
+def test_trl_own_parser_accepts_the_written_yaml(tiny_model, tmp_path):
+    """The YAML parses with TRL's own `trl <method>` parser (TrlParser, the method's config)."""
+    paths = {}
+    for method in TRL_CLI_METHODS:
+        dataset = write_demo_dataset(method, tmp_path / "data")
+        request = PlanRequest(
+            model=str(tiny_model), method=method, batch_size=2, num_generations=2, seq_len=64
+        )
+        spec = build_run_spec(
+            request,
+            model_path=str(tiny_model),
+            dataset=str(dataset),
+            output_dir=str(tmp_path / method.value),
+            device="cpu",
+            max_steps=2,
+        )
+        path = tmp_path / f"trl_{method.value}.yaml"
+        path.write_text(yaml.safe_dump(trl_cli_config(spec)))
+        paths[method.value] = str(path)
+    # One child process: TRL's config classes take ~10 s to import (FACTS "TRL").
+    script = f"""
+import importlib, json
+paths = json.loads({json.dumps(json.dumps(paths))})
+for name, path in paths.items():
+    parser = importlib.import_module("trl.scripts." + name).make_parser()
+    script_args, training_args, model_args, data_args = parser.parse_args_and_config(
+        ["--config", path]
+    )
+    assert training_args.max_steps == 2, name
+    assert training_args.use_cpu, name
+    assert model_args.use_peft and model_args.lora_r == 16, name
+    assert data_args.datasets[0].path == "json", name
+    print("parsed", name)
+"""
+    env = {"TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("parsed") == len(TRL_CLI_METHODS)
