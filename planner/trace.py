@@ -91,6 +91,19 @@ LORA_TARGET_MODULES: dict[LoraTargets, list[str] | str] = {
     LoraTargets.all_linear: "all-linear",
 }
 
+LORA_DROPOUT = 0.05
+"""runners/settings.py's lora_dropout. Active only in SFT: every other TRL 1.12 trainer here
+sets p=0 on all dropout modules (``disable_dropout=True``)."""
+
+DISABLES_DROPOUT = frozenset({Method.dpo, Method.kto, Method.orpo, Method.simpo, Method.reward})
+"""Methods whose TRL 1.12 config has ``disable_dropout=True`` by default."""
+
+ADAMW_IMPLEMENTATION = "adamw_torch"
+"""The transformers ``optim`` the runners use for ``--optimizer adamw`` (runners/settings.py
+OPTIMIZERS). ``adamw_torch`` is torch's AdamW with its default, foreach on CUDA: the step
+allocates one state-sized temporary per parameter group (``exp_avg_sq.sqrt()``).
+``adamw_torch_fused`` (transformers' own default) would have none."""
+
 EAGER_ONLY_MODEL_TYPES = frozenset({"gemma2"})
 """Architectures traced with eager attention: Gemma2 with sdpa raises in transformers 5.24
 (softcapping), and eager is what its model card asks for."""
@@ -259,7 +272,12 @@ def _build(request: PlanRequest, hf_config: dict[str, Any], fake_mode: Any) -> _
     model_param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 
     if request.tuning is Tuning.lora:
-        model = _apply_lora(request, model, fake_mode)
+        model = _apply_lora(request, hf_config, model, fake_mode)
+    if request.method in DISABLES_DROPOUT:
+        # TRL's disable_dropout (default True) sets p=0 on every nn.Dropout, LoRA's included.
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0
     if request.grad_checkpointing:
         _enable_checkpointing(model)
     model.train()
@@ -286,7 +304,7 @@ def _build(request: PlanRequest, hf_config: dict[str, Any], fake_mode: Any) -> _
         sum(p.numel() * p.element_size() for p in ref_model.parameters()) if ref_model else 0
     )
 
-    optimizer = _optimizer(request, trainable, notes)
+    optimizer = _optimizer(request, model, notes)
     _warm_optimizer(optimizer, trainable)
     if request.grad_accum > 1:
         # The last micro-batch of the window: earlier ones left their gradients behind.
@@ -391,12 +409,15 @@ def _swappable(fake_mode: Any) -> Iterator[None]:
         torch.utils.swap_tensors = original
 
 
-def _apply_lora(request: PlanRequest, model: Any, fake_mode: Any) -> Any:
+def _apply_lora(request: PlanRequest, hf_config: dict[str, Any], model: Any, fake_mode: Any) -> Any:
     from peft import LoraConfig, get_peft_model
 
+    # As runners/settings.py:peft_fields writes it (alpha 2r, dropout 0.05, the same targets).
     config = LoraConfig(
         r=request.lora_rank,
-        target_modules=LORA_TARGET_MODULES[request.lora_targets],
+        lora_alpha=2 * request.lora_rank,
+        lora_dropout=LORA_DROPOUT,
+        target_modules=_lora_targets(request, hf_config),
         task_type="SEQ_CLS" if request.method is Method.reward else "CAUSAL_LM",
     )
     try:
@@ -409,6 +430,18 @@ def _apply_lora(request: PlanRequest, model: Any, fake_mode: Any) -> Any:
     if fake_mode is not None:
         _adopt_foreign_tensors(model, fake_mode)
     return model
+
+
+def _lora_targets(request: PlanRequest, hf_config: dict[str, Any]) -> Any:
+    """peft ``target_modules`` from planner.parameters, the function the runners use."""
+    from planner.models import spec_from_config
+    from planner.parameters import lora_target_modules
+
+    try:
+        spec = spec_from_config(hf_config, str(hf_config.get("model_type")), "trace")
+    except PlanError:
+        return LORA_TARGET_MODULES[request.lora_targets]
+    return lora_target_modules(spec, request.lora_targets.value)
 
 
 def _adopt_foreign_tensors(model: Any, fake_mode: Any) -> None:
@@ -454,21 +487,31 @@ def _checkpointing_disabled(model: Any) -> Iterator[None]:
             _enable_checkpointing(model)
 
 
-def _optimizer(request: PlanRequest, params: list, notes: list[str]) -> Any:
+def _optimizer(request: PlanRequest, model: Any, notes: list[str]) -> Any:
+    """The optimizer as transformers' Trainer builds it: two groups (weight decay on all but
+    biases and norms), torch AdamW as the runners' ``optim`` asks, or SGD without momentum."""
+    import re
+
     import torch
 
+    no_decay = re.compile(r"bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if not no_decay.search(n.lower())], "weight_decay": 0.0},
+        {"params": [p for n, p in named if no_decay.search(n.lower())], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
     if request.optimizer is Optimizer.sgd:
-        # transformers' "sgd": torch.optim.SGD without momentum, so no state.
-        return torch.optim.SGD(params, lr=1e-5)
-    # transformers 5.24's default optim for torch>=2.8 is adamw_torch_fused: states in the
-    # parameter's dtype and no step temporaries (the foreach variant allocates a copy of all).
-    try:
-        optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
-    except (RuntimeError, ValueError):
-        notes.append("fused AdamW unavailable: traced AdamW(foreach=False)")
-        return torch.optim.AdamW(params, lr=1e-5, foreach=False)
-    notes.append("optimizer: torch AdamW(fused=True) (transformers' adamw_torch_fused)")
-    return optimizer
+        notes.append("optimizer: torch SGD without momentum (transformers' sgd): no state")
+        return torch.optim.SGD(groups, lr=1e-5, foreach=True)
+    if ADAMW_IMPLEMENTATION == "adamw_torch_fused":
+        notes.append("optimizer: torch AdamW(fused=True) (adamw_torch_fused): no step temporaries")
+        return torch.optim.AdamW(groups, lr=1e-5, fused=True)
+    notes.append(
+        "optimizer: torch AdamW with foreach, as adamw_torch runs on CUDA: the step holds one "
+        "state-sized temporary per parameter group"
+    )
+    return torch.optim.AdamW(groups, lr=1e-5, foreach=True)
 
 
 def _warm_optimizer(optimizer: Any, params: list) -> None:
@@ -629,6 +672,27 @@ def _tracker_class() -> type:
     return StepTracker
 
 
+@contextmanager
+def _cuda_dropout() -> Iterator[None]:
+    """``F.dropout`` in training as CUDA runs it: the fused ``native_dropout``, which keeps a
+    bool mask for backward (CPU's fallback keeps a noise tensor in the input's dtype)."""
+    import torch
+    import torch.nn.functional as F
+
+    original = F.dropout
+
+    def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Any:
+        if training and 0 < p < 1 and not inplace and input.numel() > 0:
+            return torch.native_dropout(input, p, training)[0]
+        return original(input, p, training, inplace)
+
+    F.dropout = dropout
+    try:
+        yield
+    finally:
+        F.dropout = original
+
+
 def _run_step(setup: _Setup, step: Callable[[_Step], Any]) -> Any:
     import torch
 
@@ -638,7 +702,7 @@ def _run_step(setup: _Setup, step: Callable[[_Step], Any]) -> Any:
     if setup.ref_model is not None:
         external.append(setup.ref_model)
     tracker.track_external(*external)
-    with tracker:
+    with tracker, _cuda_dropout():
         tracker.hook_trainable(setup.model)
         loss = step(_Step(setup, tracker.phase))
         with tracker.phase("backward"):

@@ -126,6 +126,37 @@ def test_precisions_load_the_weights_as_the_runners_do():
     assert lora16.at_peak_bytes["params"] == 2 * lora16.model_params
 
 
+def test_adamw_step_holds_a_state_sized_temporary():
+    """The runners' adamw_torch is AdamW with foreach on CUDA: exp_avg_sq.sqrt() for a group."""
+    r = traced(method="sft", tuning="full")
+    states = 2 * 2 * r.model_params  # two bf16 states
+    assert r.at_peak_bytes["optimizer"] == pytest.approx(states, abs=4096)
+    assert r.max_bytes["optimizer"] == pytest.approx(1.5 * states, rel=0.01)
+
+
+def test_lora_dropout_is_active_in_sft_only(monkeypatch):
+    """runners' lora_dropout=0.05 saves a bool mask per adapted layer; TRL's disable_dropout
+    turns it off in every trainer but SFT's."""
+    sft = traced(method="sft", tuning="lora", grad_checkpointing=False)
+    dpo = traced(
+        method="dpo", tuning="lora", precompute_ref_log_probs=True, grad_checkpointing=False
+    )
+    monkeypatch.setattr(trace, "LORA_DROPOUT", 0.0)
+    request = {
+        "seq_len": 128,
+        "batch_size": 2,
+        "grad_accum": 1,
+        "tuning": "lora",
+        "grad_checkpointing": False,
+    }
+    sft_off = trace_step(PlanRequest(method="sft", **request), LLAMA_TINY)
+    dpo_off = trace_step(
+        PlanRequest(method="dpo", precompute_ref_log_probs=True, **request), LLAMA_TINY
+    )
+    assert sft.max_bytes["activations"] > sft_off.max_bytes["activations"]
+    assert dpo.max_bytes["activations"] == dpo_off.max_bytes["activations"]
+
+
 def test_sgd_has_no_optimizer_state():
     r = traced(method="simpo", tuning="full", optimizer="sgd")
     assert r.max_bytes["optimizer"] == 0
