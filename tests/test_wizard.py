@@ -373,3 +373,43 @@ def test_the_record_has_answers_recommendation_choice_plan_and_outcome():
                  "advisor launch --model 7b --method kto", "## Measured outcome"):  # fmt: skip
         assert part in text
     assert Path("a.yaml").name in text
+
+
+async def test_launch_preflight_counts_the_dataset_and_times_the_run(tmp_path):
+    data = tmp_path / "pairs.jsonl"
+    row = '{"prompt": "Hi", "chosen": "Hello! How can I help?", "rejected": "What."}\n'
+    data.write_text(row * 300)
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        app.screen.query_one("#dataset", Input).value = str(data)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "✓" in text_of(app.screen.query_one("#preflight", Static))
+        assert app.request.dataset == str(data)
+        assert app.plan == estimate(app.request) and app.plan.time.samples == 300
+        app.screen.query_one("#dataset", Input).value = str(tmp_path / "missing.jsonl")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "✗" in text_of(app.screen.query_one("#preflight", Static))
+
+
+async def test_a_method_changed_on_the_plan_shows_on_the_ranking():
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        app.screen.query_one("#method", Select).value = "kto"
+        await pilot.pause()
+        assert app.method.value == "kto" and app.plan.method.value == "kto"
+        await pilot.press("escape")
+        await pilot.pause()
+        choice = text_of(app.screen.query_one("#choice", Static))
+        assert "KTO" in choice and "not the recommendation" in choice

@@ -78,6 +78,13 @@ class RecommendationScreen(Screen):
         self.fill_table()
         table.focus()
 
+    def on_screen_resume(self) -> None:
+        """The plan screen may have changed the method: show the one being trained."""
+        table = self.query_one("#ranking", DataTable)
+        cursor = table.cursor_row
+        self.fill_table()
+        table.move_cursor(row=cursor, animate=False)
+
     def fill_table(self) -> None:
         table = self.query_one("#ranking", DataTable)
         chosen = self.app.method  # type: ignore[attr-defined]
