@@ -18,13 +18,23 @@ What a traced step assumes (each also appears in ``TraceResult.notes``):
   grads, AdamW states in bf16); fp32 -> fp32; fp16 -> fp32 weights for full tuning (GradScaler
   needs fp32 masters), the compute dtype for LoRA's frozen base; forwards under fp16 autocast.
   LoRA adapters are fp32, as peft makes them.
-- TRL's configs set ``bf16=True``, so accelerate wraps every prepared model's forward in
-  autocast and converts its outputs to fp32: the logits the loss sees are an fp32 copy.
+- The runners set ``bf16=True`` (or ``fp16=True``), so accelerate wraps every prepared model's
+  forward in autocast and converts its outputs to fp32: the logits the loss sees are an fp32
+  copy. SFT uses TRL 1.12's default ``loss_type="chunked_nll"`` and never holds full logits.
+- The optimizer and LoRA are what the runners configure (``adamw_torch``: AdamW with foreach on
+  CUDA; LoRA alpha 2r, dropout 0.05, which TRL disables in every trainer but SFT's).
 - Steady state: optimizer states exist before the step; with ``grad_accum > 1`` the traced
   micro-batch is the last of its window, so the gradients of the earlier ones are live from the
   start; ``zero_grad(set_to_none=True)`` ends the step.
-- Batches are full length (no padding), prompt/completion split from the request; KTO batches
-  are half desirable, half undesirable.
+- Batches are full length with the prompt/completion split of the request; the attention mask
+  is materialised as for a padded batch (fake tensors cannot tell it is all ones; real batches
+  are padded), so sdpa keeps a B x 1 x S x S mask per layer for backward. KTO batches are half
+  desirable, half undesirable.
+- Where CUDA differs from CPU in what it allocates, the CUDA behaviour is emulated: dropout
+  keeps a bool mask (fused kernel); logsumexp allocates ``self - max`` inside the op.
+
+Checked against TRL itself: tests/test_trace.py runs TRL 1.12's own loss code on real CPU
+tensors through the same tracker and requires the fake trace to match it byte for byte.
 """
 
 from __future__ import annotations
@@ -315,6 +325,7 @@ def _build(request: PlanRequest, hf_config: dict[str, Any], fake_mode: Any) -> _
             "the earlier micro-batches' gradients live from its start"
         )
     notes.append("steady state: optimizer states exist before the step")
+    notes.extend(_method_notes(request))
 
     return _Setup(
         request=request,
@@ -335,6 +346,24 @@ def _build(request: PlanRequest, hf_config: dict[str, Any], fake_mode: Any) -> _
         reference_bytes=reference_bytes,
         notes=notes,
     )
+
+
+def _method_notes(request: PlanRequest) -> list[str]:
+    notes = []
+    if request.method is Method.sft:
+        notes.append(
+            f"sft: TRL 1.12's default loss_type='chunked_nll' (lm_head and cross-entropy in "
+            f"checkpointed chunks of {SFT_CHUNK_SIZE} tokens; no full logits)"
+        )
+    if request.method in (Method.dpo, Method.kto) and not request.precompute_ref_log_probs:
+        notes.append(
+            "reference forward runs after the policy forward (TRL 1.12 _compute_loss), while "
+            "the policy's activations and fp32 logits are live; its logits stay referenced "
+            "until the loss returns"
+        )
+    if request.world_size > 1 or request.sharding is Sharding.ddp:
+        notes.append("one GPU's step: DDP's gradient buckets and NCCL buffers are not traced")
+    return notes
 
 
 def _config(request: PlanRequest, hf_config: dict[str, Any]) -> Any:
@@ -547,11 +576,12 @@ def _inputs(request: PlanRequest, config: Any) -> dict[str, Any]:
         "input_ids": ids,
         "attention_mask": torch.ones(rows, s, dtype=torch.long),
         "completion_mask": completion_mask,
-        # Positions of the completion tokens after the shift, per half, standing in for the
-        # boolean masks TRL indexes with (their nonzero() has a data-dependent size).
-        "completion_rows": torch.arange(b).repeat_interleave(completion),
-        "completion_cols": torch.arange(prompt - 1, s - 1).repeat(b),
     }
+    if request.method in (Method.dpo, Method.kto):
+        # Positions of the completion tokens after the shift, per half, standing in for the
+        # boolean masks TRL indexes logits with (their nonzero() has a data-dependent size).
+        inputs["completion_rows"] = torch.arange(b).repeat_interleave(completion)
+        inputs["completion_cols"] = torch.arange(prompt - 1, s - 1).repeat(b)
     if request.method is Method.sft:
         # Loss on the completion only when the request splits prompt and completion (TRL's
         # completion_only_loss on prompt-completion data), else on every token (plain text).
@@ -633,8 +663,8 @@ def _tracker_class() -> type:
                         self.max_by_type[key] = value
 
         # Stock MemTracker walks every tracked module after every op to keep per-module peaks
-        # (quadratic: 161 s for a 7B DPO step); only the global peak is needed, so update it
-        # from the current snapshot alone (byte-identical totals, ~12 s).
+        # (quadratic in depth: 161 s for a 7B DPO step); only the global peak is needed, so
+        # update it from the current snapshot alone (same totals; that step now takes ~10 s).
         def _update_peak_stats(self, peak_state: Any) -> None:
             self._note()
 
