@@ -167,3 +167,65 @@ def test_out_of_memory_names_the_planners_estimate(tiny_model, tmp_path):
     assert rc == 1
     assert "out of memory" in text
     assert f"{plan.memory.per_gpu_peak_gib:.1f} GiB" in text
+
+
+def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(tiny_model, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=400)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "advisor.cli", "launch", *flags, "--save-steps", "1000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    deadline = time.time() + 120
+    progress = None
+    while time.time() < deadline and process.poll() is None:
+        found = list((tmp_path / "runs").glob("dpo-*/progress.json"))
+        if found and json.loads(found[0].read_text() or "{}").get("step", 0) >= 2:
+            progress = found[0]
+            break
+        time.sleep(0.2)
+    assert progress is not None, process.communicate()
+    os.kill(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "--resume" in err
+    checkpoints = list((progress.parent / "checkpoints").glob("checkpoint-*"))
+    assert len(checkpoints) == 1
+    state = json.loads((checkpoints[0] / "trainer_state.json").read_text())
+    assert 2 <= state["global_step"] < 400
+
+
+def test_full_fine_tuning_dpo_reloads_its_reference_from_the_saved_model(tiny_model, tmp_path):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")
+    rc, _, err = _launch(*flags, "--tuning", "full")
+    assert rc == 0, err
+    run = _only_run(tmp_path / "runs")
+    assert read_manifest(run).spec.peft is None
+    assert any("rewards/margins" in r for r in read_metrics(run))
+
+
+def test_grpo_rewards_from_a_builtin_a_function_and_a_reward_model(
+    tiny_model, tmp_path, monkeypatch
+):
+    (tmp_path / "my_rewards.py").write_text(
+        "def short(completions, **kwargs):\n    return [-len(str(c)) / 100 for c in completions]\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    dataset = write_demo_dataset("grpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "grpo", tmp_path / "runs")
+    rewards = ["--reward", "length", "--reward", "my_rewards:short", "--reward", str(tiny_model)]
+    rc, _, err = _launch(*flags, *rewards)
+    assert rc == 0, err
+    logged = set().union(*read_metrics(_only_run(tmp_path / "runs")))
+    assert {"rewards/length_reward/mean", "rewards/short/mean"} <= logged
+    assert any(k.startswith("rewards/") and "tiny" in k for k in logged)
