@@ -165,6 +165,15 @@ def read_manifest(run_dir: Path) -> Manifest:
     return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
 
 
+def read_run_spec(run_dir: Path) -> RunSpec:
+    """The RunSpec the child will train with: run_dir/runspec.json as it is on disk now."""
+    path = Path(run_dir) / "runspec.json"
+    try:
+        return RunSpec.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise PlanError(f"{path}: not a readable RunSpec ({type(error).__name__})") from None
+
+
 def resume_problems(manifest: Manifest, spec: RunSpec | None = None) -> list[str]:
     """Why a resume would not continue the same run: changed model, data or settings."""
     problems = []

@@ -13,7 +13,7 @@ from advisor.cli import main
 from planner.specs import Method
 from runners.monitor import KEY_METRICS
 from runners.run_folder import read_manifest, read_metrics
-from runners.tiny import ensure_model, write_demo_dataset, write_jsonl
+from runners.tiny import demo_rows, ensure_model, write_demo_dataset, write_jsonl
 
 
 @pytest.fixture(scope="session")
@@ -204,8 +204,8 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(tiny_model, tmp_path):
     assert 2 <= state["global_step"] < 400
 
 
-def test_full_fine_tuning_dpo_reloads_its_reference_from_the_saved_model(tiny_model, tmp_path):
-    dataset = write_demo_dataset("dpo", tmp_path / "data")
+def test_full_fine_tuning_dpo_on_conversational_data_reloads_its_reference(tiny_model, tmp_path):
+    dataset = write_jsonl(demo_rows("dpo", conversational=True), tmp_path / "chat.jsonl")
     flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")
     rc, _, err = _launch(*flags, "--tuning", "full")
     assert rc == 0, err
@@ -229,3 +229,35 @@ def test_grpo_rewards_from_a_builtin_a_function_and_a_reward_model(
     logged = set().union(*read_metrics(_only_run(tmp_path / "runs")))
     assert {"rewards/length_reward/mean", "rewards/short/mean"} <= logged
     assert any(k.startswith("rewards/") and "tiny" in k for k in logged)
+
+
+def test_resume_with_edited_settings_is_refused(tiny_model, tmp_path, capsys):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    _, out, _ = _launch(*_flags(tiny_model, dataset, "dpo", tmp_path / "runs"), "--dry-run")
+    run = Path(out.strip().splitlines()[-1])
+    spec = json.loads((run / "runspec.json").read_text())
+    spec["trl_config"]["learning_rate"] = 1.0
+    (run / "runspec.json").write_text(json.dumps(spec))
+    assert main(["launch", "--resume", str(run)]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+
+
+def test_launch_takes_a_saved_plan_and_records_the_recommendation(tiny_model, tmp_path):
+    plan_json = io.StringIO()
+    with contextlib.redirect_stdout(plan_json):
+        main(["plan", "--model", str(tiny_model), "--method", "kto", "--batch-size", "2", "--json"])
+    plan = tmp_path / "plan.json"
+    plan.write_text(plan_json.getvalue())
+    recommendation = tmp_path / "rec.json"
+    recommendation.write_text(json.dumps({"method": "kto", "ranking": []}))
+    dataset = write_demo_dataset("kto", tmp_path / "data")
+    rc, out, err = _launch(
+        "--plan", str(plan), "--dataset", str(dataset), "--recommendation", str(recommendation),
+        "--device", "cpu", "--output", str(tmp_path / "runs"), "--dry-run",
+    )  # fmt: skip
+    assert rc == 0, err
+    manifest = read_manifest(Path(out.strip().splitlines()[-1]))
+    assert manifest.spec.method is Method.kto
+    assert manifest.spec.trl_config["per_device_train_batch_size"] == 2
+    assert manifest.recommendation["method"] == "kto"
+    assert manifest.plan is not None and manifest.plan.method is Method.kto

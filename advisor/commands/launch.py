@@ -16,6 +16,9 @@ EXIT_OOM = 3  # runners.train.EXIT_OOM (not imported: that module is the child's
 def register(parser: argparse.ArgumentParser) -> None:
     add_plan_flags(parser)
     parser.add_argument("--plan", help="a plan.json from `advisor plan --json` (its settings)")
+    parser.add_argument(
+        "--recommendation", help="a recommendation JSON (`advisor recommend --json`) to record"
+    )
     parser.add_argument("--output", default="runs", help="folder for run folders (runs/)")
     parser.add_argument("--dry-run", action="store_true", help="write the run folder only")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
@@ -87,6 +90,19 @@ def _request(args: argparse.Namespace) -> PlanRequest:
     return request_from_args(args)
 
 
+def _recommendation(args: argparse.Namespace) -> dict | None:
+    if not args.recommendation:
+        return None
+    import json
+
+    try:
+        return json.loads(Path(args.recommendation).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise PlanError(
+            f"--recommendation {args.recommendation}: not readable JSON ({error})"
+        ) from None
+
+
 def _device(choice: str) -> tuple[str, bool]:
     """('cpu' | 'cuda', whether the GPU runs bf16): auto means cuda when torch sees one."""
     if choice == "cpu":
@@ -151,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             f"the dataset has {len(report.errors)} error(s) (listed above); fix them, or "
             "launch anyway with --force"
         )
-    manifest = write_run_folder(run_dir, spec, request, plan)
+    manifest = write_run_folder(run_dir, spec, request, plan, _recommendation(args))
     if report is not None:
         (run_dir / "preflight.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
     _print_settings(spec, run_dir, console)
@@ -231,12 +247,12 @@ def _explain_oom(run_dir: Path, plan, request: PlanRequest, console) -> None:
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from runners.run_folder import child_command, read_manifest, resume_problems
+    from runners.run_folder import child_command, read_manifest, read_run_spec, resume_problems
 
     run_dir = Path(args.resume)
     manifest = read_manifest(run_dir)
-    spec = manifest.spec
-    problems = resume_problems(manifest)
+    spec = read_run_spec(run_dir)
+    problems = resume_problems(manifest, spec)
     given = {"--model": args.model, "--dataset": args.dataset, "--method": args.method}
     recorded = {"--model": spec.model, "--dataset": spec.dataset, "--method": spec.method.value}
     for flag, value in given.items():
