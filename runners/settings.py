@@ -295,11 +295,16 @@ def quantization_fields(request: PlanRequest, device: str) -> dict[str, Any] | N
     return fields
 
 
-def accelerate_config(request: PlanRequest, device: str, num_processes: int | None = None) -> dict:
+def accelerate_config(
+    request: PlanRequest,
+    device: str,
+    num_processes: int | None = None,
+    mixed_precision: str | None = None,
+) -> dict:
     """An accelerate config file's fields for the request's GPUs, nodes, sharding and offload."""
     processes = num_processes or request.world_size
-    mixed = "no"
-    if device != "cpu" and request.precision is not Precision.fp32:
+    mixed = mixed_precision or "no"
+    if mixed_precision is None and device != "cpu" and request.precision is not Precision.fp32:
         mixed = request.precision.value
     config: dict[str, Any] = {
         "compute_environment": "LOCAL_MACHINE",
@@ -423,7 +428,12 @@ def build_run_spec(
         starting_values=values,
         num_processes=processes,
         nodes=request.nodes,
-        accelerate=accelerate_config(request, device, processes),
+        accelerate=accelerate_config(
+            request,
+            device,
+            processes,
+            "bf16" if fields.get("bf16") else "fp16" if fields.get("fp16") else "no",
+        ),
         warnings=warnings,
     )
 

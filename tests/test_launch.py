@@ -261,3 +261,27 @@ def test_launch_takes_a_saved_plan_and_records_the_recommendation(tiny_model, tm
     assert manifest.spec.trl_config["per_device_train_batch_size"] == 2
     assert manifest.recommendation["method"] == "kto"
     assert manifest.plan is not None and manifest.plan.method is Method.kto
+
+
+@pytest.mark.parametrize(("gpu", "bf16", "fp16"), [("a100-80gb", True, False), ("t4", False, True)])
+def test_dry_run_for_a_gpu_picks_its_precision(tiny_model, tmp_path, gpu, bf16, fp16):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = [f for f in _flags(tiny_model, dataset, "dpo", tmp_path / "runs") if f != "cpu"]
+    flags.remove("--device")
+    rc, out, err = _launch(*flags, "--device", "cuda", "--gpu", gpu, "--dry-run")
+    assert rc == 0, err
+    spec = read_manifest(Path(out.strip().splitlines()[-1])).spec
+    assert (spec.trl_config["bf16"], spec.trl_config["fp16"]) == (bf16, fp16)
+    assert "use_cpu" not in spec.trl_config
+    assert spec.accelerate["mixed_precision"] == ("bf16" if bf16 else "fp16")
+
+
+def test_multi_node_launch_writes_a_slurm_script_and_trains_nothing_here(tiny_model, tmp_path):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")
+    rc, out, err = _launch(*flags, "--nodes", "2", "--num-gpus", "4")
+    assert rc == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    assert (run / "slurm.sbatch").is_file()
+    assert "sbatch" in err
+    assert not (run / "train.log").exists()

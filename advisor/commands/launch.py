@@ -103,17 +103,38 @@ def _recommendation(args: argparse.Namespace) -> dict | None:
         ) from None
 
 
-def _device(choice: str) -> tuple[str, bool]:
-    """('cpu' | 'cuda', whether the GPU runs bf16): auto means cuda when torch sees one."""
+def _device(choice: str, request: PlanRequest, dry_run: bool) -> tuple[str, bool]:
+    """('cpu' | 'cuda', whether the GPU runs bf16). auto: cuda when torch sees one. A dry run
+    for cuda on a machine without one writes settings for the plan's GPU (--gpu)."""
     if choice == "cpu":
         return "cpu", False
+    if choice == "cuda" and dry_run:
+        from planner.gpus import resolve_gpu
+
+        return "cuda", resolve_gpu(request.gpu).supports_bf16
     import torch
 
     if torch.cuda.is_available():
         return "cuda", bool(torch.cuda.is_bf16_supported())
     if choice == "cuda":
-        raise PlanError("--device cuda: torch sees no CUDA GPU here (use --device cpu)")
+        raise PlanError(
+            "--device cuda: torch sees no CUDA GPU here (use --device cpu, or --dry-run to "
+            "write the settings for --gpu)"
+        )
     return "cpu", False
+
+
+def _check_runnable_here(spec) -> None:
+    """Refuse launches that need what this machine lacks, before anything starts."""
+    import importlib.util
+
+    if spec.accelerate.get("distributed_type") == "DEEPSPEED" and not importlib.util.find_spec(
+        "deepspeed"
+    ):
+        raise PlanError(
+            "DeepSpeed sharding needs the deepspeed package: pip install deepspeed "
+            "(or --sharding fsdp / ddp)"
+        )
 
 
 def _check_launchable(request: PlanRequest) -> None:
@@ -144,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     request = request.model_copy(update={"model": model_path, "dataset": dataset})
     dataset_is_file = Path(dataset).is_file()
     plan = estimate(request if dataset_is_file else request.model_copy(update={"dataset": None}))
-    device, bf16 = _device(args.device)
+    device, bf16 = _device(args.device, request, args.dry_run)
     run_dir = new_run_dir(output, request.method.value)
     spec = build_run_spec(
         request,
@@ -160,6 +181,8 @@ def run(args: argparse.Namespace) -> int:
         num_processes=args.processes,
         plan=plan,
     )
+    if not args.dry_run and spec.nodes == 1:
+        _check_runnable_here(spec)
     console = _console()
     report = _preflight(request, console)
     if report is not None and report.errors and not args.force:
@@ -173,6 +196,13 @@ def run(args: argparse.Namespace) -> int:
     _print_settings(spec, run_dir, console)
     if args.dry_run:
         console.print(f"dry run: wrote {run_dir} and launched nothing")
+        print(run_dir)
+        return 0
+    if spec.nodes > 1:
+        console.print(
+            f"{spec.nodes} nodes: submit the job from a login node with "
+            f"`sbatch {run_dir / 'slurm.sbatch'}` (it starts one accelerate launch per node)"
+        )
         print(run_dir)
         return 0
     return _train(manifest.spec, run_dir, manifest.command, plan, request, console, args.quiet)
