@@ -107,6 +107,7 @@ def run_child(
     console=None,
     show: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
 ) -> int:
     """Run command (output to run_dir/train.log) with a live view; Ctrl-C asks the child to
     save and stop, a second Ctrl-C kills it. Returns the child's exit status."""
@@ -146,8 +147,12 @@ def run_child(
     with progress:
         while True:
             try:
+                ticks = 0
                 while process.poll() is None:
                     _refresh(progress, task, run_dir, tail, method, on_record)
+                    if on_tick is not None and ticks % 5 == 0:
+                        on_tick()  # about once a second
+                    ticks += 1
                     time.sleep(0.2)
                 break
             except KeyboardInterrupt:
@@ -175,3 +180,21 @@ def _refresh(progress, task, run_dir: Path, tail: MetricsTail, method: Method, o
         fields["total"] = state["max_steps"]
         fields["completed"] = state["step"]
     progress.update(task, **fields)
+
+
+def summary_table(method: Method, records: list[dict[str, Any]]):
+    """A Rich table of the method's key metrics at the first and the last logged step."""
+    from rich.table import Table
+
+    logged = [r for r in records if any(k in r for k in KEY_METRICS[method])]
+    table = Table(title=f"{method.value}: key metrics", title_justify="left")
+    table.add_column("metric")
+    if not logged:
+        return table
+    first, last = logged[0], logged[-1]
+    table.add_column(f"step {first.get('step', '?')}", justify="right")
+    table.add_column(f"step {last.get('step', '?')}", justify="right")
+    for key in KEY_METRICS[method]:
+        if key in first or key in last:
+            table.add_row(key, _format(first.get(key, "")), _format(last.get(key, "")))
+    return table

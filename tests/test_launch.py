@@ -56,6 +56,7 @@ def test_every_method_trains_two_steps_and_logs_its_key_metrics(method, tiny_mod
     logged = set().union(*records)
     assert set(KEY_METRICS[Method(method)]) <= logged
     assert (run / "final").is_dir()
+    assert json.loads((run / "validation.json").read_text())["steps"] >= 2
 
 
 def test_dry_run_writes_the_run_folder_and_launches_nothing(tiny_model, tmp_path):

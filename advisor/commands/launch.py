@@ -227,14 +227,32 @@ def _print_settings(spec, run_dir: Path, console) -> None:
 
 
 def _train(spec, run_dir: Path, command, plan, request, console, quiet: bool) -> int:
-    from runners.monitor import child_env, run_child
+    from runners.monitor import child_env, run_child, summary_table
     from runners.run_folder import read_metrics
+    from runners.validation import GpuSampler, nvml_reader, validation_record
 
-    rc = run_child(command, run_dir, spec.method, env=child_env(), console=console, show=not quiet)
+    reader = nvml_reader() if spec.device == "cuda" else None
+    sampler = GpuSampler(run_dir / "gpu.jsonl", reader)
+    rc = run_child(
+        command,
+        run_dir,
+        spec.method,
+        env=child_env(),
+        console=console,
+        show=not quiet,
+        on_tick=sampler.sample,
+    )
+    records = read_metrics(run_dir)
+    record = validation_record(spec.device, plan, records, sampler.peak_bytes)
+    (run_dir / "validation.json").write_text(record.model_dump_json(indent=2), encoding="utf-8")
     if rc == 0:
-        records = [r for r in read_metrics(run_dir) if "loss" in r or "reward" in r]
-        last = records[-1] if records else {}
-        console.print(f"[green]done[/green] at step {last.get('step', '?')}: {run_dir}")
+        console.print(summary_table(spec.method, records))
+        if record.measured_peak_gib is not None:
+            console.print(
+                f"peak GPU memory {record.measured_peak_gib:.1f} GiB "
+                f"(planned {record.estimated_peak_gib:.1f} GiB)"
+            )
+        console.print(f"[green]done[/green] at step {record.steps}: {run_dir}")
         print(run_dir)
         return 0
     if rc == EXIT_OOM:
