@@ -237,8 +237,9 @@ def norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     return (8 if gemma_style(spec) else 4 + w) * spec.hidden_size
 
 
-ATTENTION_REPEATS_KV = False
-"""Whether SDPA sees k and v repeated to every query head (a padding mask is present)."""
+ATTENTION_REPEATS_KV = True
+"""TRL pads its batches, so SDPA gets a mask and transformers repeats k and v to every query
+head (`use_gqa_in_sdpa` needs attention_mask=None for the GQA kernel path)."""
 
 
 def attention_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
@@ -253,8 +254,11 @@ def attention_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -
     if request.attention is Attention.eager:
         scores = 4 + w + (w if spec.model_type == "gemma2" else 0)
         return w * 4 * q + spec.num_heads * seq * scores
-    kv_saved = q if ATTENTION_REPEATS_KV else kv
-    return w * (3 * q + 2 * kv_saved) + 4 * spec.num_heads
+    if not ATTENTION_REPEATS_KV:
+        return w * (3 * q + 2 * kv) + 4 * spec.num_heads
+    # Padded batch: k and v repeated to every head, and each layer keeps its own copy of the
+    # 4-D mask (rows × 1 × s × s), i.e. w·s per token.
+    return w * (3 * q + 2 * q) + 4 * spec.num_heads + w * seq
 
 
 def mlp_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
@@ -270,7 +274,10 @@ def layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq:
     """Saved activations of one decoder layer per token without recomputation: its norms,
     the inputs of the two linears that follow the pre-norms (w·h each), attention and MLP
     (Korthikanti et al. 2022 §4, recounted tensor by tensor for Hugging Face's Llama,
-    Qwen2 and Gemma-2 layers)."""
+    Qwen2 and Gemma-2 layers). Under LoRA the frozen base saves less and the adapters more
+    (`lora_layer_activation_bytes_per_token`)."""
+    if request.tuning is not Tuning.full:
+        return lora_layer_activation_bytes_per_token(spec, request, seq)
     w = compute_bytes(request)
     norms = spec.norms_per_layer * norm_bytes_per_token(spec, request)
     linear_inputs = 2 * w * spec.hidden_size
@@ -282,23 +289,51 @@ def layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq:
     )
 
 
+def adapted_linear_inputs(spec: ModelSpec, request: PlanRequest) -> list[tuple[str, int]]:
+    """(name, in_features) of the linears of one layer that carry a LoRA adapter."""
+    targets = parameters.lora_target_modules(spec, request.lora_targets.value)
+    shapes = [(name, n_in) for name, n_in, _ in parameters.linear_shapes(spec)]
+    if targets == "all-linear":
+        return [(name, n_in) for name, n_in in shapes if name != "mlp.gate"]
+    return [(name, n_in) for name, n_in in shapes if name.rsplit(".", 1)[-1] in targets]
+
+
+def lora_layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
+    """One layer's saved activations per token under LoRA. The frozen base saves no linear
+    inputs and no normalised values for its norm weights (autograd keeps only what a gradient
+    needs): norms 4·h each, SDPA's q, k, v and output, gate, act(gate) and up (3·I·w). Each
+    adapter keeps its input cast to fp32 and the rank-r intermediate, 4·(in + r) (peft casts
+    inputs to the adapter's fp32 dtype; Hu et al. 2021); fp32 runs share the uncast input."""
+    w = compute_bytes(request)
+    norms = spec.norms_per_layer * 4 * spec.hidden_size
+    q = spec.num_heads * spec.head_dim
+    if request.attention is Attention.eager:
+        attention = attention_bytes_per_token(spec, request, seq) - w * q  # no o_proj input
+    else:
+        # What full tuning's attention keeps, less o_proj's input (frozen base linear).
+        attention = attention_bytes_per_token(spec, request, seq) - w * q
+    width = spec.intermediate_size * (spec.num_experts_per_tok if spec.is_moe else 1)
+    mlp = 3 * width * w
+    adapters = 0.0
+    inputs_seen: set[int] = set()
+    for _, n_in in adapted_linear_inputs(spec, request):
+        adapters += 4 * request.lora_rank
+        if w == 4 and n_in in inputs_seen:
+            continue  # no cast: q/k/v (and gate/up) save the one shared fp32 input
+        inputs_seen.add(n_in)
+        adapters += 4 * n_in
+    return norms + attention + mlp + adapters
+
+
 def outside_layers_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
-    """The final norm and the lm_head's input, saved outside the decoder layers."""
+    """The final norm and the lm_head's input, saved outside the decoder layers. Under LoRA
+    the first layer's input norm saves nothing (the frozen embedding's output needs no
+    gradient) and the final norm only its fp32 input."""
+    if request.tuning is not Tuning.full:
+        # + 4·h for the final norm's fp32 input, − 4·h for layer 0's input norm, and the
+        # frozen lm_head keeps no input.
+        return 0.0
     return norm_bytes_per_token(spec, request) + compute_bytes(request) * spec.hidden_size
-
-
-@dataclass(frozen=True)
-class LogitCoefficients:
-    """How many vocabulary-wide tensors per token the loss keeps, by dtype (see the
-    functions below; checked against the traced step)."""
-
-    logits_w: float = 1.0
-    logits_fp32: float = 2.0
-    grad_fp32: float = 1.0
-    grad_w: float = 1.0
-
-
-ACT = LogitCoefficients()
 
 
 def checkpointed_layer_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
@@ -307,20 +342,57 @@ def checkpointed_layer_bytes_per_token(spec: ModelSpec, request: PlanRequest) ->
     return spec.hidden_size * compute_bytes(request)
 
 
-def logits_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
-    """Logits kept for the loss: V·(w + 2·4) per token — the w-dtype logits, their fp32 upcast
-    and the saved log_softmax (FACTS "Tracing"); fp32 runs need no upcast copy."""
+SFT_LOSS_CHUNK_TOKENS = 256
+"""TRL 1.12 SFTTrainer's default loss_type="chunked_nll" computes the loss in checkpointed
+chunks of 256 valid tokens (trl.trainer.sft_trainer._chunked_cross_entropy_loss)."""
+
+
+def softcap_bytes(spec: ModelSpec, request: PlanRequest) -> float:
+    """Gemma-2's final logit softcapping keeps tanh's w-dtype output per logit."""
+    return compute_bytes(request) if spec.hf_config.get("final_logit_softcapping") else 0.0
+
+
+def logits_bytes_per_token(spec: ModelSpec, request: PlanRequest, lp: Loop) -> float:
+    """Vocabulary-wide tensors per token live from the loss into backward: the w-dtype logits,
+    accelerate's fp32 copy of the model outputs (convert_outputs_to_fp32) and the fp32
+    log-softmax TRL saves for the per-token log-probs, V·(w + 4 + 4) (FACTS "Tracing");
+    ORPO adds the NLL's log-softmax over the chosen half (V·4/2); fp32 runs make no copy."""
     w = compute_bytes(request)
-    v = spec.vocab_size
-    if w == 4:
-        return v * 4 * (ACT.logits_w + ACT.logits_fp32 - 1)
-    return v * (ACT.logits_w * w + ACT.logits_fp32 * 4)
+    per_logit = w + 4 + (4 if w != 4 else 0) + softcap_bytes(spec, request)
+    if lp.method is Method.orpo:
+        per_logit += 4 / 2
+    return spec.vocab_size * per_logit
 
 
 def logits_grad_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
-    """Gradient of the logits at the start of backward: fp32 then cast to w (V·(4 + w))."""
+    """Gradient of the logits at the start of backward: fp32, then cast to w for lm_head's
+    matmul, V·(4 + w)."""
     w = compute_bytes(request)
-    return spec.vocab_size * (ACT.grad_fp32 * 4 + ACT.grad_w * w)
+    return spec.vocab_size * (4 + (w if w != 4 else 0))
+
+
+def sft_chunked_loss_bytes(spec: ModelSpec, request: PlanRequest, tokens: int) -> float:
+    """SFT's chunked cross-entropy: an fp32 copy of the lm_head weight and its gradient
+    (4·V·h each; no gradient when the lm_head is frozen), and, while a chunk of 256 tokens is
+    back-propagated, its fp32 log-probs, their gradient and the logits' gradient with part of
+    the recomputed logits — 3.5 chunk-sized fp32 tensors at the high point in the traced step
+    — plus tanh's output under Gemma-2's softcapping."""
+    weight = spec.vocab_size * spec.hidden_size * 4
+    weight_grad = weight if request.tuning is Tuning.full else 0.0
+    chunk = min(tokens, SFT_LOSS_CHUNK_TOKENS)
+    tensors = 3.5 + (1 if softcap_bytes(spec, request) else 0)
+    return weight + weight_grad + chunk * spec.vocab_size * 4 * tensors
+
+
+def backward_transient_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
+    """Gradient buffers a layer's backward holds beside what it frees: the fp32 gradient of
+    the residual stream and of a norm's input, 2 × 4·h per token, the MLP's w·I gradient,
+    and under eager attention the w-dtype gradient of the s×s probabilities per head
+    (traced)."""
+    transient = 8 * spec.hidden_size + compute_bytes(request) * spec.intermediate_size
+    if request.attention is Attention.eager:
+        transient += spec.num_heads * seq * compute_bytes(request)
+    return transient
 
 
 @dataclass
@@ -330,9 +402,18 @@ class Activations:
     saved: float
     """Activations saved for backward across all layers."""
     recompute: float
-    """Transient: one layer recomputed (checkpointing) with its gradient temporaries."""
+    """Transient: one layer recomputed (checkpointing) with its gradient buffers."""
     logits: float
+    """The loss's vocabulary-wide tensors, live from the loss into backward."""
     logits_grad: float
+    """Extra at the start of backward: the logits' gradient."""
+    backward_transient: float
+    """Gradient buffers of the layer being back-propagated."""
+    outside: float
+    """Saved outside the decoder layers (final norm, lm_head input)."""
+    loss_residue: float
+    """Left by a chunked loss to the decoder's backward (SFT): the reordered hidden states
+    the chunks saved, their w-dtype gradient and its fp32 accumulation."""
     no_grad_forward: float
     """Transient peak of a forward under no_grad (reference, KL batch, scoring)."""
 
@@ -362,17 +443,23 @@ def activations(spec: ModelSpec, request: PlanRequest, lp: Loop | None = None) -
         saved = tokens * spec.num_layers * per_layer
         recompute = 0.0
     saved += tokens * outside
+    transient = tokens * backward_transient_bytes_per_token(spec, request, seq)
     if lp.sequence_classifier:
         logits = logits_grad = 0.0
+    elif lp.method is Method.sft:
+        logits, logits_grad = sft_chunked_loss_bytes(spec, request, tokens), 0.0
     else:
-        logits = rows * logit_tokens * logits_bytes_per_token(spec, request)
+        logits = rows * logit_tokens * logits_bytes_per_token(spec, request, lp)
         logits_grad = rows * logit_tokens * logits_grad_bytes_per_token(spec, request)
-    # A no-grad forward holds one layer's working set and the logits chain (no log_softmax grad).
+    # A no-grad forward holds one layer's working set and the w-dtype + fp32 logits.
     no_grad_rows = request.batch_size * max(lp.rows_per_sample, lp.no_grad_rows_per_sample)
     no_grad = no_grad_rows * seq * (2 * h * w + spec.intermediate_size * w * 2)
     if not lp.sequence_classifier:
-        no_grad += no_grad_rows * logit_tokens * logits_bytes_per_token(spec, request)
-    return Activations(saved, recompute, logits, logits_grad, no_grad)
+        no_grad += no_grad_rows * logit_tokens * spec.vocab_size * (w + 4)
+    residue = tokens * (2 * w + 4) * h if lp.method is Method.sft else 0.0
+    return Activations(
+        saved, recompute, logits, logits_grad, transient, tokens * outside, residue, no_grad
+    )
 
 
 # ----------------------------------------------------------------------------- other models
@@ -461,6 +548,35 @@ def runtime_overhead_bytes(request: PlanRequest, tensor_peak: float) -> float:
     return overhead + runtime("allocator_fragmentation") * tensor_peak
 
 
+def late_backward_bytes(
+    spec: ModelSpec, request: PlanRequest, act: Activations, gradients: float, accumulating: bool
+) -> tuple[float, float]:
+    """Backward after the loss, as (activation bytes, gradient bytes): at layer i, the
+    activations (or checkpointed inputs) of layers 0..i, the gradients of the layers above and
+    the head, and layer i's recomputation and gradient buffers. Linear in i, so the high point
+    is at the top layer or at layer 0; last comes the embedding's gradient, computed in fp32
+    and cast (embedding_dense_backward)."""
+    layers = spec.num_layers
+    trained = trained_model_params(spec, request)
+    layer_share = parameters.decoder_layer_params(spec) / trained
+    head_share = max(0.0, 1 - layers * layer_share - parameters.embedding_params(spec) / trained)
+    if request.tuning is not Tuning.full:
+        layer_share, head_share = 1 / layers, 0.0  # adapters sit in the layers only
+    grads_head = gradients * head_share
+    grads_above_layer0 = gradients * (head_share + (layers - 1) * layer_share)
+    if accumulating:
+        grads_head = grads_above_layer0 = gradients
+    working = act.recompute + act.backward_transient + act.loss_residue
+    per_layer_saved = (act.saved - act.outside) / layers
+    candidates = [
+        (act.saved + working, grads_head),  # top layer
+        (per_layer_saved + working, grads_above_layer0),  # layer 0
+    ]
+    if request.tuning is Tuning.full:
+        candidates.append((0.0, gradients + parameters.embedding_params(spec) * 4))
+    return max(candidates, key=sum)
+
+
 def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
     """Peak memory per GPU of one steady-state training step (optimizer states already
     allocated, as from the second step on)."""
@@ -507,20 +623,19 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         )
 
     grads_live = states.gradients if accumulating else 0.0
-    forward_backward = (
-        base
-        + grads_live
-        + act.saved
-        + value_act
-        + act.logits
-        + max(act.logits_grad, act.recompute)
-        + states.gathered
+    # Backward starts with the loss's logits and their gradient live; later, gradients pile
+    # up while layers are recomputed. Each branch is (activations, logits, gradients).
+    start = (act.saved, act.logits + act.logits_grad, grads_live)
+    late_act, late_grads = late_backward_bytes(spec, request, act, states.gradients, accumulating)
+    late = (late_act, 0.0, late_grads)
+    fb_act, fb_logits, fb_grads = max(start, late, key=sum)
+    phases["forward / backward"] = (
+        base + value_act + states.gathered + fb_act + fb_logits + fb_grads
     )
-    phases["forward / backward"] = forward_backward
     members["forward / backward"] = (
         [*resident_names, "activations"]
-        + (["logits"] if act.logits else [])
-        + (["gradients"] if accumulating else [])
+        + (["logits"] if fb_logits else [])
+        + (["gradients"] if fb_grads else [])
     )
 
     phases["optimizer step"] = base + states.gradients
@@ -534,7 +649,7 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         "trainable_weights": states.trainable_weights,
         "gradients": states.gradients,
         "optimizer": states.optimizer,
-        "activations": act.saved + value_act + max(act.recompute, 0.0),
+        "activations": max(act.saved, late_act) + value_act,
         "logits": max(act.logits + act.logits_grad, no_grad),
         "reference_model": reference,
         "reward_model": reward,

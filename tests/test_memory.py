@@ -7,7 +7,7 @@ import pytest
 from planner import parameters
 from planner.errors import PlanError
 from planner.fit import search
-from planner.memory import GIB, estimate_memory
+from planner.memory import GIB, activations, estimate_memory
 from planner.models import resolve_model
 from planner.plan import estimate
 from planner.specs import PlanRequest
@@ -50,10 +50,10 @@ def test_precomputed_reference_log_probs_drop_the_reference():
     assert m.components["reference_model"] == 0
 
 
-def test_dpo_runs_twice_the_rows_of_sft():
-    sft = mem(method="sft", tuning="lora", grad_checkpointing=False)
-    dpo = mem(method="dpo", tuning="lora", grad_checkpointing=False)
-    assert dpo.components["activations"] == pytest.approx(2 * sft.components["activations"])
+def test_dpo_saves_activations_for_twice_the_rows_of_sft():
+    sft = activations(LLAMA7, PlanRequest(method="sft", grad_checkpointing=False))
+    dpo = activations(LLAMA7, PlanRequest(method="dpo", grad_checkpointing=False))
+    assert dpo.saved == pytest.approx(2 * sft.saved)
 
 
 def test_orpo_and_simpo_have_no_reference_but_kto_has_one():
