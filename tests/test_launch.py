@@ -152,6 +152,7 @@ def test_out_of_memory_names_the_planners_estimate(tiny_model, tmp_path):
     from advisor.commands.launch import _train
     from planner.plan import estimate
     from planner.specs import PlanRequest
+    from runners.settings import build_run_spec
 
     run = tmp_path / "run"
     run.mkdir()
@@ -159,10 +160,12 @@ def test_out_of_memory_names_the_planners_estimate(tiny_model, tmp_path):
     plan = estimate(request)
     script = (
         "import json, pathlib, sys; pathlib.Path(sys.argv[1], 'error.json').write_text("
-        "json.dumps({'kind': 'oom', 'message': 'CUDA out of memory'})); sys.exit(3)"
+        "json.dumps({'kind': 'oom', 'message': 'CUDA out of memory'})); sys.exit(1)"
     )
     console = Console(file=io.StringIO(), width=200)
-    spec = type("Spec", (), {"method": Method.dpo})()
+    spec = build_run_spec(
+        request, model_path="/m", dataset="/d.jsonl", output_dir=str(run / "ck"), device="cuda"
+    )
     rc = _train(spec, run, ["python", "-c", script, str(run)], plan, request, console, True)
     text = console.file.getvalue()
     assert rc == 1

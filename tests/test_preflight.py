@@ -164,3 +164,12 @@ def test_reads_csv_and_saved_dataset_folders(tmp_path):
     csv = tmp_path / "prompts.csv"
     csv.write_text("prompt\n" + "\n".join(r["prompt"] for r in rows) + "\n")
     assert check_dataset(str(csv), "grpo").problems == []
+
+
+def test_large_sets_are_tokenized_on_an_even_sample(tokenizer, monkeypatch):
+    import runners.preflight
+
+    monkeypatch.setattr(runners.preflight, "TOKEN_SAMPLE", 4)
+    report = check_rows(demo_rows("dpo"), "dpo", tokenizer=tokenizer, max_length=256)
+    assert report.lengths.measured_rows == 4
+    assert report.rows == 16

@@ -255,7 +255,7 @@ def _train(spec, run_dir: Path, command, plan, request, console, quiet: bool) ->
         console.print(f"[green]done[/green] at step {record.steps}: {run_dir}")
         print(run_dir)
         return 0
-    if rc == EXIT_OOM:
+    if rc == EXIT_OOM or _child_error(run_dir) == "oom":  # accelerate turns exit 3 into 1
         _explain_oom(run_dir, plan, request, console)
         return 1
     if rc == 130:
@@ -266,6 +266,16 @@ def _train(spec, run_dir: Path, command, plan, request, console, quiet: bool) ->
     console.print("\n".join(lines), markup=False)
     console.print(f"[red]training failed[/red] (exit {rc}); full log: {log}")
     return rc or 1
+
+
+def _child_error(run_dir: Path) -> str | None:
+    """The kind of error the training process recorded in error.json, if any."""
+    import json
+
+    try:
+        return json.loads((run_dir / "error.json").read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError):
+        return None
 
 
 def _explain_oom(run_dir: Path, plan, request: PlanRequest, console) -> None:
