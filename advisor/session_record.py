@@ -1,5 +1,8 @@
 """The wizard's Markdown record: the decision record, the method chosen, the plan, the outcome.
 
+The outcome is read from the run folder `advisor launch` wrote (its validation.json), as JSON,
+so the record needs nothing from the runners.
+
 Built on `advisor.decision_record`, so a record from the wizard reads like one from
 `advisor recommend --report`, with the capacity plan and the launch command added.
 """
@@ -7,6 +10,7 @@ Built on `advisor.decision_record`, so a record from the wizard reads like one f
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 from advisor.decide import Recommendation
@@ -74,6 +78,39 @@ def plan_section(plan: Plan) -> list[str]:
     return out
 
 
+def outcome_section(run_dir: str | Path | None, status: int | None = None) -> list[str]:
+    """The measured outcome: the run folder's validation.json (estimated vs measured), if any."""
+    out = ["## Measured outcome", ""]
+    if run_dir is None:
+        return [*out, "Not run yet: no measured memory or step time."]
+    run_dir = Path(run_dir)
+    out.append(f"- Run folder: `{run_dir}`")
+    if status is not None:
+        out.append(f"- `advisor launch` exit status: {status}")
+    try:
+        found = json.loads((run_dir / "validation.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return [*out, "- No validation record: the run did not finish."]
+
+    def number(key: str, unit: str) -> str:
+        value = found.get(key)
+        return "—" if value is None else f"{value:g} {unit}"
+
+    out += [
+        f"- Device: {found.get('device', '?')}, {found.get('steps', 0)} optimizer steps",
+        "",
+        "| quantity | estimated | measured |",
+        "|---|---|---|",
+        f"| peak memory per GPU | {number('estimated_peak_gib', 'GiB')} | "
+        f"{number('measured_peak_gib', 'GiB')} |",
+        f"| seconds per step | {number('estimated_step_seconds', 's')} | "
+        f"{number('measured_step_seconds', 's')} |",
+    ]
+    if found.get("note"):
+        out += ["", f"Note: {found['note']}"]
+    return out
+
+
 def session_record(
     rec: Recommendation,
     method: Method,
@@ -81,6 +118,8 @@ def session_record(
     *,
     source: str | None = None,
     today: dt.date | None = None,
+    run_dir: str | Path | None = None,
+    launch_status: int | None = None,
 ) -> str:
     """The whole record: decision record, the method chosen (and the warning), plan, outcome."""
     out = [decision_record(rec, source=source, today=today).rstrip("\n"), ""]
@@ -94,7 +133,7 @@ def session_record(
     out.append("")
     if plan is not None:
         out += [*plan_section(plan), ""]
-    out += ["## Measured outcome", "", "Not run yet: no measured memory or step time.", ""]
+    out += [*outcome_section(run_dir, launch_status), ""]
     return "\n".join(out)
 
 

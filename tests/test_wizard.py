@@ -413,3 +413,72 @@ async def test_a_method_changed_on_the_plan_shows_on_the_ranking():
         await pilot.pause()
         choice = text_of(app.screen.query_one("#choice", Static))
         assert "KTO" in choice and "not the recommendation" in choice
+
+
+async def test_launch_runs_advisor_launch_and_the_report_reads_the_run_folder(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(
+        (profiles_dir() / "models" / "qwen2.5-0.5b.json").read_text()
+    )
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "Hi", "chosen": "Hello! How can I help?", "rejected": "No."}\n' * 8)
+    calls = []
+
+    def fake_launch(argv):
+        calls.append(argv)
+        run = tmp_path / "runs" / "dpo-20260101-000000"
+        run.mkdir(parents=True)
+        validation = {"device": "cuda", "estimated_peak_gib": 3.1, "measured_peak_gib": 3.4,
+                      "estimated_step_seconds": 0.5, "measured_step_seconds": 0.6, "steps": 4}  # fmt: skip
+        (run / "validation.json").write_text(json.dumps(validation))
+        return 0
+
+    import subprocess as subprocess_module
+
+    monkeypatch.setattr(subprocess_module, "call", fake_launch)
+    monkeypatch.setattr("builtins.input", lambda prompt="": "")
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    monkeypatch.setattr(app, "suspend", contextlib.nullcontext)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        app.screen.query_one("#model", Input).value = str(model)
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert app.screen.check_action("launch", ()) is None  # no dataset yet
+        app.screen.query_one("#dataset", Input).value = str(data)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "✓ 8 rows" in text_of(app.screen.query_one("#preflight", Static))
+        assert app.screen.check_action("launch", ()) is True
+        await pilot.press("ctrl+l")
+        await pilot.pause()
+        (argv,) = calls
+        flags = shlex.split(command_line(app.request))[2:]
+        assert argv[1:5] == ["-m", "advisor.cli", "launch", *flags[:1]]
+        assert argv[4 : 4 + len(flags)] == flags
+        assert argv[argv.index("--output") + 1] == str(tmp_path / "runs")
+        saved = json.loads(Path(argv[argv.index("--recommendation") + 1]).read_text())
+        assert saved["method"] == "dpo"
+        assert app.run_dir == tmp_path / "runs" / "dpo-20260101-000000"
+        record = app.record()
+        assert "| peak memory per GPU | 3.1 GiB | 3.4 GiB |" in record
+        assert "exit status: 0" in record
+
+
+async def test_launch_screen_shows_the_runners_trainer_settings():
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(3):
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+        body = text_of(app.screen.query_one("#launch-body", Static))
+        assert "DPOTrainer with DPOConfig" in body and "per_device_train_batch_size" in body
+        assert "launch is off" in body and "'7b' is not one" in body

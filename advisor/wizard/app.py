@@ -53,7 +53,10 @@ class WizardApp(App[None]):
         """The method the plan is for: the recommended one unless the user picked another."""
         self.request = None
         self.plan = None
-        self.dataset_check: str | None = None
+        self.dataset_check = None
+        self.run_dir = None
+        """The run folder of the last launch from the wizard, if any."""
+        self.launch_status: int | None = None
 
     def get_default_screen(self) -> InterviewScreen:
         return InterviewScreen()
@@ -140,4 +143,6 @@ class WizardApp(App[None]):
             self.plan,
             source=self.answers_path,
             today=self.today,
+            run_dir=self.run_dir,
+            launch_status=self.launch_status,
         )

@@ -1,14 +1,19 @@
-"""Step 4: the generated settings and launch command, and the dataset's pre-flight check.
+"""Step 4: the generated trainer settings and launch command, the dataset's pre-flight, and
+the launch itself: `advisor launch` in this terminal, with its own live view.
 
-The runners that launch and monitor a run are not built yet, so the launch action is shown
-disabled and the screen gives the commands to run once they are.
+Settings come from `runners.settings.build_run_spec` and the pre-flight from
+`runners.preflight.check_dataset`, the functions `advisor launch` calls.
 """
 
 from __future__ import annotations
 
+import shlex
+import sys
+import time
+from pathlib import Path
 from typing import ClassVar
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -19,7 +24,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 
 from advisor.plan_view import command_line
-from advisor.session_record import launch_command
+from advisor.session_record import duration, launch_command
 from advisor.wizard.steps import StepBar
 from planner.errors import PlanError
 from planner.specs import PlanRequest
@@ -63,8 +68,122 @@ def settings_table(request: PlanRequest) -> Table:
     return table
 
 
+OUTPUT = Path("runs")
+"""Where launches from the wizard write their run folders (`advisor launch --output`)."""
+
+
+def launch_argv(request: PlanRequest, recommendation, output: Path) -> list[str]:
+    """`advisor launch` for a request, recording the recommendation in the run's manifest."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(
+        "w", suffix=".json", prefix="recommendation-", delete=False
+    ) as handle:
+        handle.write(recommendation.model_dump_json())
+    return [
+        sys.executable,
+        "-m",
+        "advisor.cli",
+        *shlex.split(launch_command(request))[1:],
+        "--output",
+        str(output.resolve()),  # absolute: the training child runs from elsewhere
+        "--recommendation",
+        handle.name,
+    ]
+
+
+def newest_run_dir(output: Path, method: str, since: float) -> Path | None:
+    """The run folder a launch wrote: the newest `<method>-*` under `output` since `since`."""
+    found = [
+        d
+        for d in output.resolve().glob(f"{method}-*")
+        if d.is_dir() and d.stat().st_mtime >= since - 1
+    ]
+    return max(found, key=lambda d: d.stat().st_mtime, default=None)
+
+
+def launch_blocker(request: PlanRequest) -> str | None:
+    """Why `advisor launch` would refuse this request before starting, or None."""
+    model = Path(request.model).expanduser()
+    if not (model / "config.json").is_file():
+        return (
+            f"launching needs a model folder with config.json and weights; {request.model!r} "
+            "is not one (set it on the plan screen)"
+        )
+    if not request.dataset:
+        return "launching needs a dataset: enter its path above"
+    return None
+
+
+def trainer_settings(request: PlanRequest) -> RenderableType:
+    """The TRL, PEFT and accelerate settings `advisor launch` would write, as a panel."""
+    try:
+        from planner.gpus import resolve_gpu
+        from runners.settings import build_run_spec
+
+        spec = build_run_spec(
+            request,
+            model_path=request.model,
+            dataset=request.dataset or "DATASET",
+            output_dir=f"runs/{request.method.value}-…/checkpoints",
+            device="cuda",
+            supports_bf16=resolve_gpu(request.gpu).supports_bf16,
+        )
+    except (ImportError, PlanError) as error:
+        return Panel(
+            Group(
+                Text(f"runner settings unavailable: {error}", style="yellow"),
+                settings_table(request),
+            ),
+            title="Trainer settings",
+            title_align="left",
+        )
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column()
+    for name, value in spec.trl_config.items():
+        if name != "output_dir":
+            table.add_row(name, str(value))
+    if spec.peft:
+        table.add_row("peft", ", ".join(f"{k}={v}" for k, v in spec.peft.items()))
+    acc = spec.accelerate
+    table.add_row(
+        "accelerate",
+        f"{acc.get('distributed_type')}, {acc.get('num_processes')} process(es), "
+        f"{acc.get('mixed_precision')}",
+    )
+    parts: list[RenderableType] = [table]
+    parts += [
+        Text(f"{v.name} = {v.value:g}: {v.reason}", style="dim") for v in spec.starting_values
+    ]
+    parts += [Text(f"note: {w}", style="yellow") for w in spec.warnings]
+    title = f"{spec.trainer.split(':')[-1]} with {spec.config_class.split(':')[-1]}"
+    return Panel(Group(*parts), title=title, title_align="left")
+
+
+def preflight(request: PlanRequest) -> Text:
+    """The runners' data pre-flight for the method (no tokenizer: format and content checks)."""
+    try:
+        from runners.preflight import check_dataset
+    except ImportError:
+        from planner.dataset_stats import dataset_stats
+
+        return Text(f"✓ {dataset_stats(request.dataset).summary()}", style="green")
+    report = check_dataset(request.dataset, request.method, max_length=request.seq_len)
+    ok = not report.errors
+    text = Text(
+        f"{'✓' if ok else '✗'} {report.rows:,} rows, {report.format} format, "
+        f"{len(report.errors)} error(s), {len(report.warnings)} warning(s) for "
+        f"{request.method.value}",
+        style="green" if ok else "red",
+    )
+    for problem in report.problems[:3]:
+        text.append(f"\n  {problem.severity}: {problem.describe()}", style="yellow")
+    return text
+
+
 class LaunchScreen(Screen):
-    """What would be launched; launching itself waits for the runners."""
+    """What `advisor launch` would run, its data check, and the launch."""
 
     STEP = "Launch"
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -102,48 +221,59 @@ class LaunchScreen(Screen):
         commands = Text.assemble(
             (launch_command(request), "bold cyan"), "\n", (command_line(request), "cyan")
         )
-        note = Text(
-            "Launching needs the runners, which are not built yet: ^l is disabled. "
-            "Run the launch command above once `advisor launch` exists.",
-            style="yellow",
+        blocker = launch_blocker(request)
+        note = (
+            Text(f"^l launch is off: {blocker}", style="yellow")
+            if blocker
+            else Text("^l launches the command below here, with its live view.", style="green")
         )
         self.query_one("#launch-body", Static).update(
             Group(
                 note,
                 Panel(commands, title="Launch command", title_align="left"),
-                Panel(settings_table(request), title="Trainer settings", title_align="left"),
+                trainer_settings(request),
             )
         )
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Pre-flight: count the dataset's rows (`advisor plan --dataset`) and re-estimate."""
+        """Pre-flight the dataset for the method, and re-estimate with its row count."""
         event.stop()
-        from planner.dataset_stats import dataset_stats
-
         path = event.value.strip()
-        target = self.query_one("#preflight", Static)
         if not path:
             return
         try:
-            stats = dataset_stats(path)
             request = self.app.request.model_copy(update={"dataset": path, "samples": None})  # type: ignore[attr-defined]
             self.app.estimate(request)  # type: ignore[attr-defined]
+            result = preflight(request)
         except PlanError as error:
-            self.app.dataset_check = Text(f"✗ {error}", style="red")  # type: ignore[attr-defined]
+            result = Text(f"✗ {error}", style="red")
         else:
             hours = self.app.plan.time.total_hours  # type: ignore[attr-defined]
-            run = f"; the run takes about {hours:.1f} h" if hours is not None else ""
-            self.app.dataset_check = Text(f"✓ {stats.summary()}{run}", style="green")  # type: ignore[attr-defined]
-        target.update(self.app.dataset_check)  # type: ignore[attr-defined]
+            if hours is not None:
+                result.append(f"\nThe run takes about {duration(hours * 3600)} on this plan.")
+        self.app.dataset_check = result  # type: ignore[attr-defined]
+        self.query_one("#preflight", Static).update(result)
         self.show_body()
+        self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "launch":
-            return None  # shown, disabled: the runners do not exist yet
+        if action == "launch" and launch_blocker(self.app.request):  # type: ignore[attr-defined]
+            return None  # shown, disabled, with the reason on screen
         return True
 
-    def action_launch(self) -> None:  # pragma: no cover - disabled until the runners land
-        self.notify("Launching needs the runners.", severity="warning")
+    def action_launch(self) -> None:
+        """Run `advisor launch` in this terminal, with its live view; come back when it ends."""
+        import subprocess
+
+        argv = launch_argv(self.app.request, self.app.recommendation, OUTPUT)  # type: ignore[attr-defined]
+        started = time.time()
+        with self.app.suspend():
+            code = subprocess.call(argv)
+            input(f"\nadvisor launch exited with status {code}; Enter returns to the wizard ")
+        self.app.launch_status = code  # type: ignore[attr-defined]
+        self.app.run_dir = newest_run_dir(OUTPUT, self.app.request.method.value, started)  # type: ignore[attr-defined]
+        severity = "information" if code == 0 else "error"
+        self.notify(f"advisor launch exited with status {code}", severity=severity)
 
     def action_back(self) -> None:
         self.app.pop_screen()
