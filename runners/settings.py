@@ -390,6 +390,11 @@ def build_run_spec(
     processes = num_processes or request.world_size
     warnings = list(plan.warnings) if plan is not None else []
     if method in (Method.grpo, Method.rloo):
+        if not rewards:
+            warnings.append(
+                "no --reward given: using the built-in length reward, a smoke test rather "
+                "than a task reward (pass --reward module:function or a reward-model folder)"
+            )
         rewards = rewards or [RewardSource(kind="builtin", value="length")]
         per_step = request.batch_size * request.grad_accum * processes
         if per_step % request.num_generations:
@@ -402,6 +407,11 @@ def build_run_spec(
             "PPO runs on trl.experimental.ppo, removed upstream in trl 1.13: this project pins "
             "trl==1.12.*, and upstream no longer maintains PPO"
         )
+        if not rewards and reward_model is None:
+            warnings.append(
+                "no --reward model folder given: PPO scores with the policy's own weights and a "
+                "fresh, untrained score head — fine for a smoke test, meaningless for training"
+            )
         reward_model = reward_model or model_path
         if rewards:
             models = [r.value for r in rewards if r.kind == "model"]

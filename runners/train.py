@@ -26,6 +26,11 @@ CRASH_AFTER_SAVE = "ADVISOR_TEST_CRASH_AFTER_SAVE"
 _stop_requested = False
 
 
+class StopAfterSave(Exception):
+    """Raised once a requested stop's checkpoint is on disk (PPO's loop ignores
+    `should_training_stop`, so leaving from on_save works for every trainer)."""
+
+
 def _request_stop(signum, frame) -> None:
     global _stop_requested
     if _stop_requested:  # a second Ctrl-C: leave now
@@ -68,6 +73,8 @@ def metrics_callback(run_dir: Path):
             crash_at = os.environ.get(CRASH_AFTER_SAVE)
             if crash_at and state.global_step >= int(crash_at):
                 os._exit(137)
+            if _stop_requested:
+                raise StopAfterSave
 
         def _write_progress(self, state):
             if not state.is_world_process_zero:
@@ -371,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     except torch.OutOfMemoryError as error:
         _write_error(run_dir, "oom", str(error).splitlines()[0])
         return EXIT_OOM
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StopAfterSave):
         return EXIT_STOPPED
     return EXIT_STOPPED if _stop_requested else 0
 

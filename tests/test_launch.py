@@ -173,15 +173,16 @@ def test_out_of_memory_names_the_planners_estimate(tiny_model, tmp_path):
     assert f"{plan.memory.per_gpu_peak_gib:.1f} GiB" in text
 
 
-def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(tiny_model, tmp_path):
+@pytest.mark.parametrize("method", ["dpo", "ppo"])
+def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(method, tiny_model, tmp_path):
     import os
     import signal
     import subprocess
     import sys
     import time
 
-    dataset = write_demo_dataset("dpo", tmp_path / "data")
-    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=400)
+    dataset = write_demo_dataset(method, tmp_path / "data")
+    flags = _flags(tiny_model, dataset, method, tmp_path / "runs", steps=400)
     process = subprocess.Popen(
         [sys.executable, "-m", "advisor.cli", "launch", *flags, "--save-steps", "1000"],
         stdout=subprocess.PIPE,
@@ -192,7 +193,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(tiny_model, tmp_path):
     deadline = time.time() + 120
     progress = None
     while time.time() < deadline and process.poll() is None:
-        found = list((tmp_path / "runs").glob("dpo-*/progress.json"))
+        found = list((tmp_path / "runs").glob(f"{method}-*/progress.json"))
         if found and json.loads(found[0].read_text() or "{}").get("step", 0) >= 2:
             progress = found[0]
             break
