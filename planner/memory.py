@@ -548,6 +548,16 @@ def runtime_overhead_bytes(request: PlanRequest, tensor_peak: float) -> float:
     return overhead + runtime("allocator_fragmentation") * tensor_peak
 
 
+def optimizer_step_temporary(request: PlanRequest, states: ModelStates) -> float:
+    """torch AdamW with foreach (the runners' `adamw_torch`; the Trainer's default on CUDA)
+    allocates one state-sized buffer for sqrt(v) across the whole group
+    (torch.optim.adamw._multi_tensor_adamw: `_foreach_sqrt(exp_avg_sqs)`); DeepSpeed's fused
+    Adam, bitsandbytes' 8-bit kernels and SGD without momentum allocate none."""
+    if request.optimizer is not Optimizer.adamw or is_deepspeed(effective_sharding(request)):
+        return 0.0
+    return states.optimizer / 2
+
+
 def late_backward_bytes(
     spec: ModelSpec, request: PlanRequest, act: Activations, gradients: float, accumulating: bool
 ) -> tuple[float, float]:
@@ -638,7 +648,7 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         + (["gradients"] if fb_grads else [])
     )
 
-    phases["optimizer step"] = base + states.gradients
+    phases["optimizer step"] = base + states.gradients + optimizer_step_temporary(request, states)
     members["optimizer step"] = [*resident_names, "gradients"]
 
     peak_phase = max(phases, key=lambda name: phases[name])
