@@ -648,7 +648,8 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         + (["gradients"] if fb_grads else [])
     )
 
-    phases["optimizer step"] = base + states.gradients + optimizer_step_temporary(request, states)
+    step_temporary = optimizer_step_temporary(request, states)
+    phases["optimizer step"] = base + states.gradients + step_temporary
     members["optimizer step"] = [*resident_names, "gradients"]
 
     peak_phase = max(phases, key=lambda name: phases[name])
@@ -658,7 +659,7 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         "weights": states.weights + states.gathered,
         "trainable_weights": states.trainable_weights,
         "gradients": states.gradients,
-        "optimizer": states.optimizer,
+        "optimizer": states.optimizer + step_temporary,
         "activations": max(act.saved, late_act) + value_act,
         "logits": max(act.logits + act.logits_grad, no_grad),
         "reference_model": reference,

@@ -7,7 +7,7 @@ import pytest
 from planner import parameters
 from planner.errors import PlanError
 from planner.fit import search
-from planner.memory import GIB, activations, estimate_memory
+from planner.memory import GIB, activations, estimate_memory, model_states
 from planner.models import resolve_model
 from planner.plan import estimate
 from planner.specs import PlanRequest
@@ -20,17 +20,25 @@ def mem(**settings):
     return estimate_memory(resolve_model(settings.get("model", "7b")), PlanRequest(**settings))
 
 
+def states(**settings):
+    return model_states(LLAMA7, PlanRequest(**settings))
+
+
 def test_full_bf16_adamw_holds_weights_grads_and_two_bf16_states():
-    m = mem(method="sft", tuning="full")
-    assert m.components["weights"] == 2 * P
-    assert m.components["gradients"] == 2 * P
-    assert m.components["optimizer"] == 4 * P
+    s = states(method="sft", tuning="full")
+    assert (s.weights, s.gradients, s.optimizer) == (2 * P, 2 * P, 4 * P)
 
 
 def test_fp32_training_holds_sixteen_bytes_per_param():
-    m = mem(method="sft", tuning="full", precision="fp32")
-    total = m.components["weights"] + m.components["gradients"] + m.components["optimizer"]
-    assert total == 16 * P
+    s = states(method="sft", tuning="full", precision="fp32")
+    assert s.weights + s.gradients + s.optimizer == 16 * P
+
+
+def test_foreach_adamw_step_adds_one_state_sized_buffer():
+    m = mem(method="sft", tuning="full", seq_len=512)
+    assert m.peak_phase == "optimizer step"
+    assert m.components["optimizer"] == 4 * P + 2 * P
+    assert m.tensor_peak == 2 * P + 2 * P + 6 * P
 
 
 def test_full_dpo_loads_a_frozen_reference_copy():
@@ -101,10 +109,11 @@ def test_qlora_base_is_about_a_quarter_of_bf16():
 
 
 def test_zero3_shards_weights_gradients_and_optimizer_over_gpus():
-    one = mem(method="sft", tuning="full", precision="fp32")
-    eight = mem(method="sft", tuning="full", precision="fp32", num_gpus=8, sharding="zero3")
-    assert eight.components["optimizer"] == pytest.approx(one.components["optimizer"] / 8)
-    assert eight.components["gradients"] == pytest.approx(one.components["gradients"] / 8)
+    one = states(method="sft", tuning="full", precision="fp32")
+    eight = states(method="sft", tuning="full", precision="fp32", num_gpus=8, sharding="zero3")
+    assert eight.optimizer == pytest.approx(one.optimizer / 8)
+    assert eight.gradients == pytest.approx(one.gradients / 8)
+    assert eight.weights == pytest.approx(one.weights / 8)
 
 
 def test_ddp_buckets_double_the_gradients():
