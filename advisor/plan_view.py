@@ -219,8 +219,8 @@ def print_trace(plan: Plan, trace, console: Console | None = None) -> None:
     rows = [
         ("tensor peak", trace.peak_bytes / gib, plan.memory.tensor_peak_gib),
         (
-            "weights (policy)",
-            trace.max_bytes.get("params", 0) / gib,
+            "weights (policy + adapters)",
+            (trace.max_bytes.get("params", 0) + trace.max_bytes.get("adapters", 0)) / gib,
             est["weights"] + est["trainable_weights"],
         ),
         ("gradients", trace.max_bytes.get("grads", 0) / gib, est["gradients"]),
