@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from textual.widgets import Input
 
 from advisor.answers import read_answers_file
 from advisor.wizard.app import WizardApp
@@ -32,9 +33,16 @@ def prefilled_app() -> WizardApp:
     )
 
 
+async def steady_cursor(pilot) -> None:
+    """Stop the text cursors blinking, so a slow machine draws the same frame."""
+    for widget in pilot.app.screen.query(Input):
+        widget.cursor_blink = False
+    await pilot.pause()
+
+
 def test_interview_first_question(snap_compare):
     app = WizardApp(detect_gpu=lambda: None, today=dt.date(2026, 1, 1))
-    assert snap_compare(app, terminal_size=SIZE)
+    assert snap_compare(app, run_before=steady_cursor, terminal_size=SIZE)
 
 
 @pytest.mark.parametrize("screen", list(KEYS))
@@ -43,5 +51,6 @@ def test_screen(screen, snap_compare):
         for key in KEYS[screen]:
             await pilot.press(key)
             await pilot.pause()
+        await steady_cursor(pilot)
 
     assert snap_compare(prefilled_app(), run_before=walk, terminal_size=SIZE)

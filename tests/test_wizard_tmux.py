@@ -50,7 +50,7 @@ class Terminal:
     def type(self, text: str) -> None:
         subprocess.run(["tmux", "send-keys", "-t", self.name, "-l", text], check=True)
 
-    def wait_for(self, *texts: str, timeout: float = 15.0) -> str:
+    def wait_for(self, *texts: str, timeout: float = 30.0) -> str:
         """The screen once it shows every one of `texts` and two captures in a row agree."""
         deadline = time.monotonic() + timeout
         last = ""
