@@ -389,12 +389,14 @@ async def test_launch_preflight_counts_the_dataset_and_times_the_run(tmp_path):
         await pilot.pause()
         app.screen.query_one("#dataset", Input).value = str(data)
         await pilot.press("enter")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert "✓" in text_of(app.screen.query_one("#preflight", Static))
         assert app.request.dataset == str(data)
         assert app.plan == estimate(app.request) and app.plan.time.samples == 300
         app.screen.query_one("#dataset", Input).value = str(tmp_path / "missing.jsonl")
         await pilot.press("enter")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert "✗" in text_of(app.screen.query_one("#preflight", Static))
 
@@ -455,6 +457,7 @@ async def test_launch_runs_advisor_launch_and_the_report_reads_the_run_folder(
         assert app.screen.check_action("launch", ()) is None  # no dataset yet
         app.screen.query_one("#dataset", Input).value = str(data)
         await pilot.press("enter")
+        await app.workers.wait_for_complete()
         await pilot.pause()
         assert "✓ 8 rows" in text_of(app.screen.query_one("#preflight", Static))
         assert app.screen.check_action("launch", ()) is True

@@ -17,6 +17,7 @@ from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
@@ -236,21 +237,35 @@ class LaunchScreen(Screen):
         )
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Pre-flight the dataset for the method, and re-estimate with its row count."""
+        """Re-estimate with the dataset's rows, then pre-flight it for the method (in a thread:
+        loading a dataset takes seconds)."""
         event.stop()
         path = event.value.strip()
         if not path:
             return
+        request = self.app.request.model_copy(update={"dataset": path, "samples": None})  # type: ignore[attr-defined]
         try:
-            request = self.app.request.model_copy(update={"dataset": path, "samples": None})  # type: ignore[attr-defined]
             self.app.estimate(request)  # type: ignore[attr-defined]
-            result = preflight(request)
         except PlanError as error:
+            self.show_preflight(Text(f"✗ {error}", style="red"))
+            return
+        self.query_one("#preflight", Static).update(Text(f"Checking {path} …", style="dim"))
+        self.show_body()
+        self.run_preflight(request)
+
+    @work(thread=True, exclusive=True, group="preflight")
+    def run_preflight(self, request: PlanRequest) -> None:
+        try:
+            result = preflight(request)
+        except Exception as error:  # a dataset loader's own error, said on screen
             result = Text(f"✗ {error}", style="red")
         else:
-            hours = self.app.plan.time.total_hours  # type: ignore[attr-defined]
+            hours = self.app.plan.time.total_hours if self.app.plan else None  # type: ignore[attr-defined]
             if hours is not None:
                 result.append(f"\nThe run takes about {duration(hours * 3600)} on this plan.")
+        self.app.call_from_thread(self.show_preflight, result)
+
+    def show_preflight(self, result: Text) -> None:
         self.app.dataset_check = result  # type: ignore[attr-defined]
         self.query_one("#preflight", Static).update(result)
         self.show_body()
