@@ -28,6 +28,7 @@ from planner.fit import search
 from planner.paths import profiles_dir
 from planner.plan import estimate
 from planner.specs import PlanRequest
+from tests.wizard_fakes import fake_launcher
 
 pytestmark = pytest.mark.anyio
 
@@ -417,63 +418,112 @@ async def test_a_method_changed_on_the_plan_shows_on_the_ranking():
         assert "KTO" in choice and "not the recommendation" in choice
 
 
-async def test_launch_runs_advisor_launch_and_the_report_reads_the_run_folder(
-    tmp_path, monkeypatch
-):
-    monkeypatch.chdir(tmp_path)
+async def launch_ready_app(pilot, app, tmp_path) -> None:
+    """From the first question to a launch screen with a model folder and a dataset."""
     model = tmp_path / "model"
     model.mkdir()
-    (model / "config.json").write_text(
-        (profiles_dir() / "models" / "qwen2.5-0.5b.json").read_text()
-    )
+    config = (profiles_dir() / "models" / "qwen2.5-0.5b.json").read_text()
+    (model / "config.json").write_text(config)
     data = tmp_path / "pairs.jsonl"
     data.write_text('{"prompt": "Hi", "chosen": "Hello! How can I help?", "rejected": "No."}\n' * 8)
-    calls = []
+    await pilot.press("ctrl+n")
+    await pilot.pause()
+    await pilot.press("ctrl+n")
+    await pilot.pause()
+    app.screen.query_one("#model", Input).value = str(model)
+    await pilot.pause()
+    await pilot.press("ctrl+n")
+    await pilot.pause()
+    assert app.screen.check_action("launch", ()) is None  # no dataset yet
+    app.screen.query_one("#dataset", Input).value = str(data)
+    await pilot.press("enter")
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+    assert "✓ 8 rows" in text_of(app.screen.query_one("#preflight", Static))
+    assert app.screen.check_action("launch", ()) is True
 
-    def fake_launch(argv):
-        calls.append(argv)
-        run = tmp_path / "runs" / "dpo-20260101-000000"
-        run.mkdir(parents=True)
-        validation = {"device": "cuda", "estimated_peak_gib": 3.1, "measured_peak_gib": 3.4,
-                      "estimated_step_seconds": 0.5, "measured_step_seconds": 0.6, "steps": 4}  # fmt: skip
-        (run / "validation.json").write_text(json.dumps(validation))
-        return 0
 
-    import subprocess as subprocess_module
+async def wait_for_run_end(pilot, app) -> None:
+    for _ in range(200):
+        await pilot.pause(0.05)
+        if app.launch_status is not None:
+            return
+    raise AssertionError("the run never ended")
 
-    monkeypatch.setattr(subprocess_module, "call", fake_launch)
-    monkeypatch.setattr("builtins.input", lambda prompt="": "")
+
+async def test_launch_follows_the_run_live_and_the_report_reads_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls: list = []
+    monkeypatch.setattr(
+        "advisor.wizard.screens.run.start_launch", fake_launcher(tmp_path, 4, calls)
+    )
     app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
-    monkeypatch.setattr(app, "suspend", contextlib.nullcontext)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+n")
-        await pilot.pause()
-        await pilot.press("ctrl+n")
-        await pilot.pause()
-        app.screen.query_one("#model", Input).value = str(model)
-        await pilot.pause()
-        await pilot.press("ctrl+n")
-        await pilot.pause()
-        assert app.screen.check_action("launch", ()) is None  # no dataset yet
-        app.screen.query_one("#dataset", Input).value = str(data)
-        await pilot.press("enter")
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-        assert "✓ 8 rows" in text_of(app.screen.query_one("#preflight", Static))
-        assert app.screen.check_action("launch", ()) is True
+        await launch_ready_app(pilot, app, tmp_path)
         await pilot.press("ctrl+l")
         await pilot.pause()
+        assert type(app.screen).__name__ == "RunScreen"
         (argv,) = calls
         flags = shlex.split(command_line(app.request))[2:]
-        assert argv[1:5] == ["-m", "advisor.cli", "launch", *flags[:1]]
+        assert argv[1:4] == ["-m", "advisor.cli", "launch"]
         assert argv[4 : 4 + len(flags)] == flags
         assert argv[argv.index("--output") + 1] == str(tmp_path / "runs")
         saved = json.loads(Path(argv[argv.index("--recommendation") + 1]).read_text())
         assert saved["method"] == "dpo"
+        await wait_for_run_end(pilot, app)
+        await pilot.pause()
+        assert app.launch_status == 0
         assert app.run_dir == tmp_path / "runs" / "dpo-20260101-000000"
+        metrics = text_of(app.screen.query_one("#run-metrics", Static))
+        assert "step 4 / 4" in metrics and "rewards/margins" in metrics
+        assert list(app.screen.query_one("#loss-chart").data) == [1.0, 0.5, 1 / 3, 0.25]
+        assert list(app.screen.query_one("#gpu-chart").data) == [1.0, 2.0, 3.0, 4.0]
+        gpu = text_of(app.screen.query_one("#gpu-title", Static))
+        assert "peak 4.0 GiB" in gpu and f"estimate {app.plan.memory.per_gpu_peak_gib:.1f}" in gpu
         record = app.record()
         assert "| peak memory per GPU | 3.1 GiB | 3.4 GiB |" in record
         assert "exit status: 0" in record
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ReportScreen"
+
+
+async def test_stop_sends_ctrl_c_to_the_run_and_back_waits_for_it_to_end(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("advisor.wizard.screens.run.start_launch", fake_launcher(tmp_path, 200, []))
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await launch_ready_app(pilot, app, tmp_path)
+        await pilot.press("ctrl+l")
+        await pilot.pause(0.5)
+        screen = app.screen
+        assert screen.running and screen.check_action("back", ()) is None
+        await pilot.press("escape")
+        assert app.screen is screen  # Esc waits for the run to end
+        await pilot.press("ctrl+x")
+        await wait_for_run_end(pilot, app)
+        assert app.launch_status == 130
+        assert "No validation record" in app.record()
+        await pilot.press("escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "LaunchScreen"
+
+
+def test_run_watch_reads_steps_metrics_and_eta(tmp_path):
+    from advisor.run_watch import RunWatch
+    from planner.specs import Method
+
+    lines = [{"step": s, "max_steps": 10, "time": 100 + 2 * s, "loss": 1 / s} for s in (1, 2, 3)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"ste')
+    watch = RunWatch(tmp_path, Method.dpo)
+    watch.poll()
+    assert (watch.step, watch.max_steps) == (3, 10)
+    assert watch.seconds_per_step() == 2 and watch.eta_seconds() == 14
+    assert watch.metrics() == [("loss", 1 / 3)]
+    with (tmp_path / "metrics.jsonl").open("a") as handle:  # the half-written line completes
+        handle.write('p": 4, "time": 108, "loss": 0.2}\n')
+    watch.poll()
+    assert watch.step == 4 and watch.loss == [1.0, 0.5, 1 / 3, 0.2]
 
 
 async def test_launch_screen_shows_the_runners_trainer_settings():

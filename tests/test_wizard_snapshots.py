@@ -11,6 +11,7 @@ from textual.widgets import Input
 from advisor.answers import read_answers_file
 from advisor.wizard.app import WizardApp
 from planner.paths import profiles_dir
+from tests.wizard_fakes import fake_launcher
 
 SIZE = (80, 24)
 SCENARIO = profiles_dir() / "scenarios" / "ppo-7b-one-24gb-card.yaml"
@@ -37,6 +38,7 @@ async def steady_cursor(pilot) -> None:
     """Stop the text cursors blinking, so a slow machine draws the same frame."""
     for widget in pilot.app.screen.query(Input):
         widget.cursor_blink = False
+    await pilot.wait_for_animation()
     await pilot.pause()
 
 
@@ -54,3 +56,35 @@ def test_screen(screen, snap_compare):
         await steady_cursor(pilot)
 
     assert snap_compare(prefilled_app(), run_before=walk, terminal_size=SIZE)
+
+
+def test_run_screen_after_a_run(snap_compare, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("advisor.wizard.screens.run.start_launch", fake_launcher(tmp_path, 4, []))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text((profiles_dir() / "models" / "llama-2-7b.json").read_text())
+    (tmp_path / "pairs.jsonl").write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n' * 4)
+    app = prefilled_app()
+
+    async def launch_and_wait(pilot):
+        pilot.app.animation_level = "none"  # the progress bar draws its final state at once
+        for key in KEYS["plan"]:
+            await pilot.press(key)
+            await pilot.pause()
+        pilot.app.screen.query_one("#model", Input).value = "model"
+        await pilot.pause()
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        pilot.app.screen.query_one("#dataset", Input).value = "pairs.jsonl"
+        await pilot.press("enter")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("ctrl+l")
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if pilot.app.launch_status is not None:
+                break
+        await steady_cursor(pilot)
+
+    assert snap_compare(app, run_before=launch_and_wait, terminal_size=SIZE)

@@ -1,5 +1,5 @@
 """Step 4: the generated trainer settings and launch command, the dataset's pre-flight, and
-the launch itself: `advisor launch` in this terminal, with its own live view.
+the launch itself (followed live on the run screen).
 
 Settings come from `runners.settings.build_run_spec` and the pre-flight from
 `runners.preflight.check_dataset`, the functions `advisor launch` calls.
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -90,17 +89,8 @@ def launch_argv(request: PlanRequest, recommendation, output: Path) -> list[str]
         str(output.resolve()),  # absolute: the training child runs from elsewhere
         "--recommendation",
         handle.name,
+        "--quiet",  # the wizard draws the progress itself
     ]
-
-
-def newest_run_dir(output: Path, method: str, since: float) -> Path | None:
-    """The run folder a launch wrote: the newest `<method>-*` under `output` since `since`."""
-    found = [
-        d
-        for d in output.resolve().glob(f"{method}-*")
-        if d.is_dir() and d.stat().st_mtime >= since - 1
-    ]
-    return max(found, key=lambda d: d.stat().st_mtime, default=None)
 
 
 def launch_blocker(request: PlanRequest) -> str | None:
@@ -226,7 +216,7 @@ class LaunchScreen(Screen):
         note = (
             Text(f"^l launch is off: {blocker}", style="yellow")
             if blocker
-            else Text("^l launches the command below here, with its live view.", style="green")
+            else Text("^l launches the command below and follows it live.", style="green")
         )
         self.query_one("#launch-body", Static).update(
             Group(
@@ -277,18 +267,12 @@ class LaunchScreen(Screen):
         return True
 
     def action_launch(self) -> None:
-        """Run `advisor launch` in this terminal, with its live view; come back when it ends."""
-        import subprocess
+        """Start `advisor launch` and follow it live on the run screen."""
+        from advisor.wizard.screens.run import RunScreen
 
-        argv = launch_argv(self.app.request, self.app.recommendation, OUTPUT)  # type: ignore[attr-defined]
-        started = time.time()
-        with self.app.suspend():
-            code = subprocess.call(argv)
-            input(f"\nadvisor launch exited with status {code}; Enter returns to the wizard ")
-        self.app.launch_status = code  # type: ignore[attr-defined]
-        self.app.run_dir = newest_run_dir(OUTPUT, self.app.request.method.value, started)  # type: ignore[attr-defined]
-        severity = "information" if code == 0 else "error"
-        self.notify(f"advisor launch exited with status {code}", severity=severity)
+        request = self.app.request  # type: ignore[attr-defined]
+        argv = launch_argv(request, self.app.recommendation, OUTPUT)  # type: ignore[attr-defined]
+        self.app.push_screen(RunScreen(argv, OUTPUT.resolve(), request.method))
 
     def action_back(self) -> None:
         self.app.pop_screen()

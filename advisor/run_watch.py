@@ -1,0 +1,126 @@
+"""What a run folder says while `advisor launch` trains: step, ETA, key metrics, and the loss and
+GPU-memory series the wizard charts. Reads the files the runners write; no Textual here."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from planner.specs import Method
+
+GIB = 2**30
+
+
+def key_metrics(method: Method) -> tuple[str, ...]:
+    """The metrics `advisor launch`'s live view shows for a method."""
+    try:
+        from runners.monitor import KEY_METRICS
+    except ImportError:
+        return ("loss",)
+    return KEY_METRICS.get(method, ("loss",))
+
+
+def _read_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """Complete JSON lines added to `path` since byte `offset`, and the new offset."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    except OSError:
+        return [], offset
+    complete = data[: data.rfind(b"\n") + 1]
+    records = []
+    for line in complete.decode("utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records, offset + len(complete)
+
+
+@dataclass
+class RunWatch:
+    """A run folder followed as it grows; `poll()` reads what is new."""
+
+    run_dir: Path
+    method: Method
+    step: int = 0
+    max_steps: int | None = None
+    latest: dict[str, Any] = field(default_factory=dict)
+    loss: list[float] = field(default_factory=list)
+    gpu_gib: list[float] = field(default_factory=list)
+    step_times: dict[int, float] = field(default_factory=dict)
+    validation: dict[str, Any] | None = None
+    _metrics_at: int = 0
+    _gpu_at: int = 0
+
+    def poll(self) -> None:
+        """Read new metrics, GPU samples, progress and (at the end) the validation record."""
+        records, self._metrics_at = _read_lines(self.run_dir / "metrics.jsonl", self._metrics_at)
+        for record in records:
+            if "train_runtime" in record:
+                continue  # the trainer's closing summary, not a step
+            self.latest.update(record)
+            if "step" in record:
+                self.step = max(self.step, int(record["step"]))
+                if "time" in record:
+                    self.step_times.setdefault(int(record["step"]), float(record["time"]))
+            if record.get("max_steps"):
+                self.max_steps = int(record["max_steps"])
+            loss = record.get("loss", record.get(key_metrics(self.method)[0]))
+            if isinstance(loss, int | float):
+                self.loss.append(float(loss))
+        samples, self._gpu_at = _read_lines(self.run_dir / "gpu.jsonl", self._gpu_at)
+        for sample in samples:
+            used = max((g.get("used_bytes", 0) for g in sample.get("gpus", [])), default=0)
+            self.gpu_gib.append(used / GIB)
+        try:
+            progress = json.loads((self.run_dir / "progress.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            progress = {}
+        self.step = max(self.step, int(progress.get("step") or 0))
+        self.max_steps = progress.get("max_steps") or self.max_steps
+        try:
+            self.validation = json.loads(
+                (self.run_dir / "validation.json").read_text(encoding="utf-8")
+            )
+        except (OSError, ValueError):
+            self.validation = None
+
+    def seconds_per_step(self) -> float | None:
+        """Median wall time between logged steps (None before two steps)."""
+        steps = sorted(self.step_times)
+        gaps = [
+            (self.step_times[b] - self.step_times[a]) / (b - a)
+            for a, b in itertools.pairwise(steps)
+            if b > a
+        ]
+        return statistics.median(gaps) if gaps else None
+
+    def eta_seconds(self) -> float | None:
+        """Time left at the median step time, when the total is known."""
+        per_step = self.seconds_per_step()
+        if per_step is None or not self.max_steps:
+            return None
+        return max(0.0, (self.max_steps - self.step) * per_step)
+
+    def metrics(self) -> list[tuple[str, Any]]:
+        """The method's key metrics seen so far, in the live view's order."""
+        return [(k, self.latest[k]) for k in key_metrics(self.method) if k in self.latest]
+
+
+def newest_run_dir(output: Path, method: str, since: float) -> Path | None:
+    """The run folder a launch wrote: the newest `<method>-*` under `output` since `since`."""
+    try:
+        found = [
+            d
+            for d in output.resolve().glob(f"{method}-*")
+            if d.is_dir() and d.stat().st_mtime >= since - 1
+        ]
+    except OSError:
+        return None
+    return max(found, key=lambda d: d.stat().st_mtime, default=None)

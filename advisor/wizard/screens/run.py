@@ -1,0 +1,194 @@
+"""Launch, live: `advisor launch` in the background, its run folder followed as it trains.
+
+Progress (step / total, ETA), the method's key metrics, a loss chart and GPU memory (NVML
+samples the launcher writes) against the plan's estimate; ^x stops the run the way Ctrl-C
+does in `advisor launch` (a checkpoint, then exit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, ProgressBar, Sparkline, Static
+
+from advisor.decision_rules import label
+from advisor.run_watch import RunWatch, newest_run_dir
+from advisor.session_record import duration
+from advisor.wizard.steps import StepBar
+from planner.specs import Method
+
+POLL_SECONDS = 0.5
+
+
+def start_launch(argv: list[str], log: Path) -> subprocess.Popen:
+    """Start `advisor launch` in its own process group, its output to `log`."""
+    with log.open("wb") as handle:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it can be said: relative to the working folder when under it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class RunScreen(Screen):
+    """One launched run, followed live until it ends."""
+
+    STEP = "Launch"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back", id="back"),
+        Binding("ctrl+x", "stop", "Stop run", id="stop"),
+        Binding("ctrl+n", "next", "Report", id="next"),
+    ]
+
+    def __init__(self, argv: list[str], output: Path, method: Method) -> None:
+        super().__init__()
+        self.argv = argv
+        self.output = output
+        self.method = method
+        self.process: subprocess.Popen | None = None
+        self.run_watch: RunWatch | None = None
+        self.started = 0.0
+        handle, name = tempfile.mkstemp(prefix="advisor-launch-", suffix=".log")
+        os.close(handle)
+        self.log_path = Path(name)
+        self.stopping = False
+
+    def compose(self) -> ComposeResult:
+        yield StepBar(self.STEP)
+        with VerticalScroll(id="run"):
+            yield Static(id="run-status")
+            yield ProgressBar(id="run-progress", show_eta=False)
+            yield Static(id="run-metrics")
+            yield Static("loss", classes="chart-title", id="loss-title")
+            yield Sparkline([], id="loss-chart")
+            yield Static(id="gpu-title", classes="chart-title")
+            yield Sparkline([], id="gpu-chart")
+            yield Static(id="run-log")
+        yield Footer()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def on_mount(self) -> None:
+        self.started = time.time()
+        self.process = start_launch(self.argv, self.log_path)
+        self.poll_timer = self.set_interval(POLL_SECONDS, self.tick)
+        self.tick()
+
+    def on_unmount(self) -> None:
+        if self.running:  # leaving the wizard stops the run as Ctrl-C would
+            self.action_stop()
+
+    def tick(self) -> None:
+        """Read the run folder and redraw; at the end, record the outcome for the report."""
+        if self.run_watch is None:
+            found = newest_run_dir(self.output, self.method.value, self.started)
+            if found is not None:
+                self.run_watch = RunWatch(found, self.method)
+        if self.run_watch is not None:
+            self.run_watch.poll()
+        ended = not self.running
+        self.draw(ended)
+        if ended:
+            self.poll_timer.stop()
+            self.app.launch_status = self.process.returncode  # type: ignore[attr-defined, union-attr]
+            self.app.run_dir = self.run_watch.run_dir if self.run_watch else None  # type: ignore[attr-defined]
+            self.refresh_bindings()
+
+    def draw(self, ended: bool) -> None:
+        w = self.run_watch
+        plan = self.app.plan  # type: ignore[attr-defined]
+        where = f" · {_shown(w.run_dir)}" if w else ""
+        if not ended:
+            state = "stopping: saving a checkpoint …" if self.stopping else "running"
+            status = Text(f"Training {label(self.method)}{where} · {state}", style="bold")
+        else:
+            code = self.process.returncode  # type: ignore[union-attr]
+            style = "bold green" if code == 0 else "bold red"
+            status = Text(f"{label(self.method)} run ended (exit {code}){where}", style=style)
+        self.query_one("#run-status", Static).update(status)
+        bar = self.query_one("#run-progress", ProgressBar)
+        metrics = Text()
+        if w is not None:
+            bar.update(total=w.max_steps, progress=w.step)
+            eta = w.eta_seconds()
+            metrics.append(f"step {w.step} / {w.max_steps or '?'}")
+            metrics.append(f" · ETA {duration(eta)}" if eta is not None and not ended else "")
+            for name, value in w.metrics():
+                shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+                metrics.append(f"\n{name} ", style="dim")
+                metrics.append(shown)
+            self.query_one("#loss-chart", Sparkline).data = w.loss[-200:]
+            self.query_one("#gpu-chart", Sparkline).data = w.gpu_gib[-200:]
+        else:
+            metrics.append("waiting for the run folder …", style="dim")
+        self.query_one("#run-metrics", Static).update(metrics)
+        estimate = f"estimate {plan.memory.per_gpu_peak_gib:.1f} GiB" if plan else "no estimate"
+        if w is not None and w.gpu_gib:
+            gpu = f"GPU memory: {w.gpu_gib[-1]:.1f} GiB now, peak {max(w.gpu_gib):.1f} GiB; {estimate}"
+        else:
+            gpu = f"GPU memory: no NVML samples yet (none on CPU); {estimate}"
+        self.query_one("#gpu-title", Static).update(gpu)
+        if ended:
+            self.query_one("#run-log", Static).update(self.outcome(w))
+
+    def outcome(self, w: RunWatch | None) -> Text:
+        """The validation record when the run finished, else the end of the launch's log."""
+        if w is not None and w.validation:
+            v = w.validation
+            return Text(
+                f"measured: peak {v.get('measured_peak_gib') or '—'} GiB (estimated "
+                f"{v.get('estimated_peak_gib')}), step {v.get('measured_step_seconds') or '—'} s "
+                f"(estimated {v.get('estimated_step_seconds')}). {v.get('note', '')}",
+                style="green",
+            )
+        try:
+            tail = self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-8:]
+        except OSError:
+            tail = []
+        return Text("\n".join(tail), style="red")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":
+            return True if self.running and not self.stopping else None
+        if action in ("back", "next"):
+            return None if self.running else True  # stop the run first
+        return True
+
+    def action_stop(self) -> None:
+        """Ctrl-C for the run's process group: the trainer saves a checkpoint and exits."""
+        if self.process is None or not self.running:
+            return
+        self.stopping = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGINT)
+        self.refresh_bindings()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_next(self) -> None:
+        self.app.open_report()  # type: ignore[attr-defined]
