@@ -357,7 +357,7 @@ def test_a_bad_value_in_a_partial_answers_file_is_named(tmp_path, capsys):
 def test_starting_the_wizard_imports_no_torch_transformers_or_trl():
     code = (
         "import sys; import advisor.cli, advisor.commands.wizard, advisor.wizard.app;"
-        "from advisor.wizard.screens import recommendation, plan, launch, report;"
+        "from advisor.wizard.screens import recommendation, plan, launch, report, run;"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules];"
         "print(heavy)"
     )
