@@ -535,3 +535,27 @@ async def test_launch_screen_shows_the_runners_trainer_settings():
         body = text_of(app.screen.query_one("#launch-body", Static))
         assert "DPOTrainer with DPOConfig" in body and "per_device_train_batch_size" in body
         assert "launch is off" in body and "'7b' is not one" in body
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"gpus": "1x foo-gpu"}, "unknown GPU"), ({"model": "99b"}, "unknown model")],
+)
+async def test_answers_the_engine_refuses_are_named_not_a_crash(change, message):
+    answers = {**read_answers_file(SCENARIOS / "ppo-7b-one-24gb-card.yaml"), **change}
+    app = make_app(answers)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "InterviewScreen"
+        assert message in text_of(app.screen.query_one("#question-error", Static))
+
+
+async def test_the_model_question_completes_profile_names():
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(*["enter"] * 7, *"llama-3.1-7")
+        await pilot.pause()
+        await pilot.press("right", "enter")
+        await pilot.pause()
+        assert app.raw["model"] == "llama-3.1-70b"

@@ -69,17 +69,23 @@ class WizardApp(App[None]):
             self._detected = self.detect_gpu()
         return self._detected  # type: ignore[return-value]
 
-    def recommend(self) -> None:
-        """Decide on the interview's answers (`advisor recommend`) and show the result."""
+    def recommend(self) -> str | None:
+        """Decide on the interview's answers (`advisor recommend`) and show the result; returns
+        the engine's message instead where `advisor recommend` would stop with one."""
         from advisor.decide import decide
         from advisor.wizard.screens.recommendation import RecommendationScreen
+        from planner.errors import PlanError
 
-        recommendation = decide(answers_from_raw(self.raw))
+        try:
+            recommendation = decide(answers_from_raw(self.raw))
+        except PlanError as error:
+            return str(error)
         if self.recommendation is None or recommendation != self.recommendation:
             self.recommendation = recommendation
             self.method = recommendation.method
             self.request = None
         self.push_screen(RecommendationScreen())
+        return None
 
     def choose_method(self, method) -> str | None:
         """Train `method` instead; returns the engine's warning when it is not the winner."""

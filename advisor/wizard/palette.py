@@ -27,7 +27,7 @@ class WizardCommands(Provider):
             action = binding.action  # type: ignore[union-attr]
             if not binding.description or screen.check_action(action, ()) is not True:  # type: ignore[union-attr]
                 continue
-            name = f"{screen.STEP}: {binding.description}"  # type: ignore[attr-defined, union-attr]
+            name = f"{getattr(screen, 'STEP', 'Wizard')}: {binding.description}"  # type: ignore[union-attr]
             out.append((name, HELP.get(action, ""), partial(screen.run_action, action)))
         return out
 

@@ -70,6 +70,7 @@ class InterviewScreen(Screen):
         free.display = q.optional
         if q.optional:
             free.placeholder = q.placeholder
+            free.suggester = _model_suggester() if q.field == "model" else None
             free.value = raw.get(q.field) or self._default(q.field)
             free.focus()
         else:
@@ -140,7 +141,19 @@ class InterviewScreen(Screen):
                 Text(f"Still to answer: {', '.join(missing)}", style="red")
             )
             return
-        self.app.recommend()  # type: ignore[attr-defined]
+        problem = self.app.recommend()  # type: ignore[attr-defined]
+        if problem:
+            self.query_one("#question-error", Static).update(Text(problem, style="red"))
+
+
+def _model_suggester():
+    """Completion for the model question: size shorthands and profile names."""
+    from textual.suggester import SuggestFromList
+
+    from planner.models import list_models, list_shorthands
+
+    names = [*list_shorthands(), *(spec.name.lower() for spec in list_models())]
+    return SuggestFromList(names, case_sensitive=False)
 
 
 def _check_free_text(field: str, value: str) -> str | None:
