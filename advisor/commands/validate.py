@@ -1,0 +1,76 @@
+"""`advisor validate`: a short real run that measures what `advisor plan` estimated.
+
+It launches the planned setup for a few optimizer steps (the same run folder as `advisor
+launch`: manifest, metrics.jsonl, NVML samples in gpu.jsonl) and prints estimated against
+measured peak memory per GPU and seconds per step, from the run's validation.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from planner.errors import PlanError
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    from advisor.commands import launch
+
+    launch.register(parser)
+    parser.set_defaults(max_steps=10, output="runs/validate", quiet=True)
+
+
+def _newest_run(output: Path, before: set[Path]) -> Path | None:
+    runs = [p for p in output.glob("*") if p.is_dir() and p not in before]
+    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
+
+
+def run(args: argparse.Namespace) -> int:
+    from advisor.commands import launch
+
+    if args.dry_run:
+        raise PlanError("validate measures a real run: drop --dry-run (or use advisor launch)")
+    if args.resume:
+        raise PlanError("validate starts a fresh short run: drop --resume")
+    output = Path(args.output)
+    before = set(output.glob("*")) if output.is_dir() else set()
+    rc = launch.run(args)
+    run_dir = _newest_run(output, before)
+    record_path = run_dir / "validation.json" if run_dir else None
+    if record_path is None or not record_path.is_file():
+        return rc or 1
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    print_validation(record)
+    return rc
+
+
+def _ratio(measured: float | None, estimated: float | None) -> str:
+    if not measured or not estimated:
+        return "—"
+    return f"{measured / estimated:.2f}×"
+
+
+def print_validation(record: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Estimated vs measured ({record['device']}, {record['steps']} steps)")
+    for column in ("quantity", "estimated", "measured", "measured / estimated"):
+        table.add_column(column)
+    table.add_row(
+        "peak memory per GPU (GiB)",
+        f"{record['estimated_peak_gib']}",
+        f"{record['measured_peak_gib'] if record['measured_peak_gib'] is not None else '— (no NVML)'}",
+        _ratio(record["measured_peak_gib"], record["estimated_peak_gib"]),
+    )
+    table.add_row(
+        "seconds per step",
+        f"{record['estimated_step_seconds']}",
+        f"{record['measured_step_seconds']}",
+        _ratio(record["measured_step_seconds"], record["estimated_step_seconds"]),
+    )
+    console = Console()
+    console.print(table)
+    if record.get("note"):
+        console.print(record["note"], style="yellow")
