@@ -22,7 +22,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def _newest_run(output: Path, before: set[Path]) -> Path | None:
-    runs = [p for p in output.glob("*") if p.is_dir() and p not in before]
+    runs = [p.parent for p in output.glob("*/manifest.json") if p.parent not in before]
     return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
 
 
