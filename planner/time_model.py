@@ -162,10 +162,9 @@ def estimate_time(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> StepTi
         extra_flops += ref_tokens * forward_flops_per_token(spec, seq)
     if lp.no_grad_rows_per_sample:
         extra_flops += rows * lp.no_grad_rows_per_sample * seq * forward_flops_per_token(spec, seq)
-    if lp.reward_model or lp.generates:
-        # Scoring the rollouts: policy log-probs (+ reward and value model forwards for PPO).
-        scorers = 3 if lp.reward_model else 1
-        extra_flops += scorers * rows * seq * forward_flops_per_token(spec, seq)
+    if lp.reward_model:
+        # PPO scores its rollouts with the policy's log-probs, the value and the reward model.
+        extra_flops += 3 * rows * seq * forward_flops_per_token(spec, seq)
     if extra_flops:
         phases["reference / scoring forwards"] = extra_flops / (peak * throughput("train_mfu"))
     if lp.generates:
