@@ -243,6 +243,12 @@ def trl_fields(
     }
     if max_steps is not None:
         fields["max_steps"] = max_steps
+    if request.grad_checkpointing:
+        # Non-reentrant checkpointing works with LoRA's frozen inputs and under DDP.
+        fields["gradient_checkpointing_kwargs"] = {"use_reentrant": False}
+    if request.world_size > 1 and device != "cpu":
+        # Every parameter gets a gradient in these trainers: skip DDP's unused-parameter scan.
+        fields["ddp_find_unused_parameters"] = False
     if request.sharding is Sharding.fsdp and request.grad_checkpointing:
         # FSDP checkpoints activations itself (accelerate's fsdp_activation_checkpointing);
         # transformers' gradient checkpointing on top would re-gather weights twice.

@@ -189,6 +189,8 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(method, tiny_model, tmp_pat
         stderr=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parent.parent,
+        # A shell's background jobs inherit SIGINT ignored; a terminal's Ctrl-C is not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     progress = None
@@ -290,3 +292,21 @@ def test_multi_node_launch_writes_a_slurm_script_and_trains_nothing_here(tiny_mo
     assert (run / "slurm.sbatch").is_file()
     assert "sbatch" in err
     assert not (run / "train.log").exists()
+
+
+def test_a_repo_id_in_the_local_hf_cache_is_a_launchable_model(tiny_model, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+
+    def cached(repo_id, local_files_only=False, **kwargs):
+        calls.append((repo_id, local_files_only))
+        return str(tiny_model)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", cached)
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags("org/tiny-llama", dataset, "dpo", tmp_path / "runs")
+    rc, out, err = _launch(*flags, "--dry-run")
+    assert rc == 0, err
+    assert calls == [("org/tiny-llama", True)]  # offline: never a download
+    assert read_manifest(Path(out.strip().splitlines()[-1])).spec.model == str(tiny_model)

@@ -137,13 +137,27 @@ def _check_runnable_here(spec) -> None:
         )
 
 
+def _local_model(text: str) -> str:
+    """A model folder with config.json: a path, or a repo id already in the local HF cache."""
+    path = Path(text).expanduser()
+    if (path / "config.json").is_file():
+        return str(path.resolve())
+    if not path.exists() and text.count("/") == 1:
+        try:
+            from huggingface_hub import snapshot_download
+
+            cached = Path(snapshot_download(text, local_files_only=True))
+        except Exception:  # not cached (or no hub library): the message below says what to do
+            cached = None
+        if cached is not None and (cached / "config.json").is_file():
+            return str(cached)
+    raise PlanError(
+        f"--model {text}: launch needs a model folder with config.json and weights, or a repo "
+        "id already in the local Hugging Face cache (try --demo for a tiny local one)"
+    )
+
+
 def _check_launchable(request: PlanRequest) -> None:
-    model = Path(request.model).expanduser()
-    if not (model / "config.json").is_file():
-        raise PlanError(
-            f"--model {request.model}: launch needs a model folder with config.json and weights "
-            "(try --demo for a tiny local one)"
-        )
     if not request.dataset:
         raise PlanError("--dataset PATH is required to launch (a JSONL/JSON/CSV/Parquet file)")
 
@@ -160,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from runners.run_folder import new_run_dir, write_run_folder
     from runners.settings import RewardSource, build_run_spec
 
-    model_path = str(Path(request.model).expanduser().resolve())
+    model_path = _local_model(request.model)
     dataset = str(Path(request.dataset).expanduser().resolve())
     request = request.model_copy(update={"model": model_path, "dataset": dataset})
     dataset_is_file = Path(dataset).is_file()
