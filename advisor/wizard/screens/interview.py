@@ -9,15 +9,15 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
-from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
 from advisor.interview import QUESTIONS, Question
+from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 
 
-class InterviewScreen(Screen):
+class InterviewScreen(WizardScreen):
     """Each answers-file field as a question; Enter answers it, Esc goes back one."""
 
     STEP = "Interview"
@@ -57,7 +57,7 @@ class InterviewScreen(Screen):
         """Show question `index`, pre-selecting its current answer."""
         self.index = index
         q = self.question
-        raw = self.app.raw  # type: ignore[attr-defined]
+        raw = self.wizard.raw
         self.query_one("#progress", Static).update(
             Text(f"Question {index + 1} of {len(QUESTIONS)}", style="dim")
         )
@@ -87,14 +87,14 @@ class InterviewScreen(Screen):
 
     def _default(self, field: str) -> str:
         if field == "gpus":
-            detected = self.app.detected_gpu()  # type: ignore[attr-defined]
+            detected = self.wizard.detected_gpu()
             if detected:
                 return f"{detected[1]}x {detected[0]}"
         return ""
 
     def show_answers(self) -> None:
         """The answers so far, the current question marked."""
-        raw = self.app.raw  # type: ignore[attr-defined]
+        raw = self.wizard.raw
         table = Table.grid(padding=(0, 1))
         table.add_column(no_wrap=True)
         table.add_column(overflow="fold")
@@ -106,7 +106,7 @@ class InterviewScreen(Screen):
     def answer(self, value: str) -> None:
         """Record an answer (checked where it can be) and move on."""
         q = self.question
-        raw = self.app.raw  # type: ignore[attr-defined]
+        raw = self.wizard.raw
         if q.optional and value:
             problem = _check_free_text(q.field, value)
             if problem:
@@ -134,14 +134,14 @@ class InterviewScreen(Screen):
             self.show(self.index - 1)
 
     def action_recommend(self) -> None:
-        raw = self.app.raw  # type: ignore[attr-defined]
+        raw = self.wizard.raw
         missing = [q.field for q in QUESTIONS if not q.optional and q.field not in raw]
         if missing:
             self.query_one("#question-error", Static).update(
                 Text(f"Still to answer: {', '.join(missing)}", style="red")
             )
             return
-        problem = self.app.recommend()  # type: ignore[attr-defined]
+        problem = self.wizard.recommend()
         if problem:
             self.query_one("#question-error", Static).update(Text(problem, style="red"))
 

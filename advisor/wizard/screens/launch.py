@@ -20,11 +20,11 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 
 from advisor.plan_view import command_line
 from advisor.session_record import duration, launch_command
+from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.errors import PlanError
 from planner.specs import PlanRequest
@@ -67,6 +67,9 @@ def settings_table(request: PlanRequest) -> Table:
         table.add_row(name, "—" if value is None else str(value))
     return table
 
+
+KEY_WIDTH = 30
+"""Width of the settings' name column: TRL's longest config names fit."""
 
 OUTPUT = Path("runs")
 """Where launches from the wizard write their run folders (`advisor launch --output`)."""
@@ -129,8 +132,8 @@ def trainer_settings(request: PlanRequest) -> RenderableType:
             title="Trainer settings",
             title_align="left",
         )
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="dim", no_wrap=True)
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="dim", no_wrap=True, width=KEY_WIDTH)  # steady as fields come and go
     table.add_column()
     for name, value in spec.trl_config.items():
         if name != "output_dir":
@@ -173,7 +176,7 @@ def preflight(request: PlanRequest) -> Text:
     return text
 
 
-class LaunchScreen(Screen):
+class LaunchScreen(WizardScreen):
     """What `advisor launch` would run, its data check, and the launch."""
 
     STEP = "Launch"
@@ -198,17 +201,17 @@ class LaunchScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        request = self.app.request  # type: ignore[attr-defined]
+        request = self.wizard.request
         if request.dataset:
             self.query_one("#dataset", Input).value = request.dataset
         self.query_one("#preflight", Static).update(
-            self.app.dataset_check or Text("No dataset checked yet.", style="dim")  # type: ignore[attr-defined]
+            self.wizard.dataset_check or Text("No dataset checked yet.", style="dim")
         )
         self.show_body()
         self.query_one("#dataset", Input).focus()
 
     def show_body(self) -> None:
-        request = self.app.request  # type: ignore[attr-defined]
+        request = self.wizard.request
         commands = Text.assemble(
             (launch_command(request), "bold cyan"), "\n", (command_line(request), "cyan")
         )
@@ -233,9 +236,9 @@ class LaunchScreen(Screen):
         path = event.value.strip()
         if not path:
             return
-        request = self.app.request.model_copy(update={"dataset": path, "samples": None})  # type: ignore[attr-defined]
+        request = self.wizard.request.model_copy(update={"dataset": path, "samples": None})
         try:
-            self.app.estimate(request)  # type: ignore[attr-defined]
+            self.wizard.estimate(request)
         except PlanError as error:
             self.show_preflight(Text(f"✗ {error}", style="red"))
             return
@@ -250,19 +253,19 @@ class LaunchScreen(Screen):
         except Exception as error:  # a dataset loader's own error, said on screen
             result = Text(f"✗ {error}", style="red")
         else:
-            hours = self.app.plan.time.total_hours if self.app.plan else None  # type: ignore[attr-defined]
+            hours = self.wizard.plan.time.total_hours if self.wizard.plan else None
             if hours is not None:
                 result.append(f"\nThe run takes about {duration(hours * 3600)} on this plan.")
-        self.app.call_from_thread(self.show_preflight, result)
+        self.wizard.call_from_thread(self.show_preflight, result)
 
     def show_preflight(self, result: Text) -> None:
-        self.app.dataset_check = result  # type: ignore[attr-defined]
+        self.wizard.dataset_check = result
         self.query_one("#preflight", Static).update(result)
         self.show_body()
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "launch" and launch_blocker(self.app.request):  # type: ignore[attr-defined]
+        if action == "launch" and launch_blocker(self.wizard.request):
             return None  # shown, disabled, with the reason on screen
         return True
 
@@ -270,12 +273,12 @@ class LaunchScreen(Screen):
         """Start `advisor launch` and follow it live on the run screen."""
         from advisor.wizard.screens.run import RunScreen
 
-        request = self.app.request  # type: ignore[attr-defined]
-        argv = launch_argv(request, self.app.recommendation, OUTPUT)  # type: ignore[attr-defined]
-        self.app.push_screen(RunScreen(argv, OUTPUT.resolve(), request.method))
+        request = self.wizard.request
+        argv = launch_argv(request, self.wizard.recommendation, OUTPUT)
+        self.wizard.push_screen(RunScreen(argv, OUTPUT.resolve(), request.method))
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.wizard.pop_screen()
 
     def action_next(self) -> None:
-        self.app.open_report()  # type: ignore[attr-defined]
+        self.wizard.open_report()

@@ -9,13 +9,13 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid, Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.suggester import SuggestFromList
 from textual.widgets import Footer, Input, Label, Select, Static
 
 from advisor.compute_check import layout
 from advisor.decision_rules import label
 from advisor.wizard.estimate_view import estimate_renderable
+from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.errors import PlanError
 from planner.specs import Method, Offload, PlanRequest, Sharding, Tuning
@@ -61,7 +61,7 @@ def request_update(request: PlanRequest, field: str, value: Any) -> PlanRequest:
         raise PlanError(f"{field.replace('_', ' ')}: {problem['msg'].lower()}") from None
 
 
-class PlanScreen(Screen):
+class PlanScreen(WizardScreen):
     """Knobs for `advisor plan`'s settings; every change re-runs `estimate`."""
 
     STEP = "Plan"
@@ -72,7 +72,7 @@ class PlanScreen(Screen):
     ]
 
     def compose(self) -> ComposeResult:
-        v = knob_values(self.app.request)  # type: ignore[attr-defined]
+        v = knob_values(self.wizard.request)
         counts = sorted({*GPU_COUNTS, int(v["gpus"])})
         yield StepBar(self.STEP)
         with Horizontal(id="plan"):
@@ -122,7 +122,7 @@ class PlanScreen(Screen):
 
     def sync_knobs(self) -> None:
         """Set every knob from the app's request, without re-running the estimate per knob."""
-        values = knob_values(self.app.request)  # type: ignore[attr-defined]
+        values = knob_values(self.wizard.request)
         gpus = self.query_one("#gpus", Select)
         count = int(values["gpus"])
         if count not in GPU_COUNTS:
@@ -130,30 +130,30 @@ class PlanScreen(Screen):
         with self.prevent(Input.Changed, Select.Changed):
             for field, value in values.items():
                 widget = self.query_one(f"#{field}")
-                widget.value = value  # type: ignore[attr-defined]
+                widget.value = value
 
     def refresh_estimate(self) -> None:
         """Run the planner on the current request and draw the result (or its error)."""
         target = self.query_one("#estimate", Static)
         try:
-            self.app.estimate(self.app.request)  # type: ignore[attr-defined]
+            self.wizard.estimate(self.wizard.request)
         except PlanError as error:
             target.update(Text(f"Cannot estimate: {error}", style="bold red"))
             return
-        target.update(estimate_renderable(self.app.plan))  # type: ignore[attr-defined]
+        target.update(estimate_renderable(self.wizard.plan))
 
     def knob_changed(self, field: str, value: Any) -> None:
         try:
-            request = request_update(self.app.request, field, value)  # type: ignore[attr-defined]
+            request = request_update(self.wizard.request, field, value)
         except PlanError as error:
             self.query_one("#estimate", Static).update(Text(str(error), style="bold red"))
-            self.app.plan = None  # type: ignore[attr-defined]
+            self.wizard.plan = None
             return
-        if request == self.app.request and self.app.plan is not None:  # type: ignore[attr-defined]
+        if request == self.wizard.request and self.wizard.plan is not None:
             return  # a knob reporting the value it was given
-        self.app.request = request  # type: ignore[attr-defined]
+        self.wizard.request = request
         if field == "method":
-            self.app.method = request.method  # type: ignore[attr-defined]
+            self.wizard.method = request.method
         self.refresh_estimate()
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -170,7 +170,7 @@ class PlanScreen(Screen):
         """Apply the fastest setup that fits, as `advisor plan --fit` finds it."""
         from planner.fit import search
 
-        request = self.app.request  # type: ignore[attr-defined]
+        request = self.wizard.request
         try:
             plans = search(request)
         except PlanError as error:
@@ -183,16 +183,16 @@ class PlanScreen(Screen):
                 severity="error",
             )
             return
-        self.app.request = plans[0].request  # type: ignore[attr-defined]
+        self.wizard.request = plans[0].request
         self.sync_knobs()
         self.refresh_estimate()
         self.notify("Applied the fastest setup that fits.", title="Fit it")
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.wizard.pop_screen()
 
     def action_next(self) -> None:
-        self.app.open_launch()  # type: ignore[attr-defined]
+        self.wizard.open_launch()
 
 
 def knob_values(r: PlanRequest) -> dict[str, str]:

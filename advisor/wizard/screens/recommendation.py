@@ -9,7 +9,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from advisor.decide import Recommendation
@@ -17,6 +16,7 @@ from advisor.decision_rules import label
 from advisor.method_choice import override_warning
 from advisor.recommend_view import bullets, compute_table, headline, runner_up_panel
 from advisor.wizard.path_prompt import PathPrompt
+from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.errors import PlanError
 from planner.specs import Method
@@ -47,7 +47,7 @@ def method_details(rec: Recommendation, method: Method) -> RenderableType:
     )
 
 
-class RecommendationScreen(Screen):
+class RecommendationScreen(WizardScreen):
     """The ranking on the left, the highlighted method's reasons on the right."""
 
     STEP = "Recommendation"
@@ -70,7 +70,7 @@ class RecommendationScreen(Screen):
 
     @property
     def rec(self) -> Recommendation:
-        return self.app.recommendation  # type: ignore[attr-defined]
+        return self.wizard.recommendation
 
     def on_mount(self) -> None:
         table = self.query_one("#ranking", DataTable)
@@ -87,7 +87,7 @@ class RecommendationScreen(Screen):
 
     def fill_table(self) -> None:
         table = self.query_one("#ranking", DataTable)
-        chosen = self.app.method  # type: ignore[attr-defined]
+        chosen = self.wizard.method
         table.clear()
         for place, row in enumerate(self.rec.ranking, start=1):
             mark = "● train" if row.method is chosen else ""
@@ -97,7 +97,7 @@ class RecommendationScreen(Screen):
         self.show_choice()
 
     def show_choice(self) -> None:
-        chosen = self.app.method  # type: ignore[attr-defined]
+        chosen = self.wizard.method
         warning = override_warning(self.rec, chosen)
         text = Text.assemble(("Training: ", "bold"), (label(chosen), "bold cyan"))
         if warning:
@@ -111,7 +111,7 @@ class RecommendationScreen(Screen):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         method = Method(event.row_key.value)
-        warning = self.app.choose_method(method)  # type: ignore[attr-defined]
+        warning = self.wizard.choose_method(method)
         cursor = self.query_one("#ranking", DataTable).cursor_row
         self.fill_table()
         self.query_one("#ranking", DataTable).move_cursor(row=cursor, animate=False)
@@ -119,14 +119,14 @@ class RecommendationScreen(Screen):
             self.notify(warning, title=f"Training {label(method)}", severity="warning")
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.wizard.pop_screen()
 
     def action_next(self) -> None:
-        self.app.open_plan()  # type: ignore[attr-defined]
+        self.wizard.open_plan()
 
     def action_save_answers(self) -> None:
-        default = self.app.answers_path or "answers.yaml"  # type: ignore[attr-defined]
-        self.app.push_screen(PathPrompt("Save the answers (YAML) to:", default), self._save)
+        default = self.wizard.answers_path or "answers.yaml"
+        self.wizard.push_screen(PathPrompt("Save the answers (YAML) to:", default), self._save)
 
     def _save(self, path: str | None) -> None:
         if not path:
@@ -138,5 +138,5 @@ class RecommendationScreen(Screen):
         except PlanError as error:
             self.notify(str(error), severity="error")
             return
-        self.app.answers_path = str(written)  # type: ignore[attr-defined]
+        self.wizard.answers_path = str(written)
         self.notify(f"Answers written to {written}", title="Saved")

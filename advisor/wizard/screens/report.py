@@ -8,17 +8,17 @@ from rich.markdown import Markdown
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 
 from advisor.session_record import write_session_record
+from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.errors import PlanError
 
 DEFAULT_PATH = "advisor-record.md"
 
 
-class ReportScreen(Screen):
+class ReportScreen(WizardScreen):
     """The record (answers, recommendation, plan) as it will be written; ^s writes it."""
 
     STEP = "Report"
@@ -37,7 +37,7 @@ class ReportScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.text = self.app.record()  # type: ignore[attr-defined]
+        self.text = self.wizard.record()
         self.query_one("#record", Static).update(Markdown(self.text))
         self.query_one("#report-path", Input).focus()
 
@@ -52,8 +52,8 @@ class ReportScreen(Screen):
         except PlanError as error:
             self.notify(str(error), severity="error")
             return
-        self.app.report_path = str(written)  # type: ignore[attr-defined]
+        self.wizard.report_path = str(written)
         self.notify(f"Record written to {written}", title="Saved")
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.wizard.pop_screen()

@@ -20,12 +20,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
-from textual.screen import Screen
 from textual.widgets import Footer, ProgressBar, Sparkline, Static
 
 from advisor.decision_rules import label
 from advisor.run_watch import RunWatch, newest_run_dir
 from advisor.session_record import duration
+from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.specs import Method
 
@@ -52,7 +52,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-class RunScreen(Screen):
+class RunScreen(WizardScreen):
     """One launched run, followed live until it ends."""
 
     STEP = "Launch"
@@ -114,13 +114,13 @@ class RunScreen(Screen):
         self.draw(ended)
         if ended:
             self.poll_timer.stop()
-            self.app.launch_status = self.process.returncode  # type: ignore[attr-defined, union-attr]
-            self.app.run_dir = self.run_watch.run_dir if self.run_watch else None  # type: ignore[attr-defined]
+            self.wizard.launch_status = self.process.returncode  # type: ignore[attr-defined, union-attr]
+            self.wizard.run_dir = self.run_watch.run_dir if self.run_watch else None
             self.refresh_bindings()
 
     def draw(self, ended: bool) -> None:
         w = self.run_watch
-        plan = self.app.plan  # type: ignore[attr-defined]
+        plan = self.wizard.plan
         where = f" · {_shown(w.run_dir)}" if w else ""
         if not ended:
             state = "stopping: saving a checkpoint …" if self.stopping else "running"
@@ -188,7 +188,7 @@ class RunScreen(Screen):
         self.refresh_bindings()
 
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.wizard.pop_screen()
 
     def action_next(self) -> None:
-        self.app.open_report()  # type: ignore[attr-defined]
+        self.wizard.open_report()
