@@ -104,6 +104,8 @@ def test_killed_run_resumes_from_its_checkpoint_and_finishes_at_the_planned_step
     assert state["global_step"] == 4
     resumed = [r for r in read_metrics(run) if "loss" in r]
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]  # steps 3-4 after the resume, not 1-4
+    rc, _, err = _launch("--resume", str(run), "--quiet")
+    assert rc == 0 and "already finished at step 4" in err
 
 
 def test_resume_with_changed_data_is_refused(tiny_model, tmp_path, capsys):

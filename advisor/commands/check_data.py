@@ -18,6 +18,9 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """0 when the data has no errors, 1 when it has (warnings alone pass)."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # datasets and tokenizers from local files only
     from rich.console import Console
 
     from runners.preflight import check_dataset, print_report

@@ -318,6 +318,18 @@ def _explain_oom(run_dir: Path, plan, request: PlanRequest, console) -> None:
     console.print("\n".join(lines))
 
 
+def _finished_step(checkpoint: Path, spec) -> int | None:
+    """The checkpoint's step when it is the run's last one (max_steps reached), else None."""
+    import json
+
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    step, total = state.get("global_step", 0), state.get("max_steps") or 0
+    return step if total and step >= total else None
+
+
 def _resume(args: argparse.Namespace) -> int:
     from runners.run_folder import child_command, read_manifest, read_run_spec, resume_problems
 
@@ -350,6 +362,11 @@ def _resume(args: argparse.Namespace) -> int:
     if not checkpoints and spec.method is not Method.ppo:
         raise PlanError(f"cannot resume {run_dir}: no checkpoint saved yet; start a new run")
     console = _console()
+    finished = _finished_step(checkpoints[-1], spec) if checkpoints else None
+    if finished is not None:
+        console.print(f"{run_dir} already finished at step {finished}; nothing to resume")
+        print(run_dir)
+        return 0
     console.print(f"resuming {run_dir} from {checkpoints[-1].name if checkpoints else 'start'}")
     (run_dir / "error.json").unlink(missing_ok=True)
     command = child_command(spec, run_dir, resume=True)
