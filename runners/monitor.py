@@ -108,6 +108,7 @@ def run_child(
     show: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_tick: Callable[[], None] | None = None,
+    status: Callable[[], str] | None = None,
 ) -> int:
     """Run command (output to run_dir/train.log) with a live view; Ctrl-C asks the child to
     save and stop, a second Ctrl-C kills it. Returns the child's exit status."""
@@ -149,7 +150,7 @@ def run_child(
             try:
                 ticks = 0
                 while process.poll() is None:
-                    _refresh(progress, task, run_dir, tail, method, on_record)
+                    _refresh(progress, task, run_dir, tail, method, on_record, status)
                     if on_tick is not None and ticks % 5 == 0:
                         on_tick()  # about once a second
                     ticks += 1
@@ -162,7 +163,7 @@ def run_child(
                 stopping = True
                 console.print("stopping: saving a checkpoint (Ctrl-C again to kill)…")
                 os.killpg(process.pid, signal.SIGINT)
-        _refresh(progress, task, run_dir, tail, method, on_record)
+        _refresh(progress, task, run_dir, tail, method, on_record, status)
     deadline = time.time() + 60
     while _group_alive(process.pid) and time.time() < deadline:
         time.sleep(0.1)  # the launcher may exit before the rank that is still saving
@@ -170,12 +171,16 @@ def run_child(
     return 130 if stopping and process.returncode != 0 else process.returncode
 
 
-def _refresh(progress, task, run_dir: Path, tail: MetricsTail, method: Method, on_record) -> None:
+def _refresh(
+    progress, task, run_dir: Path, tail: MetricsTail, method: Method, on_record, status=None
+) -> None:
     state = _read_json(run_dir / "progress.json")
     for record in tail.poll():
         if on_record is not None:
             on_record(record)
-    fields: dict[str, Any] = {"metrics": metrics_line(method, tail.latest)}
+    line = metrics_line(method, tail.latest)
+    extra = status() if status is not None else ""
+    fields: dict[str, Any] = {"metrics": f"{line}  {extra}" if extra else line}
     if state and state.get("max_steps"):
         fields["total"] = state["max_steps"]
         fields["completed"] = state["step"]

@@ -50,6 +50,7 @@ class GpuSampler:
         self.path = path
         self.read = read
         self.peak_bytes: int | None = None
+        self.last_bytes = 0
 
     def sample(self) -> None:
         if self.read is None:
@@ -58,7 +59,14 @@ class GpuSampler:
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps({"time": time.time(), "gpus": gpus}) + "\n")
         used = max((g["used_bytes"] for g in gpus), default=0)
+        self.last_bytes = used
         self.peak_bytes = max(self.peak_bytes or 0, used)
+
+    def status(self) -> str:
+        """`GPU 12.3/14.0 GiB` (now / peak so far), or '' before the first sample."""
+        if self.peak_bytes is None:
+            return ""
+        return f"GPU {self.last_bytes / GIB:.1f}/{self.peak_bytes / GIB:.1f} GiB"
 
 
 class Validation(BaseModel):

@@ -24,12 +24,14 @@ def test_sampler_writes_gpu_jsonl_and_keeps_the_peak(tmp_path):
     lines = (tmp_path / "gpu.jsonl").read_text().splitlines()
     assert len(lines) == 3 and len(json.loads(lines[0])["gpus"]) == 2
     assert sampler.peak_bytes == 5 * 2**30
+    assert sampler.status() == "GPU 4.0/5.0 GiB"
 
 
 def test_sampler_without_nvml_samples_nothing(tmp_path):
     sampler = GpuSampler(tmp_path / "gpu.jsonl", None)
     sampler.sample()
     assert sampler.peak_bytes is None and not (tmp_path / "gpu.jsonl").exists()
+    assert sampler.status() == ""
 
 
 def test_step_seconds_are_the_median_gap_between_step_logs():

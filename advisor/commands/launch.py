@@ -255,6 +255,7 @@ def _train(spec, run_dir: Path, command, plan, request, console, quiet: bool) ->
         console=console,
         show=not quiet,
         on_tick=sampler.sample,
+        status=sampler.status,
     )
     records = read_metrics(run_dir)
     record = validation_record(spec.device, plan, records, sampler.peak_bytes)
