@@ -312,3 +312,20 @@ def test_a_repo_id_in_the_local_hf_cache_is_a_launchable_model(tiny_model, tmp_p
     assert rc == 0, err
     assert calls == [("org/tiny-llama", True)]  # offline: never a download
     assert read_manifest(Path(out.strip().splitlines()[-1])).spec.model == str(tiny_model)
+
+
+def test_a_detected_gpu_is_planned_by_its_profile_or_its_memory(monkeypatch):
+    import torch
+
+    from advisor.commands.launch import _detected_gpu, _plan
+    from planner.specs import PlanRequest
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA A100-SXM4-80GB")
+    assert _detected_gpu().name == "A100-80GB"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA Future 300GB")
+    props = type("Props", (), {"total_memory": 300 * 2**30})()
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i=0: props)
+    gpu = _detected_gpu()
+    assert gpu.name == "NVIDIA Future 300GB" and gpu.memory_gib == 300
+    plan = _plan(PlanRequest(model="llama-3-8b", dataset="/no/such.jsonl"), gpu)
+    assert plan.gpu.memory_gib == 300 and plan.fits

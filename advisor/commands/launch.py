@@ -124,6 +124,31 @@ def _device(choice: str, request: PlanRequest, dry_run: bool) -> tuple[str, bool
     return "cpu", False
 
 
+def _detected_gpu():
+    """The GpuSpec of CUDA device 0: its profile when known, else its memory with A100 speeds."""
+    import torch
+
+    from planner.gpus import custom_gpu, resolve_gpu
+
+    name = torch.cuda.get_device_name(0)
+    try:
+        return resolve_gpu(name)
+    except PlanError:
+        return custom_gpu(torch.cuda.get_device_properties(0).total_memory, name)
+
+
+def _plan(request: PlanRequest, gpu) -> Plan:
+    """The planner's estimate for request, on gpu when one was detected."""
+    from planner.models import resolve_model
+    from planner.plan import estimate, estimate_for
+
+    if not Path(request.dataset).is_file():
+        request = request.model_copy(update={"dataset": None})  # the planner counts files only
+    if gpu is None:
+        return estimate(request)
+    return estimate_for(resolve_model(request.model), gpu, request)
+
+
 def _check_runnable_here(spec) -> None:
     """Refuse launches that need what this machine lacks, before anything starts."""
     import importlib.util
@@ -170,16 +195,17 @@ def run(args: argparse.Namespace) -> int:
         _demo_args(args, output)
     request = _request(args)
     _check_launchable(request)
-    from planner.plan import estimate
     from runners.run_folder import new_run_dir, write_run_folder
     from runners.settings import RewardSource, build_run_spec
 
     model_path = _local_model(request.model)
     dataset = str(Path(request.dataset).expanduser().resolve())
     request = request.model_copy(update={"model": model_path, "dataset": dataset})
-    dataset_is_file = Path(dataset).is_file()
-    plan = estimate(request if dataset_is_file else request.model_copy(update={"dataset": None}))
     device, bf16 = _device(args.device, request, args.dry_run)
+    detected = _detected_gpu() if device == "cuda" and not args.dry_run else None
+    if detected is not None and args.gpu == PlanRequest().gpu and not args.plan:
+        request = request.model_copy(update={"gpu": detected.name})  # plan for this card
+    plan = _plan(request, detected)
     run_dir = new_run_dir(output, request.method.value)
     spec = build_run_spec(
         request,
@@ -198,6 +224,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.dry_run and spec.nodes == 1:
         _check_runnable_here(spec)
     console = _console()
+    if device == "cuda" and not plan.fits:
+        console.print(
+            f"[yellow]warning[/yellow] the planner expects {plan.memory.per_gpu_peak_gib:.1f} GiB "
+            f"per GPU, more than {plan.gpu.name}'s {plan.gpu.memory_gib:.0f} GiB: it may run "
+            "out of memory (`advisor plan ... --fit` finds setups that fit)"
+        )
     report = _preflight(request, console)
     if report is not None and report.errors and not args.force:
         raise PlanError(
