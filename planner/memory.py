@@ -316,8 +316,11 @@ def lora_layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest,
     mlp = 3 * width * w
     adapters = 0.0
     inputs_seen: set[int] = set()
+    # The runners' lora_dropout is live only in SFT (TRL's other trainers disable dropout):
+    # each adapter then keeps a bool mask of its input (CUDA's fused dropout).
+    dropout_mask = 1 if request.method is Method.sft else 0
     for _, n_in in adapted_linear_inputs(spec, request):
-        adapters += 4 * request.lora_rank
+        adapters += 4 * request.lora_rank + dropout_mask * n_in
         if w == 4 and n_in in inputs_seen:
             continue  # no cast: q/k/v (and gate/up) save the one shared fp32 input
         inputs_seen.add(n_in)
@@ -374,14 +377,16 @@ def logits_grad_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
 def sft_chunked_loss_bytes(spec: ModelSpec, request: PlanRequest, tokens: int) -> float:
     """SFT's chunked cross-entropy: an fp32 copy of the lm_head weight and its gradient
     (4·V·h each; no gradient when the lm_head is frozen), and, while a chunk of 256 tokens is
-    back-propagated, its fp32 log-probs, their gradient and the logits' gradient with part of
-    the recomputed logits — 3.5 chunk-sized fp32 tensors at the high point in the traced step
-    — plus tanh's output under Gemma-2's softcapping."""
+    back-propagated, its fp32 log-probs, their gradient, the logits and the logits' gradient
+    (four chunk-sized fp32 tensors; three and a half beside the weight's gradient in the
+    traced step), plus tanh's output under Gemma-2's softcapping."""
     weight = spec.vocab_size * spec.hidden_size * 4
     weight_grad = weight if request.tuning is Tuning.full else 0.0
-    chunk = min(tokens, SFT_LOSS_CHUNK_TOKENS)
-    tensors = 3.5 + (1 if softcap_bytes(spec, request) else 0)
-    return weight + weight_grad + chunk * spec.vocab_size * 4 * tensors
+    chunk = min(tokens, SFT_LOSS_CHUNK_TOKENS) * spec.vocab_size * 4
+    softcap = chunk if softcap_bytes(spec, request) else 0.0
+    # Before lm_head's backward: log-probs, their gradient, the logits and the logits'
+    # gradient; during it the weight's gradient appears as half a chunk is released.
+    return weight + softcap + max(4 * chunk, weight_grad + 3.5 * chunk)
 
 
 def backward_transient_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
@@ -456,7 +461,12 @@ def activations(spec: ModelSpec, request: PlanRequest, lp: Loop | None = None) -
     no_grad = no_grad_rows * seq * (2 * h * w + spec.intermediate_size * w * 2)
     if not lp.sequence_classifier:
         no_grad += no_grad_rows * logit_tokens * spec.vocab_size * (w + 4)
-    residue = tokens * (2 * w + 4) * h if lp.method is Method.sft else 0.0
+    residue = 0.0
+    if lp.method is Method.sft:
+        residue = tokens * (2 * w + 4) * h
+        if request.tuning is not Tuning.full:
+            # A frozen lm_head's fp32 copy stays referenced by the loss graph (traced).
+            residue += spec.vocab_size * h * 4
     return Activations(
         saved, recompute, logits, logits_grad, transient, tokens * outside, residue, no_grad
     )
@@ -548,14 +558,18 @@ def runtime_overhead_bytes(request: PlanRequest, tensor_peak: float) -> float:
     return overhead + runtime("allocator_fragmentation") * tensor_peak
 
 
+ADAMW_OPTIM = "adamw_torch_fused"
+"""The transformers `optim` behind `--optimizer adamw`, shared by the runners and the trace:
+torch's fused AdamW (transformers' own default for torch >= 2.8), one kernel per step."""
+
+
 def optimizer_step_temporary(request: PlanRequest, states: ModelStates) -> float:
-    """torch AdamW with foreach (the runners' `adamw_torch`; the Trainer's default on CUDA)
-    allocates one state-sized buffer for sqrt(v) across the whole group
-    (torch.optim.adamw._multi_tensor_adamw: `_foreach_sqrt(exp_avg_sqs)`); DeepSpeed's fused
-    Adam, bitsandbytes' 8-bit kernels and SGD without momentum allocate none."""
+    """Buffers the optimizer step allocates: none for fused AdamW, DeepSpeed's fused Adam,
+    bitsandbytes' 8-bit kernels or SGD; foreach AdamW (`adamw_torch`) would allocate one
+    state-sized buffer for sqrt(v) (torch.optim.adamw._multi_tensor_adamw)."""
     if request.optimizer is not Optimizer.adamw or is_deepspeed(effective_sharding(request)):
         return 0.0
-    return states.optimizer / 2
+    return states.optimizer / 2 if ADAMW_OPTIM == "adamw_torch" else 0.0
 
 
 def late_backward_bytes(

@@ -49,6 +49,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from planner.errors import PlanError
+from planner.memory import ADAMW_OPTIM
 from planner.specs import (
     Attention,
     LoraTargets,
@@ -108,11 +109,10 @@ sets p=0 on all dropout modules (``disable_dropout=True``)."""
 DISABLES_DROPOUT = frozenset({Method.dpo, Method.kto, Method.orpo, Method.simpo, Method.reward})
 """Methods whose TRL 1.12 config has ``disable_dropout=True`` by default."""
 
-ADAMW_IMPLEMENTATION = "adamw_torch"
-"""The transformers ``optim`` the runners use for ``--optimizer adamw`` (runners/settings.py
-OPTIMIZERS). ``adamw_torch`` is torch's AdamW with its default, foreach on CUDA: the step
-allocates one state-sized temporary per parameter group (``exp_avg_sq.sqrt()``).
-``adamw_torch_fused`` (transformers' own default) would have none."""
+ADAMW_IMPLEMENTATION = ADAMW_OPTIM
+"""The transformers ``optim`` the runners use for ``--optimizer adamw`` (planner.memory
+ADAMW_OPTIM): ``adamw_torch_fused`` steps in one kernel with no temporaries;
+``adamw_torch`` (foreach on CUDA) would allocate one state-sized ``exp_avg_sq.sqrt()``."""
 
 EAGER_ONLY_MODEL_TYPES = frozenset({"gemma2"})
 """Architectures traced with eager attention: Gemma2 with sdpa raises in transformers 5.24

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from planner.errors import PlanError
+from planner.memory import ADAMW_OPTIM
 from planner.parameters import lora_target_modules
 from planner.specs import Method, Offload, Plan, PlanRequest, Precision, Sharding, Tuning
 
@@ -36,7 +37,7 @@ TRL_CLI_METHODS = (Method.sft, Method.dpo, Method.kto, Method.reward, Method.grp
 """Methods with a `trl <method> --config` command in trl 1.12 (trl/cli/commands/__init__.py)."""
 
 OPTIMIZERS = {
-    "adamw": "adamw_torch",
+    "adamw": ADAMW_OPTIM,
     "adamw8bit": "adamw_bnb_8bit",
     "paged_adamw8bit": "paged_adamw_8bit",
     "sgd": "sgd",

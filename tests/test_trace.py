@@ -126,12 +126,16 @@ def test_precisions_load_the_weights_as_the_runners_do():
     assert lora16.at_peak_bytes["params"] == 2 * lora16.model_params
 
 
-def test_adamw_step_holds_a_state_sized_temporary():
-    """The runners' adamw_torch is AdamW with foreach on CUDA: exp_avg_sq.sqrt() for a group."""
+def test_fused_adamw_step_holds_no_temporary(monkeypatch):
+    """The runners' adamw_torch_fused steps in one kernel; adamw_torch (foreach on CUDA) would
+    hold exp_avg_sq.sqrt() for a whole group."""
     r = traced(method="sft", tuning="full")
     states = 2 * 2 * r.model_params  # two bf16 states
     assert r.at_peak_bytes["optimizer"] == pytest.approx(states, abs=4096)
-    assert r.max_bytes["optimizer"] == pytest.approx(1.5 * states, rel=0.01)
+    assert r.max_bytes["optimizer"] == pytest.approx(states, rel=0.01)
+    monkeypatch.setattr(trace, "ADAMW_IMPLEMENTATION", "adamw_torch")
+    foreach = traced.__wrapped__(method="sft", tuning="full")  # not the cached fused trace
+    assert foreach.max_bytes["optimizer"] == pytest.approx(1.5 * states, rel=0.01)
 
 
 def test_lora_dropout_is_active_in_sft_only(monkeypatch):
