@@ -118,3 +118,14 @@ def test_plain_exception_from_an_old_driver_is_unavailable_too(monkeypatch):
 
     monkeypatch.setattr(pynvml, "nvmlInit", fail)
     assert probe().available is False
+
+
+def test_wizard_prefills_the_gpu_from_nvml(monkeypatch):
+    from advisor.wizard.gpu_detect import detect_gpu
+
+    monkeypatch.setenv("ADVISOR_FAKE_NVML", str(FIXTURES / "a100x2.json"))
+    assert detect_gpu() == ("a100-80gb", 2)
+    monkeypatch.setenv("ADVISOR_FAKE_NVML", str(FIXTURES / "unknown-card.json"))
+    assert detect_gpu() is None
+    monkeypatch.setenv("ADVISOR_FAKE_NVML", str(FIXTURES / "no-driver.json"))
+    assert detect_gpu() is None

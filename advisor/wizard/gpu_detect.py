@@ -6,24 +6,12 @@ from __future__ import annotations
 def detect_gpu() -> tuple[str, int] | None:
     """(GPU profile name, count) of this machine's first NVIDIA GPU, or None.
 
-    None on any trouble: no pynvml, no driver, no permission, or a card with no profile;
-    the wizard then shows its picker. pynvml is imported here so start-up never pays for it.
+    None when NVML sees no GPU (no pynvml, no driver, no permission) or the card has no
+    profile; the wizard then shows its picker. planner.nvml imports pynvml only when called.
     """
-    try:
-        import pynvml
+    from planner.nvml import probe
 
-        pynvml.nvmlInit()
-        try:
-            count = pynvml.nvmlDeviceGetCount()
-            if count < 1:
-                return None
-            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
-        finally:
-            pynvml.nvmlShutdown()
-        from planner.gpus import resolve_gpu
-
-        if isinstance(name, bytes):
-            name = name.decode()
-        return resolve_gpu(name).name.lower(), int(count)
-    except Exception:  # NVML raises NVMLError and, on old drivers, plain Exceptions
+    result = probe()
+    if not result.available or result.devices[0].profile is None:
         return None
+    return result.devices[0].profile.lower(), len(result.devices)
