@@ -127,8 +127,8 @@ def run_child(
         command,
         stdout=log,
         stderr=subprocess.STDOUT,
+        # PYTHONPATH holds the project, so cwd stays the user's (their module:function rewards).
         env=env or child_env(),
-        cwd=str(Path(__file__).resolve().parent.parent),
         start_new_session=True,  # Ctrl-C reaches us only; we forward it to the whole group
     )
     tail = MetricsTail(run_dir / "metrics.jsonl")

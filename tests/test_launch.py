@@ -226,12 +226,13 @@ def test_full_fine_tuning_dpo_on_conversational_data_reloads_its_reference(tiny_
 def test_grpo_rewards_from_a_builtin_a_function_and_a_reward_model(
     tiny_model, tmp_path, monkeypatch
 ):
+    # Run from the user's folder with a relative --output: their reward module sits there.
     (tmp_path / "my_rewards.py").write_text(
         "def short(completions, **kwargs):\n    return [-len(str(c)) / 100 for c in completions]\n"
     )
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    dataset = write_demo_dataset("grpo", tmp_path / "data")
-    flags = _flags(tiny_model, dataset, "grpo", tmp_path / "runs")
+    monkeypatch.chdir(tmp_path)
+    dataset = write_demo_dataset("grpo", Path("data"))
+    flags = _flags(tiny_model, dataset, "grpo", Path("runs"))
     rewards = ["--reward", "length", "--reward", "my_rewards:short", "--reward", str(tiny_model)]
     rc, _, err = _launch(*flags, *rewards)
     assert rc == 0, err

@@ -190,7 +190,7 @@ def _check_launchable(request: PlanRequest) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.resume:
         return _resume(args)
-    output = Path(args.output)
+    output = Path(args.output).expanduser().resolve()  # the child needs absolute paths
     if args.demo:
         _demo_args(args, output)
     request = _request(args)
@@ -366,7 +366,7 @@ def _finished_step(checkpoint: Path, spec) -> int | None:
 def _resume(args: argparse.Namespace) -> int:
     from runners.run_folder import child_command, read_manifest, read_run_spec, resume_problems
 
-    run_dir = Path(args.resume)
+    run_dir = Path(args.resume).expanduser().resolve()
     manifest = read_manifest(run_dir)
     spec = read_run_spec(run_dir)
     problems = resume_problems(manifest, spec)
