@@ -330,3 +330,39 @@ def test_a_detected_gpu_is_planned_by_its_profile_or_its_memory(monkeypatch):
     assert gpu.name == "NVIDIA Future 300GB" and gpu.memory_gib == 300
     plan = _plan(PlanRequest(model="llama-3-8b", dataset="/no/such.jsonl"), gpu)
     assert plan.gpu.memory_gib == 300 and plan.fits
+
+
+def _dry_run(tiny_model, tmp_path) -> Path:
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    rc, out, err = _launch(*_flags(tiny_model, dataset, "dpo", tmp_path / "runs"), "--dry-run")
+    assert rc == 0, err
+    return Path(out.strip().splitlines()[-1])
+
+
+def test_the_written_command_reproduces_the_run(tiny_model, tmp_path):
+    import subprocess
+
+    run = _dry_run(tiny_model, tmp_path)
+    result = subprocess.run(["bash", str(run / "command.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert max(r["step"] for r in read_metrics(run)) == 2
+
+
+def test_trl_own_cli_trains_from_the_written_yaml(tiny_model, tmp_path):
+    """Users can leave this tool at any time: `trl dpo --config trl_dpo.yaml` runs as is."""
+    import os
+    import subprocess
+    import sys
+
+    run = _dry_run(tiny_model, tmp_path)
+    trl = Path(sys.executable).with_name("trl")
+    env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [str(trl), "dpo", "--config", str(run / "trl_dpo.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (run / "checkpoints" / "checkpoint-2").is_dir()
