@@ -366,3 +366,25 @@ def test_trl_own_cli_trains_from_the_written_yaml(tiny_model, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "checkpoints" / "checkpoint-2").is_dir()
+
+
+def test_a_dry_run_never_imports_trl(tiny_model, tmp_path):
+    """Generating settings stays fast: trl's config classes alone cost ~10 s (FACTS "TRL")."""
+    import subprocess
+    import sys
+
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")
+    script = (
+        "import contextlib, io, json, sys\nfrom advisor.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        f"    assert main(['launch', *{flags!r}, '--dry-run']) == 0\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=root
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert not {"trl", "peft"} & loaded
