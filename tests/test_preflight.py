@@ -164,6 +164,9 @@ def test_reads_csv_and_saved_dataset_folders(tmp_path):
     csv = tmp_path / "prompts.csv"
     csv.write_text("prompt\n" + "\n".join(r["prompt"] for r in rows) + "\n")
     assert check_dataset(str(csv), "grpo").problems == []
+    parquet = tmp_path / "prompts.parquet"
+    datasets.Dataset.from_list(rows).to_parquet(str(parquet))
+    assert check_dataset(str(parquet), "grpo").rows == 4
 
 
 def test_large_sets_are_tokenized_on_an_even_sample(tokenizer, monkeypatch):

@@ -12,7 +12,12 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="JSONL/JSON/CSV/Parquet, folder, HF id")
     parser.add_argument("--method", default="dpo", choices=[m.value for m in Method])
     parser.add_argument("--model", help="a model folder: its tokenizer adds length/template checks")
-    parser.add_argument("--seq-len", type=int, default=1024, help="planned max tokens per row")
+    parser.add_argument(
+        "--seq-len",
+        type=int,
+        default=1024,
+        help="planned max tokens per row (for ppo/grpo/rloo: per prompt)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 

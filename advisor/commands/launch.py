@@ -257,8 +257,11 @@ def run(args: argparse.Namespace) -> int:
 def _preflight(request: PlanRequest, console):
     from runners.preflight import check_dataset, print_report
 
+    # PPO/GRPO/RLOO rows are prompts: they get the prompt's share of the sequence.
+    prompt_only = request.method in (Method.ppo, Method.grpo, Method.rloo)
+    limit = request.prompt_and_completion()[0] if prompt_only else request.seq_len
     report = check_dataset(
-        request.dataset, request.method, tokenizer_path=request.model, max_length=request.seq_len
+        request.dataset, request.method, tokenizer_path=request.model, max_length=limit
     )
     print_report(report, console)
     return report
