@@ -253,3 +253,26 @@ for name, path in paths.items():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("parsed") == len(TRL_CLI_METHODS)
+
+
+def test_qlora_on_cpu_is_a_clear_error(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: object() if name == "bitsandbytes" else real(name),
+    )
+    with pytest.raises(PlanError, match="CUDA GPU"):
+        _spec(tuning="qlora", device="cpu")
+
+
+def test_checkpoints_land_about_ten_times_per_run():
+    from advisor.commands.launch import _save_steps
+    from planner.plan import estimate
+
+    plan = estimate(PlanRequest(model="7b", samples=64000, batch_size=4, grad_accum=8))
+    assert _save_steps(plan, None) == plan.time.total_steps // 10
+    assert _save_steps(plan, 20) == 20  # short runs save once, at the end
+    assert _save_steps(plan, 1000) == 100

@@ -149,6 +149,14 @@ def _plan(request: PlanRequest, gpu) -> Plan:
     return estimate_for(resolve_model(request.model), gpu, request)
 
 
+def _save_steps(plan: Plan, max_steps: int | None) -> int | None:
+    """About ten checkpoints per run (at least 50 steps apart), when the run's length is known."""
+    total = max_steps or plan.time.total_steps
+    if not total:
+        return None
+    return max(50, total // 10) if total > 50 else total
+
+
 def _check_runnable_here(spec) -> None:
     """Refuse launches that need what this machine lacks, before anything starts."""
     import importlib.util
@@ -215,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         supports_bf16=bf16,
         max_steps=args.max_steps,
-        save_steps=args.save_steps,
+        save_steps=args.save_steps or _save_steps(plan, args.max_steps),
         learning_rate=args.learning_rate,
         rewards=[RewardSource.parse(r) for r in args.reward or []],
         num_processes=args.processes,
