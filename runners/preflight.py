@@ -62,6 +62,9 @@ class PreflightReport(BaseModel):
     columns: list[str]
     format: Literal["plain", "conversational", "mixed", "unknown"]
     lengths: LengthStats | None = None
+    labels: dict[str, int] = Field(
+        default_factory=dict, description="KTO: desirable and undesirable row counts"
+    )
     problems: list[Problem] = Field(default_factory=list)
 
     @property
@@ -213,6 +216,10 @@ def check_rows(
                     rows=bad,
                 )
             )
+        counts = {
+            "desirable": sum(1 for row in rows if row.get("label") is True),
+            "undesirable": sum(1 for row in rows if row.get("label") is False),
+        }
         labels = {row.get("label") for row in rows if isinstance(row.get("label"), bool)}
         if len(labels) == 1:
             problems.append(
@@ -242,6 +249,7 @@ def check_rows(
         )
 
     lengths = None
+    label_counts = counts if method is Method.kto and "label" in columns else {}
     if tokenizer is not None and not missing and fmt != "mixed":
         lengths = _token_checks(rows, method, fmt, tokenizer, max_length, problems)
     return PreflightReport(
@@ -251,6 +259,7 @@ def check_rows(
         columns=columns,
         format=fmt,
         lengths=lengths,
+        labels=label_counts,
         problems=problems,
     )
 

@@ -366,6 +366,28 @@ def accelerate_config(
     return config
 
 
+def kto_weights(desirable: int, undesirable: int) -> list[StartingValue]:
+    """KTO's desirable/undesirable weights that balance the two kinds of rows.
+
+    KTO paper (Ethayarajh et al. 2024, §4.2): keep λ_D·n_D / (λ_U·n_U) in [1, 4/3]; weighting
+    the minority kind up to a ratio of 1 does that.
+    """
+    if not desirable or not undesirable:
+        return []
+    if desirable >= undesirable:
+        d, u = 1.0, round(desirable / undesirable, 3)
+    else:
+        d, u = round(undesirable / desirable, 3), 1.0
+    reason = (
+        f"{desirable} desirable vs {undesirable} undesirable rows: KTO paper keeps "
+        "λD·nD / λU·nU in [1, 4/3]"
+    )
+    return [
+        StartingValue(name="desirable_weight", value=d, reason=reason),
+        StartingValue(name="undesirable_weight", value=u, reason=reason),
+    ]
+
+
 def build_run_spec(
     request: PlanRequest,
     *,
@@ -381,6 +403,7 @@ def build_run_spec(
     reward_model: str | None = None,
     num_processes: int | None = None,
     plan: Plan | None = None,
+    kto_label_counts: tuple[int, int] | None = None,
 ) -> RunSpec:
     """The RunSpec for request: TRL fields, PEFT, quantization, accelerate config, rewards."""
     method = request.method
@@ -394,6 +417,10 @@ def build_run_spec(
         save_steps=save_steps,
         learning_rate=learning_rate,
     )
+    if method is Method.kto and kto_label_counts:
+        weights = kto_weights(*kto_label_counts)
+        fields.update({w.name: w.value for w in weights})
+        values += weights
     processes = num_processes or request.world_size
     warnings = list(plan.warnings) if plan is not None else []
     if method in (Method.grpo, Method.rloo):

@@ -388,3 +388,17 @@ def test_a_dry_run_never_imports_trl(tiny_model, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
     assert not {"trl", "peft"} & loaded
+
+
+def test_kto_weights_balance_the_labels_and_json_prints_the_manifest(tiny_model, tmp_path):
+    rows = demo_rows("kto")
+    rows = [r for r in rows if not r["label"]] + [r for r in rows if r["label"]][:4]
+    dataset = write_jsonl(rows, tmp_path / "kto.jsonl")  # 4 desirable, 16 undesirable
+    flags = _flags(tiny_model, dataset, "kto", tmp_path / "runs")
+    rc, out, err = _launch(*flags, "--dry-run", "--json")
+    assert rc == 0, err
+    manifest = json.loads(out)
+    fields = manifest["spec"]["trl_config"]
+    assert (fields["desirable_weight"], fields["undesirable_weight"]) == (4.0, 1.0)
+    reasons = {v["name"]: v["reason"] for v in manifest["spec"]["starting_values"]}
+    assert "4 desirable vs 16 undesirable" in reasons["desirable_weight"]

@@ -276,3 +276,11 @@ def test_checkpoints_land_about_ten_times_per_run():
     assert _save_steps(plan, None) == plan.time.total_steps // 10
     assert _save_steps(plan, 20) == 20  # short runs save once, at the end
     assert _save_steps(plan, 1000) == 100
+
+
+def test_kto_weights_up_the_minority_kind():
+    from runners.settings import kto_weights
+
+    assert [w.value for w in kto_weights(300, 100)] == [1.0, 3.0]
+    assert [w.value for w in kto_weights(100, 400)] == [4.0, 1.0]
+    assert kto_weights(0, 10) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from advisor.commands.plan import add_plan_flags, request_from_args
@@ -43,6 +44,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--processes", type=int, help="processes to start (default GPUs × nodes; CPU: gloo DDP)"
     )
     parser.add_argument("--quiet", action="store_true", help="no live progress view")
+    parser.add_argument(
+        "--json", action="store_true", help="print the run's manifest as JSON, not its folder"
+    )
 
 
 def _console():
@@ -214,6 +218,14 @@ def run(args: argparse.Namespace) -> int:
     if detected is not None and args.gpu == PlanRequest().gpu and not args.plan:
         request = request.model_copy(update={"gpu": detected.name})  # plan for this card
     plan = _plan(request, detected)
+    console = _console()
+    report = _preflight(request, console)
+    if report.errors and not args.force:
+        raise PlanError(
+            f"the dataset has {len(report.errors)} error(s) (listed above); fix them, or "
+            "launch anyway with --force"
+        )
+    labels = report.labels
     run_dir = new_run_dir(output, request.method.value)
     spec = build_run_spec(
         request,
@@ -228,38 +240,39 @@ def run(args: argparse.Namespace) -> int:
         rewards=[RewardSource.parse(r) for r in args.reward or []],
         num_processes=args.processes,
         plan=plan,
+        kto_label_counts=(labels["desirable"], labels["undesirable"]) if labels else None,
     )
     if not args.dry_run and spec.nodes == 1:
         _check_runnable_here(spec)
-    console = _console()
     if device == "cuda" and not plan.fits:
         console.print(
             f"[yellow]warning[/yellow] the planner expects {plan.memory.per_gpu_peak_gib:.1f} GiB "
             f"per GPU, more than {plan.gpu.name}'s {plan.gpu.memory_gib:.0f} GiB: it may run "
             "out of memory (`advisor plan ... --fit` finds setups that fit)"
         )
-    report = _preflight(request, console)
-    if report is not None and report.errors and not args.force:
-        raise PlanError(
-            f"the dataset has {len(report.errors)} error(s) (listed above); fix them, or "
-            "launch anyway with --force"
-        )
     manifest = write_run_folder(run_dir, spec, request, plan, _recommendation(args))
-    if report is not None:
-        (run_dir / "preflight.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    (run_dir / "preflight.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
     _print_settings(spec, run_dir, console)
     if args.dry_run:
         console.print(f"dry run: wrote {run_dir} and launched nothing")
-        print(run_dir)
-        return 0
+        return _emit(run_dir, args.json)
     if spec.nodes > 1:
         console.print(
             f"{spec.nodes} nodes: submit the job from a login node with "
             f"`sbatch {run_dir / 'slurm.sbatch'}` (it starts one accelerate launch per node)"
         )
+        return _emit(run_dir, args.json)
+    rc = _train(manifest.spec, run_dir, manifest.command, plan, request, console, args.quiet)
+    return _emit(run_dir, args.json) if rc == 0 else rc
+
+
+def _emit(run_dir: Path, as_json: bool) -> int:
+    """stdout: the run folder (for scripts), or with --json its manifest."""
+    if as_json:
+        sys.stdout.write((run_dir / "manifest.json").read_text(encoding="utf-8").strip() + "\n")
+    else:
         print(run_dir)
-        return 0
-    return _train(manifest.spec, run_dir, manifest.command, plan, request, console, args.quiet)
+    return 0
 
 
 def _preflight(request: PlanRequest, console):
@@ -311,7 +324,6 @@ def _train(spec, run_dir: Path, command, plan, request, console, quiet: bool) ->
                 f"(planned {record.estimated_peak_gib:.1f} GiB)"
             )
         console.print(f"[green]done[/green] at step {record.steps}: {run_dir}")
-        print(run_dir)
         return 0
     if rc == EXIT_OOM or _child_error(run_dir) == "oom":  # accelerate turns exit 3 into 1
         _explain_oom(run_dir, plan, request, console)
@@ -409,9 +421,9 @@ def _resume(args: argparse.Namespace) -> int:
     finished = _finished_step(checkpoints[-1], spec) if checkpoints else None
     if finished is not None:
         console.print(f"{run_dir} already finished at step {finished}; nothing to resume")
-        print(run_dir)
-        return 0
+        return _emit(run_dir, args.json)
     console.print(f"resuming {run_dir} from {checkpoints[-1].name if checkpoints else 'start'}")
     (run_dir / "error.json").unlink(missing_ok=True)
     command = child_command(spec, run_dir, resume=True)
-    return _train(spec, run_dir, command, manifest.plan, manifest.request, console, args.quiet)
+    rc = _train(spec, run_dir, command, manifest.plan, manifest.request, console, args.quiet)
+    return _emit(run_dir, args.json) if rc == 0 else rc
