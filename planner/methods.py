@@ -18,21 +18,21 @@ class Loop:
     """The shape of one method's step."""
 
     method: Method
-    rows_per_sample: int
+    rows_per_sample: int = 1
     """Sequences the policy runs with gradients per micro-batch sample (DPO: chosen + rejected)."""
-    no_grad_rows_per_sample: int
+    no_grad_rows_per_sample: int = 0
     """Extra sequences the policy runs without gradients (KTO's mismatched KL batch)."""
-    reference: str
+    reference: str = "none"
     """'none', 'copy' (a second frozen model) or 'adapter-disabled' (LoRA base, no copy)."""
-    reward_model: bool
-    value_model: bool
-    generates: bool
-    sequence_classifier: bool
+    reward_model: bool = False
+    value_model: bool = False
+    generates: bool = False
+    sequence_classifier: bool = False
     """The trained model scores sequences (reward training): no vocabulary logits."""
-    logits_span: str
+    logits_span: str = "sequence"
     """'sequence' (logits over every token) or 'completion' (over generated tokens only)."""
-    beta: float | None
-    notes: tuple[str, ...]
+    beta: float | None = None
+    notes: tuple[str, ...] = ()
 
 
 def _beta(request: PlanRequest, key: str) -> float:
@@ -54,87 +54,65 @@ def loop(request: PlanRequest) -> Loop:
     """The loop of `request.method` with the request's tuning and reference settings."""
     m = request.method
     if m is Method.sft:
-        return Loop(m, 1, 0, "none", False, False, False, False, "sequence", None, ())
+        return Loop(m)
     if m is Method.dpo:
         notes = ("chosen and rejected run as one doubled batch (TRL concatenated_forward)",)
         if request.precompute_ref_log_probs:
             notes += ("reference log-probs precomputed before training: no reference at step time",)
         return Loop(
             m,
-            2,
-            0,
-            _reference(request, True),
-            False,
-            False,
-            False,
-            False,
-            "sequence",
-            _beta(request, "dpo_beta"),
-            notes,
+            rows_per_sample=2,
+            reference=_reference(request, True),
+            beta=_beta(request, "dpo_beta"),
+            notes=notes,
         )
     if m is Method.kto:
-        notes = ("KTO's KL term runs a mismatched batch through policy and reference without grad",)
         return Loop(
             m,
-            1,
-            1,
-            _reference(request, True),
-            False,
-            False,
-            False,
-            False,
-            "sequence",
-            _beta(request, "dpo_beta"),
-            notes,
+            no_grad_rows_per_sample=1,
+            reference=_reference(request, True),
+            beta=_beta(request, "dpo_beta"),
+            notes=(
+                "KTO's KL term runs a mismatched batch through policy and reference without grad",
+            ),
         )
     if m is Method.orpo:
         notes = ("ORPO: chosen + rejected in one batch, odds-ratio term, no reference model",)
-        return Loop(m, 2, 0, "none", False, False, False, False, "sequence", None, notes)
+        return Loop(m, rows_per_sample=2, notes=notes)
     if m is Method.simpo:
         notes = ("SimPO (CPO loss_type=simpo): length-normalised margin, no reference model",)
-        return Loop(m, 2, 0, "none", False, False, False, False, "sequence", None, notes)
+        return Loop(m, rows_per_sample=2, notes=notes)
     if m is Method.reward:
         notes = ("reward model: sequence classifier scoring chosen + rejected in one batch",)
-        return Loop(m, 2, 0, "none", False, False, False, True, "sequence", None, notes)
+        return Loop(m, rows_per_sample=2, sequence_classifier=True, notes=notes)
     if m is Method.ppo:
-        notes = (
-            "PPO (trl.experimental.ppo, trl<=1.12): policy + value model trained together; "
-            "frozen reference and reward model; rollouts generated with a KV cache",
-            "TRL's PPO wraps only the policy in PEFT: the value model trains in full",
-        )
         return Loop(
             m,
-            1,
-            0,
-            _reference(request, True),
-            True,
-            True,
-            True,
-            False,
-            "completion",
-            _beta(request, "ppo_kl_coef"),
-            notes,
+            reference=_reference(request, True),
+            reward_model=True,
+            value_model=True,
+            generates=True,
+            logits_span="completion",
+            beta=_beta(request, "ppo_kl_coef"),
+            notes=(
+                "PPO (trl.experimental.ppo, trl<=1.12): policy + value model trained together; "
+                "frozen reference and reward model; rollouts generated with a KV cache",
+                "TRL's PPO wraps only the policy in PEFT: the value model trains in full",
+            ),
         )
     if m in (Method.grpo, Method.rloo):
-        key = "grpo_beta" if m is Method.grpo else "rloo_beta"
-        beta = _beta(request, key)
-        notes = (
-            f"{m.value.upper()}: {request.num_generations} completions per prompt; "
-            "batch size counts completions",
-            "reference model loaded only when beta > 0"
-            + (f" (beta = {beta:g}: loaded)" if beta > 0 else " (beta = 0: none)"),
-        )
+        beta = _beta(request, "grpo_beta" if m is Method.grpo else "rloo_beta")
         return Loop(
             m,
-            1,
-            0,
-            _reference(request, beta > 0),
-            False,
-            False,
-            True,
-            False,
-            "completion",
-            beta,
-            notes,
+            reference=_reference(request, beta > 0),
+            generates=True,
+            logits_span="completion",
+            beta=beta,
+            notes=(
+                f"{m.value.upper()}: {request.num_generations} completions per prompt; "
+                "batch size counts completions",
+                "reference model loaded only when beta > 0"
+                + (f" (beta = {beta:g}: loaded)" if beta > 0 else " (beta = 0: none)"),
+            ),
         )
     raise AssertionError(f"unhandled method {m}")  # pragma: no cover - Method is closed
