@@ -3,6 +3,7 @@ method's key metrics, read from the run folder's progress.json and metrics.jsonl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -88,6 +89,12 @@ def metrics_line(method: Method, latest: dict[str, Any]) -> str:
     return "  ".join(shown) or "waiting for the first log…"
 
 
+def _signal_group(pgid: int, signum: int) -> None:
+    """Signal the child's whole process group (launcher and ranks); gone already is fine."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signum)
+
+
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -158,11 +165,11 @@ def run_child(
                 break
             except KeyboardInterrupt:
                 if stopping:
-                    os.killpg(process.pid, signal.SIGKILL)
+                    _signal_group(process.pid, signal.SIGKILL)
                     break
                 stopping = True
                 console.print("stopping: saving a checkpoint (Ctrl-C again to kill)…")
-                os.killpg(process.pid, signal.SIGINT)
+                _signal_group(process.pid, signal.SIGINT)
         _refresh(progress, task, run_dir, tail, method, on_record, status)
     deadline = time.time() + 60
     while _group_alive(process.pid) and time.time() < deadline:
