@@ -199,25 +199,27 @@ def probe(backend: NvmlBackend | None = None) -> ProbeResult:
     except NvmlUnavailable as error:
         return ProbeResult(available=False, reason=f"no NVIDIA GPU visible: {error}")
     try:
-        devices = [
-            GpuDevice(
-                index=index,
-                name=backend.device_name(index),
-                uuid=backend.device_uuid(index),
-                memory=backend.memory(index),
-                profile=_profile_name(backend.device_name(index)),
+        devices = []
+        for index in range(backend.device_count()):
+            name = backend.device_name(index)
+            devices.append(
+                GpuDevice(
+                    index=index,
+                    name=name,
+                    uuid=backend.device_uuid(index),
+                    memory=backend.memory(index),
+                    profile=_profile_name(name),
+                )
             )
-            for index in range(backend.device_count())
-        ]
-        result = ProbeResult(
-            available=bool(devices),
-            reason=None if devices else "no NVIDIA GPU visible: NVML reports 0 devices",
-            driver_version=backend.driver_version(),
-            devices=devices,
-        )
+        driver = backend.driver_version()
+    except Exception as error:  # a GPU lost mid-probe, an old driver's plain Exception
+        return ProbeResult(available=False, reason=f"NVML failed while reading devices: {error}")
     finally:
         backend.close()
-    return result
+    if not devices:
+        reason = "no NVIDIA GPU visible: NVML reports 0 devices"
+        return ProbeResult(available=False, reason=reason, driver_version=driver)
+    return ProbeResult(available=True, driver_version=driver, devices=devices)
 
 
 def memory_reader(backend: NvmlBackend | None = None):

@@ -129,3 +129,13 @@ def test_wizard_prefills_the_gpu_from_nvml(monkeypatch):
     assert detect_gpu() is None
     monkeypatch.setenv("ADVISOR_FAKE_NVML", str(FIXTURES / "no-driver.json"))
     assert detect_gpu() is None
+
+
+def test_an_nvml_error_while_reading_devices_is_an_answer_not_a_crash(fake_driver, monkeypatch):
+    def lost(handle):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)
+
+    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lost)
+    result = probe(PynvmlBackend())
+    assert not result.available and "reading devices" in result.reason
+    assert fake_driver["shutdown"] == 1

@@ -322,19 +322,6 @@ def test_detect_gpu_answers_none_without_a_driver(monkeypatch):
     assert detect_gpu() is None
 
 
-def test_detect_gpu_names_the_profile_of_the_first_card(monkeypatch):
-    import pynvml
-
-    from advisor.wizard.gpu_detect import detect_gpu
-
-    monkeypatch.setattr(pynvml, "nvmlInit", lambda: None)
-    monkeypatch.setattr(pynvml, "nvmlShutdown", lambda: None)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: 4)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: i)
-    monkeypatch.setattr(pynvml, "nvmlDeviceGetName", lambda h: "NVIDIA A100-SXM4-80GB")
-    assert detect_gpu() == ("a100-80gb", 4)
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
