@@ -23,24 +23,14 @@ GIB = 2**30
 
 def nvml_reader() -> Callable[[], list[dict[str, int]]] | None:
     """A function returning memory used per GPU via NVML, or None where NVML has no GPU."""
-    try:
-        import pynvml
+    from planner.nvml import memory_reader
 
-        pynvml.nvmlInit()
-        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-    except Exception:  # no driver, no library, no GPU: all mean "nothing to sample"
+    read = memory_reader()
+    if read is None:
         return None
-    if not handles:
-        return None
-
-    def read() -> list[dict[str, int]]:
-        samples = []
-        for index, handle in enumerate(handles):
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            samples.append({"index": index, "used_bytes": memory.used, "total_bytes": memory.total})
-        return samples
-
-    return read
+    return lambda: [
+        {"index": index, "used_bytes": used, "total_bytes": total} for index, used, total in read()
+    ]
 
 
 class GpuSampler:

@@ -139,3 +139,14 @@ def test_an_nvml_error_while_reading_devices_is_an_answer_not_a_crash(fake_drive
     result = probe(PynvmlBackend())
     assert not result.available and "reading devices" in result.reason
     assert fake_driver["shutdown"] == 1
+
+
+def test_launch_samples_gpu_memory_through_the_same_adapter(monkeypatch):
+    from runners.validation import nvml_reader
+
+    monkeypatch.setenv("ADVISOR_FAKE_NVML", str(FIXTURES / "a100x2.json"))
+    read = nvml_reader()
+    assert [g["used_bytes"] for g in read()] == [524288000, 524288000]
+    assert read()[0]["used_bytes"] == 20971520000
+    monkeypatch.setenv("ADVISOR_FAKE_NVML", str(FIXTURES / "no-driver.json"))
+    assert nvml_reader() is None
