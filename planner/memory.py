@@ -492,18 +492,18 @@ def reward_model_bytes(spec: ModelSpec, request: PlanRequest) -> float:
 
 def value_model_bytes(spec: ModelSpec, request: PlanRequest) -> float:
     """PPO's value model trains in full beside the policy: weights + gradients + AdamW states
-    of a sequence classifier, sharded like the policy (TRL PolicyAndValueWrapper)."""
+    of a sequence classifier, each sharded as the policy's are (TRL PolicyAndValueWrapper)."""
     params = parameters.value_model_params(spec)
     w = 2 if request.precision is Precision.bf16 else 4
-    per_param = w + w + optimizer_bytes_per_param(request, w)
     sharding = effective_sharding(request)
-    size = params * per_param
-    if shards_optimizer(sharding):
-        size = params * (w + (w if not shards_grads(sharding) else w / world(request)))
-        size += params * optimizer_bytes_per_param(request, w) / world(request)
-        if shards_params(sharding):
-            size -= params * w * (1 - 1 / world(request))
-    return size
+
+    def share(sharded: bool) -> int:
+        return world(request) if sharded else 1
+
+    weights = params * w / share(shards_params(sharding))
+    gradients = params * w / share(shards_grads(sharding))
+    states = params * optimizer_bytes_per_param(request, w) / share(shards_optimizer(sharding))
+    return weights + gradients + states
 
 
 def generation_batch(request: PlanRequest, lp: Loop) -> int:

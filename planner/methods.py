@@ -29,8 +29,6 @@ class Loop:
     generates: bool = False
     sequence_classifier: bool = False
     """The trained model scores sequences (reward training): no vocabulary logits."""
-    logits_span: str = "sequence"
-    """'sequence' (logits over every token) or 'completion' (over generated tokens only)."""
     beta: float | None = None
     notes: tuple[str, ...] = ()
 
@@ -92,7 +90,6 @@ def loop(request: PlanRequest) -> Loop:
             reward_model=True,
             value_model=True,
             generates=True,
-            logits_span="completion",
             beta=_beta(request, "ppo_kl_coef"),
             notes=(
                 "PPO (trl.experimental.ppo, trl<=1.12): policy + value model trained together; "
@@ -106,7 +103,6 @@ def loop(request: PlanRequest) -> Loop:
             m,
             reference=_reference(request, beta > 0),
             generates=True,
-            logits_span="completion",
             beta=beta,
             notes=(
                 f"{m.value.upper()}: {request.num_generations} completions per prompt; "
