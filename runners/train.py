@@ -380,7 +380,18 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OOM
     except (KeyboardInterrupt, StopAfterSave):
         return EXIT_STOPPED
+    finally:
+        _close_process_group()
     return EXIT_STOPPED if _stop_requested else 0
+
+
+def _close_process_group() -> None:
+    """Tear down the process group before the interpreter exits: gloo's worker threads abort
+    the process ("terminate called without an active exception") when it is left alive."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
