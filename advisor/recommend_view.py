@@ -94,14 +94,9 @@ def runner_up_panel(rec: Recommendation) -> Panel:
     return bullets(f"Runner-up: {label(second.method)}", lines, "magenta")
 
 
-def render_recommendation(rec: Recommendation) -> RenderableType:
-    """The whole recommendation as one Rich renderable."""
-    parts: list[RenderableType] = [
-        headline(rec),
-        ranking_table(rec),
-        reasons_panel(rec),
-        runner_up_panel(rec),
-    ]
+def advice_parts(rec: Recommendation) -> list[RenderableType]:
+    """Notes, the compute check, caveats and the evaluation plan, in reading order."""
+    parts: list[RenderableType] = []
     if rec.notes:
         parts.append(bullets("Before you start", rec.notes, "cyan"))
     table = compute_table(rec)
@@ -109,6 +104,18 @@ def render_recommendation(rec: Recommendation) -> RenderableType:
         parts.append(table)
     parts.append(bullets("Caveats", rec.caveats, "yellow"))
     parts.append(bullets("Evaluation plan", rec.evaluation_plan, "blue"))
+    return parts
+
+
+def render_recommendation(rec: Recommendation) -> RenderableType:
+    """The whole recommendation as one Rich renderable."""
+    parts: list[RenderableType] = [
+        headline(rec),
+        ranking_table(rec),
+        reasons_panel(rec),
+        runner_up_panel(rec),
+        *advice_parts(rec),
+    ]
     stand_in = None if rec.answers.model else "7b stands in for your model"
     parts.append(
         Panel(

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 from advisor.decide import Recommendation
 from advisor.decision_rules import label
 from advisor.method_choice import override_warning
-from advisor.recommend_view import bullets, compute_table, headline, runner_up_panel
+from advisor.recommend_view import advice_parts, bullets, headline, runner_up_panel
 from advisor.wizard.path_prompt import PathPrompt
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
@@ -26,19 +26,12 @@ def method_details(rec: Recommendation, method: Method) -> RenderableType:
     """What the engine says about one method: the whole case for the winner, the gap for others."""
     row = next(r for r in rec.ranking if r.method is method)
     if method is rec.method:
-        parts: list[RenderableType] = [
+        return Group(
             headline(rec),
             bullets(f"Why {label(method)}", row.reasons, "green"),
             runner_up_panel(rec),
-        ]
-        if rec.notes:
-            parts.append(bullets("Before you start", rec.notes, "cyan"))
-        table = compute_table(rec)
-        if table is not None:
-            parts.append(table)
-        parts.append(bullets("Caveats", rec.caveats, "yellow"))
-        parts.append(bullets("Evaluation plan", rec.evaluation_plan, "blue"))
-        return Group(*parts)
+            *advice_parts(rec),
+        )
     warning = override_warning(rec, method) or ""
     return Group(
         Text(warning, style="yellow"),
