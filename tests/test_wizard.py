@@ -67,6 +67,13 @@ async def answer_by_keys(pilot, answers: dict) -> None:
     await pilot.pause()
 
 
+async def forward(pilot, screens: int = 1) -> None:
+    """Go on by `screens` steps with the wizard's next key, letting each screen settle."""
+    for _ in range(screens):
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+
+
 def text_of(static: Static) -> str:
     """A Static's content as plain text, drawn 200 columns wide."""
     console = Console(width=200, record=True, file=io.StringIO())
@@ -228,10 +235,7 @@ async def test_picking_another_method_carries_the_engines_warning_into_the_plan(
 async def test_a_bad_knob_value_says_so_and_a_good_one_restores_the_estimate():
     app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+n")
-        await pilot.pause()
-        await pilot.press("ctrl+n")
-        await pilot.pause()
+        await forward(pilot, screens=2)
         grad = app.screen.query_one("#grad_accum", Input)
         grad.focus()
         await pilot.press("ctrl+u", "0")
@@ -246,10 +250,7 @@ async def test_a_bad_knob_value_says_so_and_a_good_one_restores_the_estimate():
 async def test_gpu_knobs_are_the_planners_layout():
     app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+n")
-        await pilot.pause()
-        await pilot.press("ctrl+n")
-        await pilot.pause()
+        await forward(pilot, screens=2)
         app.screen.query_one("#gpu", Select).value = "h100-80gb"
         app.screen.query_one("#gpus", Select).value = "16"
         app.screen.query_one("#sharding", Select).value = "zero3"
@@ -280,10 +281,7 @@ async def test_nvml_gpu_prefills_the_gpus_answer():
 async def test_without_nvml_the_plan_starts_on_the_default_card():
     app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+n")
-        await pilot.pause()
-        await pilot.press("ctrl+n")
-        await pilot.pause()
+        await forward(pilot, screens=2)
         assert app.request == PlanRequest(model="7b", method="dpo", tuning="lora")
         assert app.screen.query_one("#gpu", Select).value == "a100-80gb"
 
@@ -369,10 +367,7 @@ async def test_launch_preflight_counts_the_dataset_and_times_the_run(tmp_path):
     data.write_text(row * 300)
     app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+n")
-        await pilot.pause()
-        await pilot.press("ctrl+n")
-        await pilot.pause()
+        await forward(pilot, screens=2)
         await pilot.press("ctrl+n")
         await pilot.pause()
         app.screen.query_one("#dataset", Input).value = str(data)
@@ -392,10 +387,7 @@ async def test_launch_preflight_counts_the_dataset_and_times_the_run(tmp_path):
 async def test_a_method_changed_on_the_plan_shows_on_the_ranking():
     app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("ctrl+n")
-        await pilot.pause()
-        await pilot.press("ctrl+n")
-        await pilot.pause()
+        await forward(pilot, screens=2)
         app.screen.query_one("#method", Select).value = "kto"
         await pilot.pause()
         assert app.method.value == "kto" and app.plan.method.value == "kto"
