@@ -628,25 +628,24 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
     base = sum(resident.values())
     accumulating = request.grad_accum > 1  # gradients from earlier micro-batches stay live
 
+    grads_live = states.gradients if accumulating else 0.0
     phases: dict[str, float] = {}
     members: dict[str, list[str]] = {}
     resident_names = [k for k, v in resident.items() if v > 0]
 
+    # Each decoding step holds the fp32 next-token logits and their softmax per sequence.
+    gen_logits = generation_batch(request, lp) * spec.vocab_size * 4 * 2 if lp.generates else 0.0
     if lp.generates:
-        gen_logits = generation_batch(request, lp) * spec.vocab_size * 4 * 2
         phases["rollout generation"] = base + kv + gen_logits + states.gathered
-        members["rollout generation"] = [*resident_names, "generation_kv_cache"]
+        members["rollout generation"] = [*resident_names, "generation_kv_cache", "logits"]
     scoring = lp.reference != "none" or bool(lp.no_grad_rows_per_sample) or lp.reward_model
     no_grad = act.no_grad_forward if scoring else 0.0
     if scoring:
-        phases["reference / scoring forward"] = (
-            base + no_grad + states.gathered + (states.gradients if accumulating else 0)
-        )
+        phases["reference / scoring forward"] = base + no_grad + states.gathered + grads_live
         members["reference / scoring forward"] = [*resident_names, "logits"] + (
             ["gradients"] if accumulating else []
         )
 
-    grads_live = states.gradients if accumulating else 0.0
     # Backward starts with the loss's logits and their gradient live; later, gradients pile
     # up while layers are recomputed. Each branch is (activations, logits, gradients).
     start = (act.saved, act.logits + act.logits_grad, grads_live)
@@ -675,7 +674,7 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         "gradients": states.gradients,
         "optimizer": states.optimizer + step_temporary,
         "activations": max(act.saved, late_act) + value_act,
-        "logits": max(act.logits + act.logits_grad, no_grad),
+        "logits": max(act.logits + act.logits_grad, no_grad, gen_logits),
         "reference_model": reference,
         "reward_model": reward,
         "value_model": value,

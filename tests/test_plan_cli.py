@@ -51,6 +51,29 @@ def test_components_live_at_peak_cover_the_tensor_peak(capsys):
         assert live >= memory["per_gpu_peak_gib"] - 0.05, method
 
 
+def test_a_rollout_generation_peak_lists_the_kv_cache_and_logits_live(capsys):
+    plan = plan_json(
+        capsys,
+        "--model",
+        "7b",
+        "--method",
+        "grpo",
+        "--prompt-len",
+        "512",
+        "--completion-len",
+        "4096",
+        "--batch-size",
+        "8",
+        "--grad-accum",
+        "8",
+    )
+    memory = plan["memory"]
+    assert memory["peak_phase"] == "rollout generation"
+    assert {"generation_kv_cache", "logits"} <= set(memory["live_at_peak"])
+    live = sum(memory["components_gib"][c] for c in memory["live_at_peak"])
+    assert live >= memory["per_gpu_peak_gib"] - 0.05
+
+
 def test_samples_and_epochs_give_total_hours(capsys):
     plan = plan_json(capsys, "--model", "7b", "--samples", "10000", "--epochs", "2")
     steps = plan["time"]["total_steps"]
