@@ -18,7 +18,16 @@ from planner.memory import estimate_memory
 from planner.methods import loop
 from planner.models import resolve_model
 from planner.plan import estimate_for, normalised
-from planner.specs import GpuSpec, ModelSpec, Offload, Plan, PlanRequest, Sharding, Tuning
+from planner.specs import (
+    GpuSpec,
+    Method,
+    ModelSpec,
+    Offload,
+    Plan,
+    PlanRequest,
+    Sharding,
+    Tuning,
+)
 from planner.time_model import estimate_time, samples_per_step
 
 GPU_COUNTS = (1, 2, 4, 8)
@@ -69,6 +78,8 @@ def candidates(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[Cand
     """Every setting combination that fits, ranked best first."""
     request = normalised(request, gpu)
     effective = request.batch_size * request.grad_accum * request.world_size
+    if request.method in (Method.grpo, Method.rloo) and effective % request.num_generations:
+        return []  # no layout holding this effective batch fills whole generation groups
     fitting: list[Candidate] = []
     for tuning, checkpointing, layout in itertools.product(
         _tunings(request), (False, True), _layouts(request)
@@ -90,11 +101,6 @@ def candidates(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[Cand
         )
         for micro, pre in itertools.product(MICRO_BATCHES, precompute):
             if effective % (micro * world):
-                continue
-            if (
-                base.method.value in ("grpo", "rloo")
-                and (micro * world * (effective // (micro * world))) % base.num_generations
-            ):
                 continue
             trial = base.model_copy(
                 update={
