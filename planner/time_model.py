@@ -114,9 +114,9 @@ def _comm_seconds(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> float:
     if shards_params(sharding):
         weights = parameters.count_params(spec) * compute_bytes(request)
         volume += 2 * weights * (g - 1) / g * request.grad_accum
-    bandwidth = gpu.interconnect_gbps if request.nodes == 1 else throughput("internode_gbps")
-    if request.nodes > 1:
-        bandwidth = min(gpu.interconnect_gbps, throughput("internode_gbps"))
+    bandwidth = gpu.interconnect_gbps
+    if request.nodes > 1:  # rings cross the slower inter-node links
+        bandwidth = min(bandwidth, throughput("internode_gbps"))
     return volume / (bandwidth * 1e9)
 
 
