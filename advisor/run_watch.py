@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from planner.nvml import device_label
 from planner.specs import Method
 
 GIB = 2**30
@@ -42,6 +43,16 @@ def _read_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     return records, offset + len(complete)
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _device(gpu: dict[str, Any]) -> str:
+    """`GPU 1`, or `GPU 0 MIG 2` for a MIG instance, as gpu.jsonl names devices."""
+    parent = gpu.get("parent")
+    return device_label(gpu.get("index", "?"), parent if isinstance(parent, int) else None)
+
+
 @dataclass
 class RunWatch:
     """A run folder followed as it grows; `poll()` reads what is new."""
@@ -53,6 +64,10 @@ class RunWatch:
     latest: dict[str, Any] = field(default_factory=dict)
     loss: list[float] = field(default_factory=list)
     gpu_gib: list[float] = field(default_factory=list)
+    gpu_errors: dict[str, str] = field(default_factory=dict)
+    """Devices that failed to answer in the latest GPU sample: `GPU 1` -> NVML's error."""
+    gpu_measured_by: str | None = None
+    """How `gpu_gib` counts: 'per-process', 'used minus baseline' or 'used' (None: unsaid)."""
     step_times: dict[int, float] = field(default_factory=dict)
     validation: dict[str, Any] | None = None
     _metrics_at: int = 0
@@ -76,8 +91,7 @@ class RunWatch:
                 self.loss.append(float(loss))
         samples, self._gpu_at = _read_lines(self.run_dir / "gpu.jsonl", self._gpu_at)
         for sample in samples:
-            used = max((g.get("used_bytes", 0) for g in sample.get("gpus", [])), default=0)
-            self.gpu_gib.append(used / GIB)
+            self._gpu_sample(sample)
         try:
             progress = json.loads((self.run_dir / "progress.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -90,6 +104,23 @@ class RunWatch:
             )
         except (OSError, ValueError):
             self.validation = None
+
+    def _gpu_sample(self, sample: Any) -> None:
+        """One gpu.jsonl line: the run's memory (`run_bytes`; older files: the most used on
+        one GPU) and which devices failed. The reading before launch is not a sample."""
+        if not isinstance(sample, dict) or sample.get("baseline"):
+            return
+        gpus = [g for g in sample.get("gpus") or [] if isinstance(g, dict)]
+        if gpus:  # a line that only says sampling failed leaves the devices' state as it was
+            self.gpu_errors = {_device(g): str(g["error"]) for g in gpus if g.get("error")}
+        if sample.get("measured_by"):
+            self.gpu_measured_by = str(sample["measured_by"])
+        run_bytes = sample.get("run_bytes")
+        if not _number(run_bytes):
+            readings = [g["used_bytes"] for g in gpus if _number(g.get("used_bytes"))]
+            run_bytes = max(readings, default=None)
+        if run_bytes is not None:
+            self.gpu_gib.append(run_bytes / GIB)
 
     def seconds_per_step(self) -> float | None:
         """Median wall time between logged steps (None before two steps)."""

@@ -1,62 +1,374 @@
 """What a run measured against what the plan estimated: GPU memory samples and step time.
 
-NVML reports memory used per GPU by every process on it, which is what a user compares with
-the card (DESIGN "per_gpu_peak_gib"); on CPU there is nothing to sample.
+The launcher samples NVML about once a second into gpu.jsonl (`GpuSampler`). The measured peak
+is this run's: where NVML attributes memory to processes, the memory of the run's own
+processes; else the memory in use minus what was in use before launch. Either way it is per
+GPU (or MIG instance), the number a user compares with the card (DESIGN "per_gpu_peak_gib");
+on CPU there is nothing to sample.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from planner.nvml import NvmlBackend, device_label, device_reader, error_text
 from planner.specs import Plan
 
 GIB = 2**30
 
+MeasuredBy = Literal["per-process", "used minus baseline", "used"]
+PER_PROCESS: MeasuredBy = "per-process"
+MINUS_BASELINE: MeasuredBy = "used minus baseline"
+ALL_USED: MeasuredBy = "used"
 
-def nvml_reader() -> Callable[[], list[dict[str, int]]] | None:
-    """A function returning memory used per GPU via NVML, or None where NVML has no GPU."""
-    from planner.nvml import memory_reader
+HOW_MEASURED: dict[MeasuredBy, str] = {
+    PER_PROCESS: "the memory NVML attributes to this run's processes; other processes on the "
+    "GPUs are not counted",
+    MINUS_BASELINE: "memory in use minus what was in use before launch; memory that other "
+    "processes took meanwhile counts too",
+    ALL_USED: "all memory in use, other processes' included (no reading was taken before launch)",
+}
+"""What each way of measuring the peak counts, in the words validation.json carries."""
 
-    read = memory_reader()
+
+def nvml_reader(backend: NvmlBackend | None = None) -> Callable[[], list[dict[str, Any]]] | None:
+    """A function returning one reading per watched device (a GPU, or a MIG instance) via NVML,
+    as gpu.jsonl stores them, or None where NVML has no GPU. `backend`: a planner.nvml backend
+    (tests pass a FakeBackend); the real one by default."""
+    read = device_reader(backend)
     if read is None:
         return None
-    return lambda: [
-        {"index": index, "used_bytes": used, "total_bytes": total} for index, used, total in read()
-    ]
+
+    def readings() -> list[dict[str, Any]]:
+        # Top-level fields that say nothing are left out; a process's unknown memory stays null.
+        return [
+            {key: value for key, value in reading.model_dump().items() if value is not None}
+            for reading in read()
+        ]
+
+    return readings
+
+
+def process_tree(root: int | None = None) -> set[int]:
+    """PIDs of `root` (default: this process) and all its descendants, read from /proc; just
+    `root` where there is no /proc."""
+    root = os.getpid() if root is None else root
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return {root}
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+            # "pid (comm) state ppid …": comm may hold spaces and parentheses.
+            ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # it exited while we looked
+        children.setdefault(ppid, []).append(int(entry))
+    tree: set[int] = set()
+    todo = [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in tree:
+            tree.add(pid)
+            todo.extend(children.get(pid, []))
+    return tree
+
+
+def pid_exists(pid: int) -> bool:
+    """Whether `pid` names a process in this PID namespace (in a container NVML lists host
+    PIDs, which are not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # exists, but not ours to signal
+        return True
+    except (OSError, OverflowError):  # no such process, or not a PID at all
+        return False
+    return True
+
+
+def _label(gpu: dict[str, Any]) -> str:
+    parent = gpu.get("parent")
+    return device_label(gpu.get("index", "?"), parent if isinstance(parent, int) else None)
+
+
+def _key(gpu: dict[str, Any]) -> tuple[Any, Any]:
+    return gpu.get("index"), gpu.get("parent")
+
+
+def _bytes(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _plain(text: str) -> str:
+    """A message safe in the live view, whose Rich markup would read `[Errno 28]` as a tag."""
+    return text.replace("[", "(").replace("]", ")")
 
 
 class GpuSampler:
-    """Appends one line per sample to gpu.jsonl and keeps the highest memory used on any GPU."""
+    """Samples every GPU into gpu.jsonl about once a second and keeps this run's peak memory.
 
-    def __init__(self, path: Path, read: Callable[[], list[dict[str, int]]] | None):
-        self.path = path
+    `read`: `nvml_reader()`, or None (nothing to sample: CPU, no NVML). `pids`: returns the
+    PIDs of the launcher and its descendants (`process_tree`); without it the memory cannot be
+    attributed to the run's processes. Call `take_baseline()` before the run starts. Nothing
+    here raises: a device that errors is recorded as such while the others are sampled, a
+    gpu.jsonl that cannot be written stops being written, and `status()` says so.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        read: Callable[[], list[dict[str, Any]]] | None,
+        pids: Callable[[], Iterable[int]] | None = None,
+    ):
+        self.path = Path(path)
         self.read = read
-        self.peak_bytes: int | None = None
-        self.last_bytes = 0
+        self.pids = pids
+        self.baseline: dict[tuple[Any, Any], int] | None = None
+        self._before: set[int] = set()  # the launcher's own PIDs at the baseline: not the run
+        self._peak_own: int | None = None  # the run's processes, on the device where highest
+        self._peak_delta: int | None = None  # used − baseline, on the device where highest
+        self._last_own = 0
+        self._last_delta = 0
+        self._seen_ours = False  # NVML listed one of the run's PIDs at least once
+        self._listed = False  # NVML gave a process list at least once
+        self._foreign: set[int] = set()  # listed PIDs that are not the run's
+        self._foreign_hidden = False  # one of them is not in this PID namespace
+        self._unattributable: str | None = None  # why per-process memory cannot be trusted
+        self._failing: dict[str, str] = {}  # devices that failed in the last sample
+        self._failed: dict[str, str] = {}  # every device that failed at some point
+        self._no_baseline: set[str] = set()
+        self._problem: str | None = None
+        self._write_error: str | None = None
 
-    def sample(self) -> None:
+    def take_baseline(self) -> None:
+        """Read the memory in use on every device before the run starts; never raises."""
         if self.read is None:
             return
-        gpus = self.read()
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"time": time.time(), "gpus": gpus}) + "\n")
-        used = max((g["used_bytes"] for g in gpus), default=0)
-        self.last_bytes = used
-        self.peak_bytes = max(self.peak_bytes or 0, used)
+        try:
+            self._before = self._our_pids() or set()
+            gpus = self.read()
+            baseline = {}
+            for gpu in gpus:
+                used = _bytes(gpu.get("used_bytes"))
+                if used is not None and not gpu.get("error"):
+                    baseline[_key(gpu)] = used
+                for process in gpu.get("processes") or []:
+                    pid = process.get("pid") if isinstance(process, dict) else None
+                    if pid not in self._before:
+                        self._note_foreign(pid)  # the run has not started yet
+            self.baseline = baseline
+            line = {"time": time.time(), "baseline": True, "gpus": gpus}
+        except Exception as error:
+            self._problem = _plain(f"no GPU reading before launch: {error_text(error)}")
+            line = {"time": time.time(), "baseline": True, "error": self._problem}
+        self._write(line)
+
+    def sample(self) -> None:
+        """Read every device once, append the line to gpu.jsonl, update the peak; never raises."""
+        if self.read is None:
+            return
+        try:
+            line = self._sample()
+        except Exception as error:  # a reader or driver failure must not stop the launcher
+            self._problem = _plain(f"GPU sampling failed: {error_text(error)}")
+            line = {"time": time.time(), "error": self._problem}
+        self._write(line)
+
+    def _sample(self) -> dict[str, Any]:
+        gpus = self.read()  # type: ignore[misc]
+        self._problem = None
+        ours = self._our_pids()
+        entries, failing = [], {}
+        own_now: int | None = None
+        delta_now: int | None = None
+        for gpu in gpus:
+            entry = dict(gpu)
+            entries.append(entry)
+            label = _label(entry)
+            used = _bytes(entry.get("used_bytes"))
+            if entry.get("error") or used is None:
+                failing[label] = _plain(str(entry.get("error") or "no memory reading"))
+                continue
+            base = 0
+            if self.baseline is not None:
+                if _key(entry) in self.baseline:
+                    base = entry["baseline_bytes"] = self.baseline[_key(entry)]
+                else:
+                    self._no_baseline.add(label)
+            delta_now = max(delta_now or 0, used - base, 0)
+            own = self._attribute(entry, ours, label)
+            if own is not None:
+                entry["own_bytes"] = own
+                own_now = max(own_now or 0, own)
+        self._failing = failing
+        self._failed.update(failing)
+        if delta_now is not None:
+            self._last_delta = delta_now
+            self._peak_delta = max(self._peak_delta or 0, delta_now)
+        if own_now is not None:
+            self._last_own = own_now
+            self._peak_own = max(self._peak_own or 0, own_now)
+        now = own_now if self._per_process() else delta_now
+        return {
+            "time": time.time(),
+            "gpus": entries,
+            "run_bytes": now,
+            "measured_by": self.measured_by,
+        }
+
+    def _our_pids(self) -> set[int] | None:
+        if self.pids is None:
+            return None
+        try:
+            return {int(pid) for pid in self.pids()}
+        except Exception as error:
+            self._problem = _plain(f"the run's processes could not be listed: {error_text(error)}")
+            return None
+
+    def _note_foreign(self, pid: Any) -> None:
+        if isinstance(pid, int) and pid not in self._foreign:
+            self._foreign.add(pid)
+            self._foreign_hidden = self._foreign_hidden or not pid_exists(pid)
+
+    def _attribute(self, entry: dict[str, Any], ours: set[int] | None, label: str) -> int | None:
+        """Bytes NVML attributes to the run's processes on this device (None: it cannot say);
+        marks each listed process `ours` in the entry."""
+        if ours is None:
+            return None
+        if entry.get("processes_error"):
+            reason = f"NVML could not list the processes on {label} ({entry['processes_error']})"
+            self._unattributable = self._unattributable or _plain(reason)
+            return None
+        processes = entry.get("processes")
+        if not isinstance(processes, list):
+            return None
+        self._listed = True
+        own, marked = 0, []
+        for listed in processes:
+            process = dict(listed) if isinstance(listed, dict) else {}
+            pid = process.get("pid")
+            process["ours"] = pid in ours and pid not in self._before
+            marked.append(process)
+            if not process["ours"]:
+                if pid not in self._before:  # the launcher's own context is neither
+                    self._note_foreign(pid)
+                continue
+            self._seen_ours = True
+            used = _bytes(process.get("used_bytes"))
+            if used is None:
+                reason = "the driver does not report memory per process (usedGpuMemory)"
+                self._unattributable = self._unattributable or reason
+            else:
+                own += used
+        entry["processes"] = marked
+        return own
+
+    def _per_process(self) -> bool:
+        return self._seen_ours and self._unattributable is None
+
+    def _why_not_per_process(self) -> str:
+        if self._unattributable:
+            return self._unattributable
+        if self._foreign_hidden:
+            return (
+                "NVML lists processes whose PIDs are not in this PID namespace (in a container "
+                "NVML reports the host's PIDs), so none can be matched to this run"
+            )
+        if self._foreign:
+            return (
+                "NVML lists processes, but none with this run's PIDs (in a container NVML "
+                "reports the host's PIDs)"
+            )
+        if self._listed:
+            return "NVML listed no processes on the GPUs"
+        return "NVML gave no process lists"
+
+    @property
+    def peak_bytes(self) -> int | None:
+        """This run's highest memory on one device so far (see `measured_by`), or None."""
+        return self._peak_own if self._per_process() else self._peak_delta
+
+    @property
+    def last_bytes(self) -> int:
+        """This run's memory in the last sample, on the device where it is highest."""
+        return self._last_own if self._per_process() else self._last_delta
+
+    @property
+    def measured_by(self) -> MeasuredBy | None:
+        """How `peak_bytes` counts (HOW_MEASURED), or None before any memory was read."""
+        if self._peak_delta is None:
+            return None
+        if self._per_process():
+            return PER_PROCESS
+        return MINUS_BASELINE if self.baseline is not None else ALL_USED
+
+    @property
+    def memory_note(self) -> str:
+        """What the peak counts and what it could not, in plain sentences ('' if nothing ran)."""
+        if self.read is None:
+            return ""
+        how = self.measured_by
+        if how is None:
+            notes = ["No GPU memory could be read: nothing was measured."]
+        else:
+            notes = [f"The peak counts {HOW_MEASURED[how]}."]
+            if how != PER_PROCESS and self.pids is not None:
+                notes.append(f"Not per process: {self._why_not_per_process()}.")
+        if how == MINUS_BASELINE and self._no_baseline:
+            missing = ", ".join(sorted(self._no_baseline))
+            notes.append(f"{missing}: no reading before launch, so all memory in use counts.")
+        for label, error in self._failed.items():
+            notes.append(
+                f"{label} failed to answer NVML ({error}): samples it missed are not counted."
+            )
+        if self._write_error:
+            notes.append(f"{self._write_error}.")
+        return " ".join(notes)
 
     def status(self) -> str:
-        """`GPU 12.3/14.0 GiB` (now / peak so far), or '' before the first sample."""
-        if self.peak_bytes is None:
+        """`GPU 12.3/14.0 GiB` (now / peak so far) and any device or file problem; '' before
+        the first sample when all is well."""
+        try:
+            parts = []
+            peak = self.peak_bytes
+            if peak is not None:
+                parts.append(f"GPU {self.last_bytes / GIB:.1f}/{peak / GIB:.1f} GiB")
+            if self._failing:
+                label, error = next(iter(self._failing.items()))
+                more = len(self._failing) - 1
+                parts.append(f"{label}: {error}" + (f" (+{more} more failing)" if more else ""))
+            parts.extend(p for p in (self._problem, self._write_error) if p)
+            return " · ".join(parts)
+        except Exception:  # the live view must not fail over a status line
             return ""
-        return f"GPU {self.last_bytes / GIB:.1f}/{self.peak_bytes / GIB:.1f} GiB"
+
+    def _write(self, line: dict[str, Any]) -> None:
+        """Append one line to gpu.jsonl; on the first failure (disk full …) stop writing."""
+        if self._write_error is not None:
+            return
+        try:
+            text = json.dumps(line, default=str) + "\n"
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write(text)
+        except Exception as error:
+            reason = getattr(error, "strerror", None) or error_text(error)
+            self._write_error = _plain(f"gpu.jsonl is no longer written ({reason})")
 
 
 class Validation(BaseModel):
@@ -69,6 +381,12 @@ class Validation(BaseModel):
     measured_step_seconds: float | None
     steps: int
     note: str = ""
+    measured_by: MeasuredBy | None = Field(
+        default=None,
+        description="how the measured peak counts: the run's processes ('per-process'), memory "
+        "in use minus a reading before launch, or all memory in use; null: nothing measured",
+    )
+    memory_note: str = Field(default="", description="what the measured peak counts and misses")
 
 
 def measured_step_seconds(records: list[dict[str, Any]]) -> float | None:
@@ -83,18 +401,29 @@ def measured_step_seconds(records: list[dict[str, Any]]) -> float | None:
 
 
 def validation_record(
-    device: str, plan: Plan | None, records: list[dict[str, Any]], peak_bytes: int | None
+    device: str,
+    plan: Plan | None,
+    records: list[dict[str, Any]],
+    peak_bytes: int | None,
+    *,
+    measured_by: MeasuredBy | None = None,
+    memory_note: str = "",
 ) -> Validation:
+    """The validation record of a finished run; `measured_by` and `memory_note` come from the
+    GpuSampler that measured `peak_bytes`."""
     steps = max((r.get("step", 0) for r in records), default=0)
     note = ""
     if device == "cpu":
         note = "trained on CPU: the plan's GPU estimates are not comparable with these numbers"
+    measured = round(peak_bytes / GIB, 2) if peak_bytes else None
     return Validation(
         device=device,
         estimated_peak_gib=plan.memory.per_gpu_peak_gib if plan else None,
-        measured_peak_gib=round(peak_bytes / GIB, 2) if peak_bytes else None,
+        measured_peak_gib=measured,
         estimated_step_seconds=plan.time.step_seconds if plan else None,
         measured_step_seconds=measured_step_seconds(records),
         steps=steps,
         note=note,
+        measured_by=measured_by if measured is not None else None,
+        memory_note=memory_note,
     )

@@ -72,5 +72,10 @@ def print_validation(record: dict) -> None:
     )
     console = Console()
     console.print(table)
-    if record.get("note"):
-        console.print(record["note"], style="yellow")
+    if record.get("measured_by"):
+        console.print(
+            f"how the peak memory was measured: {record['measured_by']}", style="dim", markup=False
+        )
+    for key in ("memory_note", "note"):
+        if record.get(key):
+            console.print(record[key], style="yellow", markup=False)
