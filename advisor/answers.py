@@ -7,7 +7,6 @@ names the field, what was wrong, and the values that are valid.
 from __future__ import annotations
 
 import difflib
-import json
 import re
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -16,6 +15,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from planner.errors import PlanError
+from planner.files import parse_json, parse_yaml, read_text, short, shown
+from planner.models import check_model_text
+from planner.specs import MAX_GPUS_PER_NODE
 
 
 class UseCase(StrEnum):
@@ -75,18 +77,27 @@ LEVEL_ORDER = (Level.low, Level.medium, Level.high)
 
 _GPUS = re.compile(r"^\s*(?:(\d+)\s*[x×*]\s*)?([A-Za-z][A-Za-z0-9._-]*)\s*$", re.IGNORECASE)
 
+MAX_TEAM_GPUS = MAX_GPUS_PER_NODE * 8
+"""Most GPUs a `gpus` answer may name: 8,192, past the largest alignment runs published."""
+
 
 def parse_gpus(text: str) -> tuple[str, int]:
     """Split a `gpus` answer such as `8x h100-80gb` or `a100-80gb` into (name, count)."""
-    match = _GPUS.match(text)
+    match = _GPUS.match(text) if len(text) <= 200 else None
     if not match:
         raise PlanError(
-            f"gpus: {text!r} is not COUNTx NAME; write it like '1x a100-80gb', "
+            f"gpus: {short(text)} is not COUNTx NAME; write it like '1x a100-80gb', "
             "'8x h100-80gb' or just 'a100-80gb'"
         )
     count = int(match.group(1) or 1)
     if count < 1:
-        raise PlanError(f"gpus: {text!r} asks for {count} GPUs; the count must be at least 1")
+        raise PlanError(f"gpus: {short(text)} asks for {count} GPUs; the count must be at least 1")
+    if count > MAX_TEAM_GPUS:
+        raise PlanError(f"gpus: {short(text)} asks for {count:,} GPUs; at most {MAX_TEAM_GPUS:,}")
+    if count > MAX_GPUS_PER_NODE and count % 8:
+        raise PlanError(
+            f"gpus: {count:,} GPUs; more than {MAX_GPUS_PER_NODE:,} must be whole nodes of 8"
+        )
     return match.group(2).lower(), count
 
 
@@ -111,6 +122,13 @@ class Answers(BaseModel):
         if value is not None:
             parse_gpus(value)
         return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_text(cls, value: str | None) -> str | None:
+        # Only the text's sanity here: whether the planner knows the model is the compute
+        # check's question, asked when `gpus` is given too.
+        return None if value is None else check_model_text(value)
 
     def parsed_gpus(self) -> tuple[str, int] | None:
         """The GPU name and count from `gpus`, or None when it was not answered."""
@@ -140,24 +158,36 @@ def valid_values(field: str) -> list[str]:
 
 
 def _closest(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(str(word), choices, n=1)
+    if len(word) > 100:  # nothing that long is a typo of a field or a value
+        return ""
+    close = difflib.get_close_matches(word, choices, n=1)
     return f"did you mean {close[0]!r}? " if close else ""
 
 
+def _name(key: Any) -> str:
+    """A field name as a message shows it: plain when it is short text, described otherwise."""
+    if isinstance(key, str) and len(key) <= 60 and key.isprintable():
+        return key
+    return short(key)
+
+
 def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
-    """One validation error as a sentence that says what is valid."""
-    field = str(error["loc"][0]) if error["loc"] else "answers"
+    """One validation error as a sentence that says what is valid; a value is described with
+    `short`, never printed whole (an aliased YAML value may be huge once expanded)."""
+    key = error["loc"][0] if error["loc"] else "answers"
+    field = _name(key)
     kind = error["type"]
-    valid = valid_values(field)
+    valid = valid_values(str(key))
     listing = f"valid: {', '.join(valid)}" if valid else ""
     if kind == "missing":
         return f"{field}: missing" + (f" ({listing})" if listing else "")
     if kind == "extra_forbidden":
         fields = list(Answers.model_fields)
-        return f"{field}: unknown field; {_closest(field, fields)}fields are {', '.join(fields)}"
+        return f"{field}: unknown field; {_closest(str(key), fields)}fields are {', '.join(fields)}"
     if valid:
-        given = data.get(field)
-        return f"{field}: {given!r} is not valid; {_closest(str(given), valid)}{listing}"
+        given = data.get(key)
+        hint = _closest(given, valid) if isinstance(given, str) else ""
+        return f"{field}: {short(given)} is not valid; {hint}{listing}"
     message = str(error["msg"]).removeprefix("Value error, ").removeprefix(f"{field}: ")
     return f"{field}: {message}"
 
@@ -169,36 +199,29 @@ def answers_from_mapping(data: Any, source: str = "answers") -> Answers:
             f"{source}: expected a mapping of field: value, got {type(data).__name__}; "
             f"fields are {', '.join(Answers.model_fields)}"
         )
-    fields = {str(k): v for k, v in data.items() if k not in SCENARIO_KEYS}
+    fields = {k if isinstance(k, str) else short(k): v for k, v in data.items()}
+    fields = {k: v for k, v in fields.items() if k not in SCENARIO_KEYS}
     try:
         return Answers.model_validate(fields)
     except ValidationError as error:
-        problems = [_describe(e, fields) for e in error.errors()]
+        problems = [_describe(e, fields) for e in error.errors()[:10]]
         raise PlanError(f"{source}: " + "; ".join(problems)) from None
 
 
-def read_answers_file(path: str | Path) -> dict[str, Any]:
-    """The raw mapping in a YAML or JSON file (JSON by suffix, otherwise YAML, a superset)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanError(f"{path}: no such answers file") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise PlanError(f"{path}: cannot read it ({error})") from None
-    if path.suffix.lower() == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
-            raise PlanError(f"{path}: not valid JSON ({error})") from None
-    import yaml  # imported here: only file loading needs it
+MAX_ANSWERS_BYTES = 64 * 2**10
+"""An answers file is a dozen short lines (under 1 KiB); PyYAML parses about 64 KiB a second."""
 
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise PlanError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
+
+def read_answers_file(path: str | Path) -> Any:
+    """The raw value in a YAML or JSON file (JSON by suffix, otherwise YAML, a superset), read
+    through `planner.files`: a regular file of sane size, bounded nesting and YAML aliases."""
+    text = read_text(path, "answers file", max_bytes=MAX_ANSWERS_BYTES)
+    what = f"answers file {shown(path)}"
+    if str(path).lower().endswith(".json"):
+        return parse_json(text, what)
+    return parse_yaml(text, what)
 
 
 def load_answers(path: str | Path) -> Answers:
     """Read and validate an answers file (YAML or JSON); raises PlanError with a clear message."""
-    return answers_from_mapping(read_answers_file(path), source=str(path))
+    return answers_from_mapping(read_answers_file(path), source=shown(path))

@@ -8,11 +8,11 @@ this module imports fast when no compute check is asked for.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from advisor.decision_rules import label
 from planner.errors import PlanError
-from planner.specs import Method, Plan, PlanRequest, Sharding, Tuning
+from planner.specs import Method, Plan, PlanRequest, Sharding, Tuning, request_problem
 
 TUNING_LADDER = (Tuning.full, Tuning.lora, Tuning.qlora)
 """The default setups, best first: full tuning when it fits, else LoRA, else QLoRA."""
@@ -68,15 +68,19 @@ def default_request(
 ) -> PlanRequest:
     """A method's default setup as a planner request: the planner's defaults plus these."""
     per_node, nodes = layout(count)
-    return PlanRequest(
-        model=model,
-        method=method,
-        tuning=tuning,
-        gpu=gpu,
-        num_gpus=per_node,
-        nodes=nodes,
-        sharding=default_sharding(count),
-    )
+    try:
+        return PlanRequest(
+            model=model,
+            method=method,
+            tuning=tuning,
+            gpu=gpu,
+            num_gpus=per_node,
+            nodes=nodes,
+            sharding=default_sharding(count),
+        )
+    except ValidationError as error:
+        field, message = request_problem(error)
+        raise PlanError(f"{field or 'gpus'}: {message}") from None
 
 
 def _try(plan: Plan, count: int) -> FitTry:

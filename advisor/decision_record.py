@@ -7,7 +7,9 @@ from pathlib import Path
 
 from advisor.decide import Recommendation
 from advisor.decision_rules import label, strongest_reasons
-from planner.errors import PlanError
+from advisor.output_file import write_text
+
+FORCE_HINT = "pass --force to overwrite it"
 
 
 def _cell(text: str) -> str:
@@ -78,11 +80,10 @@ def decision_record(
     return "\n".join(out)
 
 
-def write_decision_record(rec: Recommendation, path: str | Path, source: str | None = None) -> Path:
-    """Write the decision record to `path`; a path that cannot be written is the user's error."""
-    path = Path(path)
-    try:
-        path.write_text(decision_record(rec, source=source), encoding="utf-8")
-    except OSError as error:
-        raise PlanError(f"--report {path}: cannot write it ({error.strerror or error})") from None
-    return path
+def write_decision_record(
+    rec: Recommendation, path: str | Path, source: str | None = None, *, overwrite: bool = False
+) -> Path:
+    """Write the decision record to `path`; an existing file is kept unless `overwrite` (the
+    error says to pass --force), and a path that cannot be written is the user's error."""
+    text = decision_record(rec, source=source)
+    return write_text(path, text, "--report", overwrite=overwrite, hint=FORCE_HINT)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from advisor.answers import Answers, answers_from_mapping
-from planner.errors import PlanError
+from advisor.output_file import write_text
 
 
 @dataclass(frozen=True)
@@ -167,11 +167,7 @@ def answers_yaml(answers: Answers) -> str:
     return header + yaml.safe_dump(data, sort_keys=False)
 
 
-def save_answers(answers: Answers, path: str | Path) -> Path:
-    """Write the answers YAML to `path`; a path that cannot be written is the user's error."""
-    path = Path(path).expanduser()
-    try:
-        path.write_text(answers_yaml(answers), encoding="utf-8")
-    except OSError as error:
-        raise PlanError(f"{path}: cannot write the answers ({error.strerror or error})") from None
-    return path
+def save_answers(answers: Answers, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write the answers YAML to `path`; an existing file raises `FileExists` unless
+    `overwrite`, and a path that cannot be written is the user's error."""
+    return write_text(path, answers_yaml(answers), "answers file", overwrite=overwrite)

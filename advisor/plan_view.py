@@ -171,6 +171,29 @@ def command_line(request: PlanRequest) -> str:
     return " ".join(parts)
 
 
+MODEL_FIELDS = ("name", "params", "num_layers", "hidden_size", "num_heads", "num_kv_heads",
+                "vocab_size")  # fmt: skip
+"""The ModelSpec fields the `--list-models` table shows, as `--list-models --json` names them."""
+
+GPU_FIELDS = ("name", "memory_gib", "bf16_tflops", "fp16_tflops", "supports_bf16", "hbm_gbps",
+              "interconnect_gbps")  # fmt: skip
+"""The GpuSpec fields the `--list-gpus` table shows, as `--list-gpus --json` names them."""
+
+
+def model_rows() -> list[dict]:
+    """Every model profile as `--list-models --json` prints it: the table's fields."""
+    from planner.models import list_models
+
+    return [spec.model_dump(mode="json", include=set(MODEL_FIELDS)) for spec in list_models()]
+
+
+def gpu_rows() -> list[dict]:
+    """Every GPU profile as `--list-gpus --json` prints it: the table's fields."""
+    from planner.gpus import list_gpus
+
+    return [gpu.model_dump(mode="json", include=set(GPU_FIELDS)) for gpu in list_gpus()]
+
+
 def print_models(console: Console | None = None) -> None:
     from planner.models import list_models
 

@@ -17,8 +17,8 @@ from advisor.decide import Recommendation
 from advisor.decision_record import decision_record
 from advisor.decision_rules import label
 from advisor.method_choice import override_warning
+from advisor.output_file import write_text
 from advisor.plan_view import LABELS, command_line, headline
-from planner.errors import PlanError
 from planner.specs import COMPONENTS, Method, Plan, PlanRequest
 
 
@@ -137,11 +137,7 @@ def session_record(
     return "\n".join(out)
 
 
-def write_session_record(text: str, path: str | Path) -> Path:
-    """Write a record to `path`; a path that cannot be written is the user's error."""
-    path = Path(path).expanduser()
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as error:
-        raise PlanError(f"{path}: cannot write the record ({error.strerror or error})") from None
-    return path
+def write_session_record(text: str, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write a record to `path`; an existing file raises `FileExists` unless `overwrite`, and a
+    path that cannot be written is the user's error."""
+    return write_text(path, text, "record", overwrite=overwrite)

@@ -43,8 +43,8 @@ def checked_path(path: str | Path, what: str, max_bytes: int | None = MAX_CONFIG
         raise PlanError(f"{what} {shown}: not a regular file (a pipe, socket or device)")
     if max_bytes is not None and info.st_size > max_bytes:
         raise PlanError(
-            f"{what} {shown}: {info.st_size / MIB:.0f} MiB is larger than the "
-            f"{max_bytes / MIB:.0f} MiB this tool reads for it"
+            f"{what} {shown}: {_size(info.st_size)} is larger than the "
+            f"{_size(max_bytes)} this tool reads for it"
         )
     if not os.access(path, os.R_OK):
         raise PlanError(f"{what} {shown}: no permission to read it")
@@ -72,6 +72,8 @@ def parse_json(text: str, what: str) -> Any:
         ) from None
     except RecursionError:
         raise PlanError(f"{what}: nested deeper than {MAX_NESTING} levels") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise PlanError(f"{what}: not valid JSON (a number with too many digits)") from None
     if nesting_depth(value) > MAX_NESTING:
         raise PlanError(f"{what}: nested deeper than {MAX_NESTING} levels")
     return value
@@ -83,13 +85,22 @@ def parse_yaml(text: str, what: str) -> Any:
     import yaml  # imported here: only answers files need it
 
     try:
-        aliases = 0
+        aliases = depth = 0
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent):
                 aliases += 1
                 if aliases > MAX_YAML_ALIASES:
                     raise PlanError(f"{what}: more than {MAX_YAML_ALIASES} YAML aliases (*name)")
+            elif isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                # Stop here: PyYAML's scanner slows quadratically with flow nesting depth.
+                if depth > MAX_NESTING:
+                    raise PlanError(f"{what}: nested deeper than {MAX_NESTING} levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
         value = yaml.safe_load(text)
+    except PlanError:
+        raise
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
@@ -97,6 +108,8 @@ def parse_yaml(text: str, what: str) -> Any:
         raise PlanError(f"{what}: not valid YAML ({problem}{where})") from None
     except RecursionError:
         raise PlanError(f"{what}: nested deeper than {MAX_NESTING} levels") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise PlanError(f"{what}: not valid YAML (a number with too many digits)") from None
     if nesting_depth(value) > MAX_NESTING:
         raise PlanError(f"{what}: nested deeper than {MAX_NESTING} levels")
     return value
@@ -126,9 +139,9 @@ def short(value: Any, limit: int = 60) -> str:
     """A one-line description of a parsed value for an error message, built without expanding
     it: scalars as repr (cut to `limit`), containers by type and size."""
     if isinstance(value, dict):
-        return f"a mapping of {len(value)} keys"
+        return f"a mapping of {len(value)} key" + ("" if len(value) == 1 else "s")
     if isinstance(value, list | tuple):
-        return f"a list of {len(value)} items"
+        return f"a list of {len(value)} item" + ("" if len(value) == 1 else "s")
     if isinstance(value, str | bytes):
         text = repr(value[: limit + 1])
         return text if len(value) <= limit else text[: limit - 1] + "…'"
@@ -138,9 +151,19 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _shown(path: object, limit: int = 80) -> str:
+def shown(path: object, limit: int = 80) -> str:
+    """A path or name as an error message shows it: printable characters only, cut to `limit`."""
     text = "".join(c if c.isprintable() else "?" for c in str(path))  # no newline or NUL
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+_shown = shown
+
+
+def _size(count: int) -> str:
+    """Bytes as MiB, or KiB below a MiB (a 64 KiB limit is not "0 MiB"), to one decimal."""
+    unit, name = (MIB, "MiB") if count >= MIB else (2**10, "KiB")
+    return f"{count / unit:,.1f}".removesuffix(".0") + f" {name}"
 
 
 def _reason(error: BaseException) -> str:

@@ -8,6 +8,7 @@ import re
 import tomllib
 
 from planner.errors import PlanError
+from planner.files import short
 from planner.paths import profiles_dir
 from planner.specs import GpuSpec
 
@@ -62,10 +63,12 @@ def resolve_gpu(name: str) -> GpuSpec:
     stripped = key.removeprefix("nvidia-").removeprefix("tesla-")
     if stripped in catalogue:
         return catalogue[stripped]
-    near = difflib.get_close_matches(key, list(catalogue), n=3, cutoff=0.5)
+    near = (
+        difflib.get_close_matches(key, list(catalogue), n=3, cutoff=0.5) if len(key) < 200 else []
+    )
     hint = f"; did you mean {', '.join(near)}?" if near else ""
     names = ", ".join(spec.name.lower() for spec in list_gpus())
-    raise PlanError(f"unknown GPU {name!r}{hint} (known: {names}; add one in profiles/gpus/)")
+    raise PlanError(f"unknown GPU {short(name)}{hint} (known: {names}; add one in profiles/gpus/)")
 
 
 def custom_gpu(memory_bytes: int, name: str, like: GpuSpec | None = None) -> GpuSpec:

@@ -8,7 +8,6 @@ size shorthands map to profiles in profiles/shorthands.toml.
 from __future__ import annotations
 
 import difflib
-import json
 import os
 import tomllib
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import PlanError
+from planner.files import parse_json, read_text, short, shown
 from planner.parameters import count_params
 from planner.paths import profiles_dir
 from planner.specs import ModelSpec
@@ -51,14 +51,37 @@ class _Catalog:
     """size shorthand ("7b") -> profile name"""
 
 
-def resolve_model(text: str) -> ModelSpec:
-    """The spec for a shorthand, profile name or alias, HF repo id, config.json, or model directory."""
+MAX_MODEL_TEXT = 4_096
+"""Longest `--model` text: PATH_MAX on Linux; no profile name or repo id comes near it."""
+
+
+def check_model_text(text: str) -> str:
+    """`text` stripped, or PlanError when no model name or path could look like it: empty,
+    longer than MAX_MODEL_TEXT, or holding a control character (NUL, newline, tab)."""
+    if not isinstance(text, str):
+        raise PlanError(f"the model must be text, got {short(text)}")
     query = text.strip()
     if not query:
         raise PlanError(
             f"no model given: pass a size like 7b, a profile name, a config.json or a model "
             f"directory {LIST_HINT}"
         )
+    if len(query) > MAX_MODEL_TEXT:
+        raise PlanError(
+            f"model {shown(query)}: {len(query):,} characters; a model name or path has at most "
+            f"{MAX_MODEL_TEXT:,}"
+        )
+    if not query.isprintable():
+        raise PlanError(
+            f"model {shown(query)}: holds a control character (NUL, newline or tab); pass a size "
+            f"like 7b, a profile name, a config.json or a model directory"
+        )
+    return query
+
+
+def resolve_model(text: str) -> ModelSpec:
+    """The spec for a shorthand, profile name or alias, HF repo id, config.json, or model directory."""
+    query = check_model_text(text)
     catalog = _catalog(profiles_dir())
     key = query.lower()
     if key in catalog.shorthands:
@@ -67,13 +90,20 @@ def resolve_model(text: str) -> ModelSpec:
     if key in catalog.lookup:
         return catalog.profiles[catalog.lookup[key]]
 
-    path = Path(query).expanduser()
-    if path.is_dir():
+    try:
+        path = Path(query).expanduser()
+    except RuntimeError:  # `~nosuchuser/x`: expanduser cannot find the user
+        raise PlanError(f"model {shown(query)}: no such user's home folder") from None
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except (OSError, ValueError):  # a name the file system cannot hold, e.g. too long
+        is_dir = exists = False
+    if is_dir:
         config_file = path / "config.json"
-        if not config_file.is_file():
-            raise PlanError(f"model directory {path} has no config.json")
+        if not os.path.lexists(config_file):
+            raise PlanError(f"model directory {shown(path)} has no config.json")
         return _spec_from_file(config_file, path.resolve().name, "directory")
-    if path.exists():
+    if exists:
         return _spec_from_file(path, _name_for_config_file(path), "config")
 
     cached = _hf_cache_config(query)
@@ -81,7 +111,7 @@ def resolve_model(text: str) -> ModelSpec:
         repo_id, config_file = cached
         return _spec_from_file(config_file, repo_id, "hf-cache")
     if _looks_like_path(query):
-        raise PlanError(f"no such file or directory: {query}")
+        raise PlanError(f"no such file or directory: {shown(query)}")
     raise _unknown_model(query, catalog)
 
 
@@ -115,15 +145,16 @@ def spec_from_config(
     if not isinstance(config, dict):
         raise PlanError(f"{where}: a config.json must hold a JSON object")
     config = {k: v for k, v in config.items() if k != "_advisor"}
-    model_type = config.get("model_type")
+    model_type = _model_type(config, where)
     if model_type not in SUPPORTED_TYPES and isinstance(config.get("text_config"), dict):
         inner = config["text_config"]
-        if inner.get("model_type") not in SUPPORTED_TYPES:
+        inner_type = _model_type(inner, f"{where}: text_config")
+        if inner_type not in SUPPORTED_TYPES:
             raise PlanError(
                 f"{where}: '{model_type}' is a multimodal model whose text model "
-                f"'{inner.get('model_type')}' is not supported; supported: {', '.join(SUPPORTED_TYPES)}"
+                f"'{inner_type}' is not supported; supported: {', '.join(SUPPORTED_TYPES)}"
             )
-        config, model_type, name = dict(inner), inner["model_type"], f"{name} (text model)"
+        config, model_type, name = dict(inner), inner_type, f"{name} (text model)"
     _check_model_type(model_type, where)
 
     hidden = _positive_int(config, "hidden_size", where)
@@ -186,18 +217,24 @@ def spec_from_config(
         norms_per_layer=4 if model_type == "gemma2" else 2,
         num_experts=experts,
         num_experts_per_tok=top_k,
-        hidden_act=str(
-            config.get("hidden_activation")
-            or config.get("hidden_act")
-            or _ACTIVATION.get(model_type, "silu")
-        ),
+        hidden_act=_activation(config, model_type, where),
         params=0,
         hf_config=config,
     )
     return spec.model_copy(update={"params": count_params(spec)})
 
 
-def _check_model_type(model_type: Any, where: str) -> None:
+def _model_type(config: dict[str, Any], where: str) -> str | None:
+    """The config's model_type: a string, or None when absent; PlanError for anything else."""
+    model_type = config.get("model_type")
+    if model_type is None or isinstance(model_type, str):
+        return model_type
+    raise PlanError(
+        f"{where}: 'model_type' must be a string such as 'llama', got {short(model_type)}"
+    )
+
+
+def _check_model_type(model_type: str | None, where: str) -> None:
     if model_type in SUPPORTED_TYPES:
         return
     supported = ", ".join(SUPPORTED_TYPES)
@@ -213,7 +250,37 @@ def _check_model_type(model_type: Any, where: str) -> None:
             f"{where}: '{model_type}' is an encoder-decoder model; the planner covers decoder-only "
             f"causal LMs ({supported})"
         )
-    raise PlanError(f"{where}: model_type '{model_type}' is not supported; supported: {supported}")
+    raise PlanError(
+        f"{where}: model_type {short(model_type)} is not supported; supported: {supported}"
+    )
+
+
+def _activation(config: dict[str, Any], model_type: str, where: str) -> str:
+    act = (
+        config.get("hidden_activation")
+        or config.get("hidden_act")
+        or _ACTIVATION.get(model_type, "silu")
+    )
+    if not isinstance(act, str):
+        raise PlanError(f"{where}: 'hidden_act' must be a string such as 'silu', got {short(act)}")
+    return act
+
+
+CONFIG_CEILINGS = {
+    "hidden_size": 262_144,
+    "num_hidden_layers": 4_096,
+    "num_attention_heads": 16_384,
+    "num_key_value_heads": 16_384,
+    "head_dim": 65_536,
+    "intermediate_size": 1_048_576,
+    "vocab_size": 16_777_216,
+    "max_position_embeddings": 1_073_741_824,
+    "num_local_experts": 4_096,
+    "num_experts_per_tok": 4_096,
+}
+"""Largest value accepted for each config.json integer: about 10x past the largest released
+model (hidden 16,384 and 126 layers in Llama-3.1-405B, 262k vocabularies, 10M-token contexts),
+so the estimate's arithmetic stays finite."""
 
 
 def _positive_int(
@@ -227,30 +294,23 @@ def _positive_int(
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise PlanError(f"{where}: '{field}' must be a positive integer, got {value!r}")
+        raise PlanError(f"{where}: '{field}' must be a positive integer, got {short(value)}")
+    ceiling = CONFIG_CEILINGS[field]
+    if value > ceiling:
+        raise PlanError(f"{where}: '{field}' must be at most {ceiling:,}, got {short(value)}")
     return value
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise PlanError(f"cannot read {path}: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise PlanError(f"cannot read {path}: it is not UTF-8 text") from None
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise PlanError(
-            f"{path} is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
-        ) from None
+    what = f"model config {shown(path)}"
+    config = parse_json(read_text(path, "model config"), what)
     if not isinstance(config, dict):
-        raise PlanError(f"{path} does not hold a JSON object, so it is not a config.json")
+        raise PlanError(f"{what} does not hold a JSON object, so it is not a config.json")
     return config
 
 
 def _spec_from_file(path: Path, name: str, source: str) -> ModelSpec:
-    return spec_from_config(_read_config(path), name, source, origin=str(path))
+    return spec_from_config(_read_config(path), name, source, origin=shown(path))
 
 
 def _name_for_config_file(path: Path) -> str:
@@ -277,7 +337,13 @@ def _hf_cache_config(repo_id: str) -> tuple[str, Path] | None:
     """(repo id as cached, config.json of its main or newest snapshot) if the repo is cached."""
     if repo_id.count("/") > 1 or repo_id.startswith((".", "/", "~")):
         return None
-    cache = hf_hub_cache()
+    try:
+        return _cached_config(hf_hub_cache(), repo_id)
+    except (OSError, ValueError, RuntimeError):  # a name the file system cannot hold: not cached
+        return None
+
+
+def _cached_config(cache: Path, repo_id: str) -> tuple[str, Path] | None:
     folder_name = "models--" + repo_id.replace("/", "--")
     repo_dir = cache / folder_name
     if not repo_dir.is_dir():
@@ -292,8 +358,9 @@ def _hf_cache_config(repo_id: str) -> tuple[str, Path] | None:
     snapshots = repo_dir / "snapshots"
     main_ref = repo_dir / "refs" / "main"
     if main_ref.is_file():
-        config_file = snapshots / main_ref.read_text().strip() / "config.json"
-        if config_file.is_file():
+        revision = read_text(main_ref, "Hugging Face cache ref", max_bytes=1024).strip()
+        config_file = snapshots / revision / "config.json"
+        if revision and "/" not in revision and config_file.is_file():
             return cached_id, config_file
     candidates = sorted(
         (s / "config.json" for s in snapshots.glob("*") if (s / "config.json").is_file()),
@@ -301,7 +368,7 @@ def _hf_cache_config(repo_id: str) -> tuple[str, Path] | None:
     )
     if not candidates:
         raise PlanError(
-            f"{cached_id} is in the Hugging Face cache ({repo_dir}) but no snapshot has a "
+            f"{cached_id} is in the Hugging Face cache ({shown(repo_dir)}) but no snapshot has a "
             f"config.json; download it or pass a config.json path"
         )
     return cached_id, candidates[-1]
@@ -311,22 +378,26 @@ def _unknown_model(query: str, catalog: _Catalog) -> PlanError:
     key = query.lower()
     candidates = list(catalog.shorthands) + list(catalog.lookup)
     suggestions: list[str] = []
-    for match in difflib.get_close_matches(key, candidates, n=8, cutoff=0.6):
-        shown = match if match in catalog.shorthands else catalog.lookup[match]
-        if shown not in suggestions:
-            suggestions.append(shown)
+    close = difflib.get_close_matches(key, candidates, n=8, cutoff=0.6) if len(key) < 200 else []
+    for match in close:
+        shown_name = match if match in catalog.shorthands else catalog.lookup[match]
+        if shown_name not in suggestions:
+            suggestions.append(shown_name)
+    name = shown(query)
     if "/" in query:
-        where = (
-            f"not a profile, not a file, and not in the local Hugging Face cache ({hf_hub_cache()})"
-        )
+        try:
+            cache = shown(hf_hub_cache())
+        except RuntimeError:  # HF_HOME names `~nosuchuser/...`
+            cache = "no usable cache folder"
+        where = f"not a profile, not a file, and not in the local Hugging Face cache ({cache})"
         hint = f"; did you mean {', '.join(suggestions[:4])}?" if suggestions else ""
-        return PlanError(f"unknown model '{query}': {where}{hint} {LIST_HINT}")
+        return PlanError(f"unknown model '{name}': {where}{hint} {LIST_HINT}")
     if suggestions:
         return PlanError(
-            f"unknown model '{query}'; did you mean {', '.join(suggestions[:4])}? {LIST_HINT}"
+            f"unknown model '{name}'; did you mean {', '.join(suggestions[:4])}? {LIST_HINT}"
         )
     return PlanError(
-        f"unknown model '{query}'; pass a size like 7b, a profile name, a config.json or a "
+        f"unknown model '{name}'; pass a size like 7b, a profile name, a config.json or a "
         f"model directory {LIST_HINT}"
     )
 

@@ -26,7 +26,7 @@ from planner.specs import (
     TimeEstimate,
     Tuning,
 )
-from planner.time_model import estimate_time, mfu, samples_per_step, sequence_length
+from planner.time_model import StepTime, estimate_time, mfu, samples_per_step, sequence_length
 
 
 def _gib(value: float) -> float:
@@ -137,12 +137,26 @@ def estimate(request: PlanRequest) -> Plan:
     return estimate_for(spec, resolve_gpu(request.gpu), request)
 
 
+def _check_in_range(breakdown: MemoryBreakdown, step: StepTime) -> None:
+    """PlanError unless every quantity is a finite, non-negative number (a safety net: the
+    request's and the config's bounds keep them so)."""
+    numbers = [breakdown.peak, breakdown.tensor_peak, breakdown.cpu_offload, step.flops]
+    numbers += [*breakdown.components.values(), *breakdown.phases.values(), *step.phases.values()]
+    if step.seconds > 0 and step.tokens > 0 and all(math.isfinite(x) and x >= 0 for x in numbers):
+        return
+    raise PlanError(
+        "these settings are past what the planner can estimate (a number overflowed); "
+        "use smaller sizes"
+    )
+
+
 def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
     """The estimate for an already resolved model and GPU (the fit search calls this often)."""
     warnings = check_request(spec, gpu, request)
     request = normalised(request, gpu)
     breakdown = estimate_memory(spec, request)
     step = estimate_time(spec, request, gpu)
+    _check_in_range(breakdown, step)
     samples, data_notes = total_samples(request)
     total_steps = total_hours = None
     if samples is not None:

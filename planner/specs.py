@@ -5,7 +5,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class Method(StrEnum):
@@ -125,39 +133,79 @@ class GpuSpec(BaseModel):
     aliases: list[str] = Field(default_factory=list)
 
 
+MAX_TOKENS = 1_048_576
+"""Longest sequence (and prompt, and completion) a request may ask for: 1M tokens, past any
+context window a model ships with today."""
+MAX_GPUS_PER_NODE = 1_024
+MAX_NODES = 16_384
+MAX_BATCH = 65_536
+"""Micro-batch rows per GPU, and micro-batches per step: far past what fits in a GPU or a run."""
+MAX_LORA_RANK = 65_536
+"""Above any model's hidden size, which caps a useful rank."""
+MAX_GENERATIONS = 4_096
+MAX_PPO_EPOCHS = 1_000
+MAX_SAMPLES = 10**12
+MAX_EPOCHS = 1_000
+MAX_BETA = 1_000
+"""KL weights in use are 0.01-1; a thousand is already absurd."""
+
+
+def _bounded(default: Any, ceiling: float, unit: str, **kwargs: Any) -> Any:
+    """A Field with an upper bound whose error message names it in `unit`."""
+    return Field(default, le=ceiling, json_schema_extra={"unit": unit}, **kwargs)
+
+
 class PlanRequest(BaseModel):
-    """Everything `advisor plan` takes: the model, the method and the training settings."""
+    """Everything `advisor plan` takes: the model, the method and the training settings.
+
+    Every number is bounded: finite, positive where it must be, and below a ceiling no real run
+    reaches, so the estimate's arithmetic stays finite (see `request_problem` for the messages).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     model: str = "7b"
     method: Method = Method.dpo
     tuning: Tuning = Tuning.lora
-    lora_rank: int = Field(default=16, gt=0)
+    lora_rank: int = _bounded(16, MAX_LORA_RANK, "", gt=0)
     lora_targets: LoraTargets = LoraTargets.all_linear
-    seq_len: int = Field(
-        default=1024, gt=0, description="tokens per sequence (prompt + completion)"
+    seq_len: int = _bounded(
+        1024, MAX_TOKENS, "tokens", gt=0, description="tokens per sequence (prompt + completion)"
     )
-    prompt_len: int | None = Field(default=None, gt=0)
-    completion_len: int | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=1, gt=0, description="micro-batch per GPU")
-    grad_accum: int = Field(default=8, gt=0)
+    prompt_len: int | None = _bounded(None, MAX_TOKENS, "tokens", gt=0)
+    completion_len: int | None = _bounded(None, MAX_TOKENS, "tokens", gt=0)
+    batch_size: int = _bounded(
+        1, MAX_BATCH, "rows per GPU", gt=0, description="micro-batch per GPU"
+    )
+    grad_accum: int = _bounded(8, MAX_BATCH, "micro-batches per step", gt=0)
     precision: Precision = Precision.bf16
     optimizer: Optimizer = Optimizer.adamw
     grad_checkpointing: bool = True
     attention: Attention = Attention.sdpa
     gpu: str = "a100-80gb"
-    num_gpus: int = Field(default=1, gt=0, description="GPUs per node")
-    nodes: int = Field(default=1, gt=0)
+    num_gpus: int = _bounded(
+        1, MAX_GPUS_PER_NODE, "GPUs per node", gt=0, description="GPUs per node"
+    )
+    nodes: int = _bounded(1, MAX_NODES, "nodes", gt=0)
     sharding: Sharding = Sharding.none
     offload: Offload = Offload.none
-    num_generations: int = Field(default=8, ge=2)
+    num_generations: int = _bounded(8, MAX_GENERATIONS, "completions per prompt", ge=2)
     precompute_ref_log_probs: bool = False
-    beta: float | None = Field(default=None, ge=0, description="KL weight; None = TRL's default")
-    ppo_epochs: int = Field(default=4, gt=0)
-    samples: int | None = Field(default=None, gt=0)
+    beta: float | None = _bounded(
+        None, MAX_BETA, "", ge=0, allow_inf_nan=False, description="KL weight; None = TRL's default"
+    )
+    ppo_epochs: int = _bounded(4, MAX_PPO_EPOCHS, "epochs", gt=0)
+    samples: int | None = _bounded(None, MAX_SAMPLES, "rows", gt=0)
     dataset: str | None = None
-    epochs: float = Field(default=1.0, gt=0)
+    epochs: float = _bounded(1.0, MAX_EPOCHS, "epochs", gt=0, allow_inf_nan=False)
+
+    @field_validator("completion_len")
+    @classmethod
+    def _total_length(cls, value: int | None, info: ValidationInfo) -> int | None:
+        prompt = info.data.get("prompt_len")
+        if value is not None and prompt is not None and prompt + value > MAX_TOKENS:
+            raise ValueError(f"prompt + completion is at most {MAX_TOKENS:,} tokens")
+        return value
 
     @model_validator(mode="after")
     def _lengths(self) -> PlanRequest:
@@ -179,6 +227,27 @@ class PlanRequest(BaseModel):
             return max(1, self.seq_len - self.completion_len), self.completion_len
         half = self.seq_len // 2
         return self.seq_len - half, half
+
+
+def request_problem(error: ValidationError) -> tuple[str | None, str]:
+    """The first problem in a PlanRequest's validation error, as (field, message): the CLI puts
+    the flag before the message, the wizard the knob's name. A ceiling is named with its unit."""
+    problem = error.errors()[0]
+    field = str(problem["loc"][0]) if problem["loc"] else None
+    ctx = problem.get("ctx") or {}
+    if problem["type"] == "less_than_equal" and field in PlanRequest.model_fields:
+        extra = PlanRequest.model_fields[field].json_schema_extra or {}
+        unit = extra.get("unit", "") if isinstance(extra, dict) else ""
+        return field, f"at most {_number(ctx['le'])} {unit}".rstrip()
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    return field, message[:1].lower() + message[1:]
+
+
+def _number(value: Any) -> str:
+    """1048576 as 1,048,576; 1000.0 as 1,000; 0.5 as 0.5."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{value:,}"
 
 
 COMPONENTS = (

@@ -104,7 +104,7 @@ def test_scenario_keys_beside_the_answers_are_ignored(tmp_path):
 @pytest.mark.parametrize(
     ("name", "text", "needle"),
     [
-        ("missing.yaml", None, "no such answers file"),
+        ("missing.yaml", None, "answers file .*missing.yaml: no such file"),
         ("broken.yaml", "use_case: [unclosed", "not valid YAML"),
         ("broken.json", "{", "not valid JSON"),
         ("list.yaml", "- a\n- b\n", "expected a mapping of field: value, got list"),

@@ -323,7 +323,7 @@ def test_detect_gpu_answers_none_without_a_driver(monkeypatch):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--answers", "no-such-file.yaml"], "no such answers file"),
+        (["--answers", "no-such-file.yaml"], "answers file no-such-file.yaml: no such file"),
         (["wizard", "--answers", str(SCENARIOS / "../gpus/h200.toml")], "expected a mapping"),
     ],
 )

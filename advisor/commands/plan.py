@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from planner.errors import PlanError
@@ -16,6 +17,7 @@ from planner.specs import (
     Precision,
     Sharding,
     Tuning,
+    request_problem,
 )
 
 
@@ -74,9 +76,6 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=float, default=d.epochs)
 
 
-FLAG_OF = {"seq_len": "--seq-len", "batch_size": "--batch-size", "grad_accum": "--grad-accum"}
-
-
 def request_from_args(args: argparse.Namespace) -> PlanRequest:
     """A validated PlanRequest from parsed flags; bad values raise PlanError naming the flag."""
     from pydantic import ValidationError
@@ -89,22 +88,22 @@ def request_from_args(args: argparse.Namespace) -> PlanRequest:
     try:
         return PlanRequest(**fields)
     except ValidationError as error:
-        problem = error.errors()[0]
-        name = str(problem["loc"][0]) if problem["loc"] else "input"
-        flag = FLAG_OF.get(name, "--" + name.replace("_", "-"))
-        raise PlanError(f"{flag}: {problem['msg'].lower()}") from None
+        field, message = request_problem(error)
+        flag = "--" + field.replace("_", "-") if field else "settings"
+        raise PlanError(f"{flag}: {message}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.list_models:
-        from advisor.plan_view import print_models
+    if args.list_models or args.list_gpus:
+        from advisor import plan_view
 
-        print_models()
-        return 0
-    if args.list_gpus:
-        from advisor.plan_view import print_gpus
-
-        print_gpus()
+        if args.json:
+            rows = plan_view.model_rows() if args.list_models else plan_view.gpu_rows()
+            sys.stdout.write(json.dumps(rows) + "\n")
+        elif args.list_models:
+            plan_view.print_models()
+        else:
+            plan_view.print_gpus()
         return 0
     request = request_from_args(args)
     if args.fit:
@@ -132,8 +131,6 @@ def run(args: argparse.Namespace) -> int:
         if trace is None:
             sys.stdout.write(plan.model_dump_json() + "\n")
         else:
-            import json
-
             payload = plan.model_dump(mode="json")
             payload["trace"] = trace.model_dump(mode="json")
             sys.stdout.write(json.dumps(payload) + "\n")

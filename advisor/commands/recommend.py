@@ -1,4 +1,4 @@
-"""`advisor recommend --answers FILE [--json] [--report FILE.md]`: rank alignment methods."""
+"""`advisor recommend --answers FILE [--json] [--report FILE.md [--force]]`: rank alignment methods."""
 
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print the recommendation as JSON (DESIGN.md's contract)",
+        help="print the recommendation as JSON (method, ranking, rationale, caveats)",
     )
     parser.add_argument(
         "--report", metavar="FILE.md", help="also write a Markdown decision record to this file"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="let --report overwrite an existing file"
     )
 
 
@@ -29,11 +32,21 @@ def run(args: argparse.Namespace) -> int:
     from advisor.answers import load_answers
     from advisor.decide import decide
 
+    if args.report and not args.force:
+        from advisor.decision_record import FORCE_HINT
+        from advisor.output_file import FileExists, exists
+        from planner.files import shown
+
+        # Refused before deciding, so the user is not shown a recommendation that was not saved.
+        if exists(args.report, "--report"):
+            raise FileExists(f"--report {shown(args.report)}: the file exists; {FORCE_HINT}")
     recommendation = decide(load_answers(args.answers))
     if args.report:
         from advisor.decision_record import write_decision_record
 
-        path = write_decision_record(recommendation, args.report, source=args.answers)
+        path = write_decision_record(
+            recommendation, args.report, source=args.answers, overwrite=args.force
+        )
     if args.json:
         sys.stdout.write(recommendation.model_dump_json(indent=2) + "\n")
     else:

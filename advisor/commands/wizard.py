@@ -21,7 +21,7 @@ def check_partial_answers(data: object, source: str) -> dict:
 
     if not isinstance(data, dict):
         answers_from_mapping(data, source=source)  # raises, saying what a file should hold
-    given = {str(k): v for k, v in data.items() if k not in SCENARIO_KEYS}  # type: ignore[union-attr]
+    given = {k: v for k, v in data.items() if k not in SCENARIO_KEYS}  # type: ignore[union-attr]
     stand_ins = {
         name: (valid_values(name) or ["x"])[0]
         for name, field in Answers.model_fields.items()
@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     answers = None
     if args.answers:
         from advisor.answers import read_answers_file
+        from planner.files import shown
 
-        answers = check_partial_answers(read_answers_file(args.answers), args.answers)
+        answers = check_partial_answers(read_answers_file(args.answers), shown(args.answers))
     from advisor.wizard.app import WizardApp
 
     WizardApp(answers=answers, answers_path=args.answers).run()

@@ -18,7 +18,7 @@ from advisor.wizard.estimate_view import estimate_renderable
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.errors import PlanError
-from planner.specs import Method, Offload, PlanRequest, Sharding, Tuning
+from planner.specs import Method, Offload, PlanRequest, Sharding, Tuning, request_problem
 
 GPU_COUNTS = (1, 2, 4, 8, 16, 24, 32)
 NUMBERS = ("seq_len", "batch_size", "grad_accum", "samples")
@@ -46,8 +46,10 @@ def request_update(request: PlanRequest, field: str, value: Any) -> PlanRequest:
         text = str(value).strip()
         if not text and field == "samples":
             update = {"samples": None}
-        elif not text.isdigit():
+        elif not (text.isascii() and text.isdigit()):
             raise PlanError(f"{field.replace('_', ' ')}: enter a whole number")
+        elif len(text) > 18:  # past every ceiling, and int() refuses thousands of digits
+            raise PlanError(f"{field.replace('_', ' ')}: far too large")
         else:
             update = {field: int(text)}
     elif field == "grad_checkpointing":
@@ -57,8 +59,8 @@ def request_update(request: PlanRequest, field: str, value: Any) -> PlanRequest:
     try:
         return PlanRequest.model_validate({**request.model_dump(), **update})
     except ValidationError as error:
-        problem = error.errors()[0]
-        raise PlanError(f"{field.replace('_', ' ')}: {problem['msg'].lower()}") from None
+        name, message = request_problem(error)
+        raise PlanError(f"{(name or field).replace('_', ' ')}: {message}") from None
 
 
 class PlanScreen(WizardScreen):
