@@ -2,42 +2,95 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import re
 from pathlib import Path
 
+from planner.dataset_file import FORMATS, dataset_location, label, one_line, scan
 from planner.errors import PlanError
 
 LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 """File suffix -> the `datasets` builder that reads it."""
 
 
-def load_train_split(reference: str):
+def load_train_split(reference: str, *, quiet: bool = False):
     """A `datasets.Dataset`: a JSONL/JSON/CSV/Parquet file, a `save_to_disk` folder, or a
-    dataset id already in the local Hugging Face cache (offline)."""
+    dataset id already in the local Hugging Face cache (offline).
+
+    A local file is checked row by row before `datasets` reads it, so a broken one is a
+    one-line PlanError naming its line; `quiet` hides the library's logging and progress bars.
+    """
     import datasets
 
-    path = Path(reference).expanduser()
-    if path.is_file():
-        loader = LOADERS.get(path.suffix.lower())
-        if loader is None:
-            raise PlanError(f"dataset {reference}: unsupported format (jsonl, json, csv, parquet)")
-        return datasets.load_dataset(loader, data_files=str(path), split="train")
-    if path.is_dir():
-        loaded = datasets.load_from_disk(str(path))
+    location = dataset_location(reference)
+    name = label(reference)
+    if location is None:
+        try:
+            with _quiet_datasets(quiet):
+                return datasets.load_dataset(reference, split="train")
+        except Exception as error:  # datasets raises many kinds; the user needs one message
+            raise PlanError(
+                f"dataset {reference!r} is not a file, a saved folder, or in the local HF cache "
+                f"({type(error).__name__})"
+            ) from None
+    if location.is_dir():
+        try:
+            with _quiet_datasets(quiet):
+                loaded = datasets.load_from_disk(str(location))
+        except Exception as error:  # a damaged folder fails in many ways inside datasets
+            raise PlanError(f"{name}: cannot load the saved folder ({_reason(error)})") from None
         if isinstance(loaded, datasets.DatasetDict):
             if "train" not in loaded:
-                raise PlanError(f"dataset folder {reference} has no 'train' split")
+                raise PlanError(f"{name}: a saved DatasetDict without a 'train' split")
             return loaded["train"]
         return loaded
-    if path.suffix.lower() in LOADERS or reference.startswith((".", "/", "~")):
-        raise PlanError(f"dataset {reference}: no such file or folder")
+    found = scan(location, name)
+    if not found.rows or not found.columns:
+        return datasets.Dataset.from_list([])  # `datasets` cannot build an empty split
+    loader = LOADERS[location.suffix.lower()]
+    options = {"field": found.field} if found.field else {}
     try:
-        return datasets.load_dataset(reference, split="train")
-    except Exception as error:  # datasets raises many kinds; the user needs one message
-        raise PlanError(
-            f"dataset {reference!r} is not a file, a saved folder, or in the local HF cache "
-            f"({type(error).__name__})"
-        ) from None
+        with _quiet_datasets(quiet):
+            return datasets.load_dataset(loader, data_files=str(location), split="train", **options)
+    except Exception as error:  # what the row check let through and `datasets` still refuses
+        kind = FORMATS[location.suffix.lower()]
+        raise PlanError(f"{name}: cannot read it as {kind} ({_reason(error)})") from None
+
+
+@contextlib.contextmanager
+def _quiet_datasets(quiet: bool):
+    """Silence `datasets`' logging and progress bars for the duration (when quiet)."""
+    import datasets
+
+    if not quiet:
+        yield
+        return
+    verbosity = datasets.logging.get_verbosity()
+    bars = datasets.is_progress_bar_enabled()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars:
+            datasets.enable_progress_bars()
+
+
+def read_failure(reference: str, error: BaseException) -> PlanError:
+    """The one-line error for a local dataset that `datasets` failed to read or decode."""
+    return PlanError(f"{label(reference)}: cannot read it ({_reason(error)})")
+
+
+def _reason(error: BaseException) -> str:
+    """The root cause of a `datasets` error (it wraps the parser's) as one short line."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    if isinstance(error, MemoryError):
+        return "out of memory"
+    # pyarrow counts rows from 0 within a block, not from the file's start: misleading here.
+    return re.sub(r" in row \d+\.?$", "", one_line(error))
 
 
 def fingerprint(reference: str) -> str:

@@ -115,10 +115,13 @@ def _text_columns(method: Method, columns: list[str]) -> list[str]:
 
 
 def _rows(reference: str) -> list[dict[str, Any]]:
-    from runners.data import load_train_split
+    from runners.data import load_train_split, read_failure
 
-    dataset = load_train_split(reference)
-    return [dict(row) for row in dataset]
+    dataset = load_train_split(reference, quiet=True)
+    try:
+        return [dict(row) for row in dataset]
+    except Exception as error:  # decoding Arrow rows back to Python can fail in many ways
+        raise read_failure(reference, error) from None
 
 
 def check_rows(
@@ -393,7 +396,8 @@ def check_dataset(
     tokenizer_path: str | None = None,
     max_length: int | None = None,
 ) -> PreflightReport:
-    """Load a dataset (file, saved folder, or HF cache) and check it for method."""
+    """Load a dataset (file, saved folder, or HF cache) and check it for method; a path that
+    is not a dataset, or a file that cannot be read, is a one-line PlanError."""
     rows = _rows(reference)
     tokenizer = None
     if tokenizer_path is not None:
@@ -401,16 +405,20 @@ def check_dataset(
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-        except (OSError, ValueError) as error:
-            raise PlanError(f"cannot load a tokenizer from {tokenizer_path}: {error}") from None
-    return check_rows(rows, method, tokenizer=tokenizer, max_length=max_length, dataset=reference)
+        except Exception as error:  # transformers raises many kinds for a bad folder or name
+            reason = " ".join(str(error).split())[:200] or type(error).__name__
+            where = "".join(c if c.isprintable() else "?" for c in tokenizer_path)
+            raise PlanError(f"cannot load a tokenizer from {where}: {reason}") from None
+    # A file name from the shell may hold undecodable bytes; JSON and terminals need text.
+    shown = reference.encode("utf-8", "replace").decode("utf-8")
+    return check_rows(rows, method, tokenizer=tokenizer, max_length=max_length, dataset=shown)
 
 
 def print_report(report: PreflightReport, console) -> None:
     """The report as a few lines: summary, lengths, then each problem with its rows."""
     console.print(
-        f"[bold]data[/bold] {report.dataset}: {report.rows} rows, {report.format}, "
-        f"columns {', '.join(report.columns)}"
+        f"[bold]data[/bold] {_plain(report.dataset)}: {report.rows} rows, {report.format}, "
+        f"columns {_plain(', '.join(report.columns))}"
     )
     if report.lengths is not None:
         stats = report.lengths
@@ -422,4 +430,11 @@ def print_report(report: PreflightReport, console) -> None:
         )
     for problem in report.problems:
         colour = "red" if problem.severity == "error" else "yellow"
-        console.print(f"  [{colour}]{problem.severity}[/{colour}] {problem.describe()}")
+        console.print(f"  [{colour}]{problem.severity}[/{colour}] {_plain(problem.describe())}")
+
+
+def _plain(text: str) -> str:
+    """Text from a user's file made safe to print: no Rich markup, no control characters."""
+    from rich.markup import escape
+
+    return escape("".join(c if c.isprintable() else "?" for c in text))

@@ -1,0 +1,353 @@
+"""Reading a user's dataset file safely: where it is, and each of its rows, checked.
+
+A dataset is a JSONL / JSON / CSV / Parquet file or a folder written by `datasets`'
+`save_to_disk`. Everything that `advisor plan --dataset` and `advisor check-data` read goes
+through here first, so a FIFO, a device, a stray folder, a broken line, non-UTF-8 bytes or
+nesting that would crash a parser is a one-line `PlanError` naming the file and the line.
+Only the standard library is imported at module level (pyarrow only for Parquet).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import itertools
+import json
+import os
+import re
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from planner.errors import PlanError
+from planner.files import MIB, checked_path, nesting_depth, short
+
+GIB = 2**30
+MAX_DATASET_BYTES = 16 * GIB
+"""One dataset file: the pre-flight holds every row in memory (several times the file's size);
+public preference and SFT sets are well under 2 GiB, and a sparse 1 TB file is refused at once."""
+MAX_ROW_BYTES = 64 * MIB
+"""One JSONL or CSV line: a 128k-token conversation is under 1 MiB."""
+MAX_ROW_NESTING = 32
+"""Deepest nesting of one row (the row's object is level 1): Arrow, which `datasets` uses,
+refuses 64 levels; real rows, tool calls included, use fewer than 10."""
+FORMATS = {".jsonl": "JSON Lines", ".json": "JSON", ".csv": "CSV", ".parquet": "Parquet"}
+"""Supported file suffixes and the format's name in messages."""
+SAVED_MARKERS = ("state.json", "dataset_dict.json")
+"""Files `save_to_disk` writes at the top of a Dataset / DatasetDict folder."""
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class Scan(NamedTuple):
+    """What a checked dataset file holds: row count, column names, and for a JSON file whose
+    rows sit under a key ({"data": [...]}) that key."""
+
+    rows: int
+    columns: frozenset[str]
+    field: str | None = None
+
+
+def label(reference: object) -> str:
+    """'dataset NAME' for messages: printable characters only, cut to 80."""
+    text = "".join(c if c.isprintable() else "?" for c in str(reference))
+    return f"dataset {text if len(text) <= 80 else text[:79] + '…'}"
+
+
+def looks_like_path(reference: str) -> bool:
+    """True when `reference` is meant as a local path, not a dataset id of the HF cache."""
+    return reference.startswith((".", "/", "~")) or Path(reference).suffix.lower() in FORMATS
+
+
+def dataset_location(reference: str) -> Path | None:
+    """The checked local file or saved folder that `reference` names, or None when no such
+    path exists and it may be a dataset id; PlanError for anything else (a FIFO, a device, a
+    folder not written by `save_to_disk`, an unsupported suffix, too large, unreadable)."""
+    name = label(reference)
+    if not reference.strip():
+        raise PlanError("dataset: the name is empty; give a JSONL/JSON/CSV/Parquet file")
+    try:
+        path = Path(reference).expanduser()
+        info = path.stat()
+    except FileNotFoundError:
+        if looks_like_path(reference):
+            raise PlanError(f"{name}: no such file or folder") from None
+        return None
+    except (OSError, ValueError, RuntimeError):
+        checked_path(reference, "dataset")  # raises its one-line reason
+        raise  # pragma: no cover - checked_path always raises here
+    if stat.S_ISDIR(info.st_mode):
+        if not any((path / marker).is_file() for marker in SAVED_MARKERS):
+            raise PlanError(
+                f"{name}: a folder, but not a dataset saved with `save_to_disk` (no "
+                f"{' or '.join(SAVED_MARKERS)} in it); give a JSONL/JSON/CSV/Parquet file"
+            )
+        _check_saved_folder(path, name)
+        return path
+    path = checked_path(path, "dataset", MAX_DATASET_BYTES)
+    if path.suffix.lower() not in FORMATS:
+        raise PlanError(
+            f"{name}: unsupported format {path.suffix or '(no suffix)'!r} "
+            f"(use .jsonl, .json, .csv or .parquet)"
+        )
+    return path
+
+
+def _check_saved_folder(path: Path, name: str, most: int = 10_000) -> None:
+    """PlanError when a saved folder holds a pipe or device (reading it would hang); a real
+    one holds a few files, so at most `most` of them are looked at."""
+    seen = 0
+    for folder, _, files in os.walk(path):  # an unlistable part fails later, in one line
+        for file in files:
+            seen += 1
+            if seen > most:
+                return
+            try:
+                mode = (Path(folder) / file).stat().st_mode
+            except OSError as error:
+                raise PlanError(f"{name}: cannot read {file} in it ({_io_reason(error)})") from None
+            if not stat.S_ISREG(mode):
+                shown = "".join(c if c.isprintable() else "?" for c in file)[:80]
+                raise PlanError(f"{name}: {shown} in it is not a regular file (a pipe or device)")
+
+
+def iter_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
+    """Each row of a checked JSONL / JSON / CSV / Parquet file as a dict; PlanError names the
+    file and the line (or item) of the first defect."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".jsonl":
+            yield from _jsonl_rows(path, name)
+        elif suffix == ".json":
+            rows, _ = _json_document(path, name)
+            yield from _jsonl_rows(path, name) if rows is None else rows
+        elif suffix == ".csv":
+            yield from _csv_rows(path, name)
+        elif suffix == ".parquet":
+            yield from _parquet_rows(path, name)
+        else:
+            raise PlanError(f"{name}: unsupported format (use .jsonl, .json, .csv or .parquet)")
+    except (OSError, MemoryError) as error:
+        raise PlanError(f"{name}: cannot read it ({_io_reason(error)})") from None
+
+
+def scan(path: Path, name: str) -> Scan:
+    """Check every row of a dataset file (Parquet: its schema) and count them."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        parquet = _parquet_file(path, name)
+        parquet.close()
+        return Scan(parquet.metadata.num_rows, frozenset(parquet.schema_arrow.names))
+    field = None
+    if suffix == ".json":
+        try:
+            rows, field = _json_document(path, name)
+        except (OSError, MemoryError) as error:
+            raise PlanError(f"{name}: cannot read it ({_io_reason(error)})") from None
+        if rows is not None:
+            return Scan(len(rows), frozenset(k for row in rows for k in row), field)
+    count, columns = 0, set()
+    for row in iter_rows(path, name):
+        count += 1
+        columns.update(row)
+    return Scan(count, frozenset(columns), field)
+
+
+def _lines(path: Path, name: str) -> Iterator[tuple[int, str]]:
+    """(number, text) of each line, UTF-8 decoded (a leading BOM dropped), at most
+    MAX_ROW_BYTES each."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(iter(lambda: handle.readline(MAX_ROW_BYTES + 1), b""), 1):
+            if len(raw) > MAX_ROW_BYTES:
+                raise PlanError(
+                    f"{name} line {number}: longer than {MAX_ROW_BYTES // MIB} MiB, far more "
+                    "than one row; is it really a text dataset?"
+                )
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8) :]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise PlanError(
+                    f"{name} line {number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at "
+                    f"byte {error.start + 1} of the line); re-save the file as UTF-8"
+                ) from None
+            yield number, text
+
+
+def _jsonl_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
+    for number, text in _lines(path, name):
+        if text.strip():
+            yield _json_row(text, f"{name} line {number}")
+
+
+def _json_row(text: str, where: str) -> dict[str, Any]:
+    """One JSON Lines row: an object, nested at most MAX_ROW_NESTING deep, no lone surrogates."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise PlanError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+    except RecursionError:
+        raise PlanError(f"{where}: nested deeper than {MAX_ROW_NESTING} levels") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise PlanError(f"{where}: not valid JSON (a number with too many digits)") from None
+    if not isinstance(value, dict):
+        raise PlanError(f"{where}: expected a JSON object (one row), found {_found(value)}")
+    if _too_deep(value, text, MAX_ROW_NESTING):
+        raise PlanError(f"{where}: nested deeper than {MAX_ROW_NESTING} levels")
+    if _ESCAPED_SURROGATE.search(text):
+        _check_surrogates(value, where)
+    return value
+
+
+def _too_deep(value: Any, text: str, limit: int) -> bool:
+    """Whether value nests deeper than limit; text (its JSON) lets ordinary rows skip the walk,
+    since nothing nests deeper than it has brackets."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    return nesting_depth(value, limit + 1) > limit
+
+
+def _check_surrogates(value: Any, where: str) -> None:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise PlanError(
+            f"{where}: a \\u escape stands for half a character (a lone UTF-16 surrogate)"
+        ) from None
+
+
+def _json_document(path: Path, name: str) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """(rows, field) of a .json file holding one document: a list of rows, a list of strings
+    (rows of "text"), or {"data": [rows]}; (None, None) when it is JSON Lines instead."""
+    raw = path.read_bytes()
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise PlanError(
+            f"{name} line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); "
+            "re-save the file as UTF-8"
+        ) from None
+    del raw
+    if not text.strip():
+        return [], None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        if error.msg == "Extra data":  # one document per line: JSON Lines named .json
+            return None, None
+        raise PlanError(
+            f"{name} line {error.lineno}: not valid JSON ({error.msg} at column {error.colno})"
+        ) from None
+    except RecursionError:
+        raise PlanError(f"{name}: rows nested deeper than {MAX_ROW_NESTING} levels") from None
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise PlanError(f"{name}: not valid JSON (a number with too many digits)") from None
+    if _too_deep(value, text, MAX_ROW_NESTING + 1):  # + 1: the list that holds the rows
+        raise PlanError(f"{name}: rows nested deeper than {MAX_ROW_NESTING} levels")
+    if _ESCAPED_SURROGATE.search(text):
+        _check_surrogates(value, name)
+    field = None
+    if isinstance(value, dict) and isinstance(value.get("data"), list):
+        value, field = value["data"], "data"
+    if not isinstance(value, list):
+        raise PlanError(
+            f'{name}: expected a list of rows (JSON objects) or {{"data": [rows]}}, '
+            f"found {_found(value)}"
+        )
+    if value and all(isinstance(item, str) for item in value):
+        return [{"text": item} for item in value], field  # as `datasets` reads a list of strings
+    for number, item in enumerate(value, 1):
+        if not isinstance(item, dict):
+            raise PlanError(
+                f"{name} item {number}: expected a JSON object (one row), found {_found(item)}"
+            )
+    return value, field
+
+
+def _csv_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
+    """Rows of a CSV file with a header line; a row with more fields than the header (which
+    `datasets` refuses) names its line."""
+    csv.field_size_limit(MAX_ROW_BYTES)  # the default 128 KiB is short for long completions
+    lines = _lines(path, name)
+    blank = 0
+    for _, text in lines:  # blank lines before the header: `datasets` (pandas) skips them
+        if text.strip():
+            break
+        blank += 1
+    else:
+        return
+    reader = csv.DictReader(itertools.chain([text], (text for _, text in lines)))
+    try:
+        for row in reader:
+            if None in row:
+                header = reader.fieldnames or []
+                raise PlanError(
+                    f"{name} line {blank + reader.line_num}: "
+                    f"{len(header) + len(row[None])} fields, but the header has {len(header)}"
+                )
+            yield row
+    except csv.Error as error:
+        raise PlanError(f"{name} line {blank + reader.line_num}: not valid CSV ({error})") from None
+
+
+def _parquet_file(path: Path, name: str):
+    """The opened pyarrow ParquetFile, its rows nested at most MAX_ROW_NESTING deep."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        schema = parquet.schema_arrow
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise _parquet_error(name, error) from None
+    types = [(field.type, 2) for field in schema]  # the row is level 1, as in JSON
+    while types:
+        kind, depth = types.pop()
+        if depth > MAX_ROW_NESTING:
+            parquet.close()
+            raise PlanError(f"{name}: rows nested deeper than {MAX_ROW_NESTING} levels")
+        types.extend((kind.field(i).type, depth + 1) for i in range(kind.num_fields))
+    return parquet
+
+
+def _parquet_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
+    import pyarrow as pa
+
+    parquet = _parquet_file(path, name)
+    try:
+        for batch in parquet.iter_batches():
+            yield from batch.to_pylist()
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise _parquet_error(name, error) from None
+    finally:
+        parquet.close()
+
+
+def _parquet_error(name: str, error: Exception) -> PlanError:
+    # pyarrow reports a damaged file as an OSError without errno; a real I/O error has one.
+    if isinstance(error, OSError) and error.errno is not None:
+        return PlanError(f"{name}: cannot read it ({_io_reason(error)})")
+    return PlanError(f"{name}: not a readable Parquet file ({one_line(error)})")
+
+
+def _io_reason(error: OSError | MemoryError) -> str:
+    if isinstance(error, MemoryError):
+        return "out of memory"
+    return error.strerror or one_line(error)
+
+
+def _found(value: Any) -> str:
+    """A parsed JSON value as an error message names it: scalars in JSON spelling."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return short(value)
+
+
+def one_line(error: BaseException, limit: int = 160) -> str:
+    """A library error's message as one short line (its type name when it has none)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 1] + "…"
