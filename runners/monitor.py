@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.specs import Method
+from runners.lifecycle import EXIT_STOPPED, LAUNCHER_PID, read_progress
 
 KEY_METRICS: dict[Method, tuple[str, ...]] = {
     Method.sft: ("loss", "mean_token_accuracy"),
@@ -36,11 +37,54 @@ CHILD_ENV = {
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The child's environment: offline, quiet TRL, and the project importable."""
-    env = {**os.environ, **CHILD_ENV, **(extra or {})}
+    """The child's environment: offline, quiet TRL, the project importable, and this process
+    named as the launcher whose death stops the trainer."""
+    env = {**os.environ, **CHILD_ENV, LAUNCHER_PID: str(os.getpid()), **(extra or {})}
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     return env
+
+
+CORE_LIBRARIES = (
+    "accelerate",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "tokenizers",
+    "safetensors",
+    "huggingface_hub",
+    "runners",
+)
+"""What the training process imports; `python -m` puts the working folder first on its path."""
+
+
+def shadowed_libraries(folder: Path) -> list[str]:
+    """Files or packages in `folder` that the training process would import in place of a
+    core library (a stray `accelerate/` or `trl.py`), as `accelerate/`-style names."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    folder = Path(folder).resolve()
+    elsewhere = [p for p in sys.path if p not in ("", ".") and Path(p).resolve() != folder]
+    shadowed = []
+    for name in CORE_LIBRARIES:
+        local = importlib.machinery.PathFinder.find_spec(name, [str(folder)])
+        if local is None or local.origin is None:  # nothing, or a bare namespace folder
+            continue
+        saved, sys.path[:] = sys.path[:], elsewhere
+        try:
+            real = importlib.util.find_spec(name)  # where it resolves without this folder
+        except (ImportError, ValueError):
+            real = None
+        finally:
+            sys.path[:] = saved
+        if real is None or real.origin != local.origin:
+            is_package = local.submodule_search_locations is not None
+            shadowed.append(f"{name}/" if is_package else Path(local.origin).name)
+    return shadowed
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -56,12 +100,18 @@ class MetricsTail:
     def __init__(self, path: Path):
         self.path = path
         self.offset = 0
+        self.inode: int | None = None
         self.latest: dict[str, Any] = {}
 
     def poll(self) -> list[dict[str, Any]]:
-        if not self.path.is_file():
+        try:
+            handle = self.path.open(encoding="utf-8", errors="replace")
+        except OSError:
             return []
-        with self.path.open(encoding="utf-8") as handle:
+        with handle:
+            inode = os.fstat(handle.fileno()).st_ino
+            if inode != self.inode:  # a resume rewrote the file without the redone steps
+                self.inode, self.offset = inode, 0
             handle.seek(self.offset)
             text = handle.read()
         complete = text[: text.rfind("\n") + 1]
@@ -87,6 +137,43 @@ def metrics_line(method: Method, latest: dict[str, Any]) -> str:
     """`loss 0.693  rewards/margins 0.01 ...` for the method's key metrics seen so far."""
     shown = [f"{k} {_format(latest[k])}" for k in KEY_METRICS[method] if k in latest]
     return "  ".join(shown) or "waiting for the first log…"
+
+
+def is_trainer(cmdline: list[str]) -> bool:
+    """Whether a command line is a training rank: Python running the module `runners.train`
+    (the launchers name it too, but as an argument after their own `-m` module)."""
+    return "-m" in cmdline and cmdline[cmdline.index("-m") + 1 : cmdline.index("-m") + 2] == [
+        "runners.train"
+    ]
+
+
+def trainer_processes(launcher_pid: int) -> list[int]:
+    """PIDs of the training ranks under a launcher (accelerate's, torchrun's, or the trainer
+    itself)."""
+    import psutil
+
+    try:
+        launcher = psutil.Process(launcher_pid)
+        candidates = [launcher, *launcher.children(recursive=True)]
+    except psutil.Error:
+        return []
+    ranks = []
+    for process in candidates:
+        try:
+            if is_trainer(process.cmdline()):
+                ranks.append(process.pid)
+        except psutil.Error:
+            continue
+    return ranks
+
+
+def ask_to_stop(launcher_pid: int) -> None:
+    """Ask the training ranks to save and stop. The ranks are signalled, not the launcher:
+    accelerate's launcher answers a signal by killing its child after 5 s, too soon for a
+    large checkpoint. Before the ranks exist, the launcher itself is signalled."""
+    for pid in trainer_processes(launcher_pid) or [launcher_pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -117,8 +204,9 @@ def run_child(
     on_tick: Callable[[], None] | None = None,
     status: Callable[[], str] | None = None,
 ) -> int:
-    """Run command (output to run_dir/train.log) with a live view; Ctrl-C asks the child to
-    save and stop, a second Ctrl-C kills it. Returns the child's exit status."""
+    """Run command (output to run_dir/train.log) with a live view. Ctrl-C or SIGTERM asks the
+    training ranks to save and stop, a second Ctrl-C kills them. Returns the child's exit
+    status, or 130 (EXIT_STOPPED) when it stopped on request."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -152,6 +240,7 @@ def run_child(
     )
     task = progress.add_task("train", total=None, metrics="starting…")
     stopping = False
+    previous_sigterm = _sigterm_as_ctrl_c()
     with progress:
         while True:
             try:
@@ -169,13 +258,32 @@ def run_child(
                     break
                 stopping = True
                 console.print("stopping: saving a checkpoint (Ctrl-C again to kill)…")
-                _signal_group(process.pid, signal.SIGINT)
+                ask_to_stop(process.pid)
         _refresh(progress, task, run_dir, tail, method, on_record, status)
+    if previous_sigterm is not None:
+        signal.signal(signal.SIGTERM, previous_sigterm)
     deadline = time.time() + 60
     while _group_alive(process.pid) and time.time() < deadline:
         time.sleep(0.1)  # the launcher may exit before the rank that is still saving
     log.close()
-    return 130 if stopping and process.returncode != 0 else process.returncode
+    stopped = read_progress(run_dir).get("state") == "stopped"
+    if process.returncode != 0 and (stopping or stopped):
+        return EXIT_STOPPED
+    return process.returncode
+
+
+def _sigterm_as_ctrl_c():
+    """While a run is followed, SIGTERM (a scheduler, the wizard leaving) stops it as Ctrl-C
+    does; returns the previous handler (None off the main thread, where none can be set)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _refresh(

@@ -17,7 +17,13 @@ from pydantic import BaseModel, Field
 from planner.errors import PlanError
 from planner.specs import Plan, PlanRequest
 from runners.data import fingerprint, model_fingerprint
-from runners.settings import RunSpec, slurm_script, trl_cli_config
+from runners.settings import (
+    TRL_CLI_METHODS,
+    RunSpec,
+    shell_safe,
+    slurm_script,
+    trl_cli_config,
+)
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
 
@@ -67,8 +73,14 @@ def hashes_for(spec: RunSpec) -> Hashes:
 def child_command(spec: RunSpec, run_dir: Path, resume: bool = False) -> list[str]:
     """The command that trains: `accelerate launch` on runners.train, or torchrun for CPU DDP
     (accelerate's MULTI_CPU launcher needs MPI; torchrun starts gloo ranks directly)."""
-    runspec = str(run_dir / "runspec.json")
-    tail = ["-m", "runners.train", runspec] + (["--resume"] if resume else [])
+    return _launcher(spec, run_dir) + _trainer_args(run_dir, resume)
+
+
+def _trainer_args(run_dir: Path | str, resume: bool = False) -> list[str]:
+    return ["-m", "runners.train", f"{run_dir}/runspec.json"] + (["--resume"] if resume else [])
+
+
+def _launcher(spec: RunSpec, run_dir: Path | str) -> list[str]:
     if spec.device == "cpu" and spec.num_processes > 1:
         return [
             sys.executable,
@@ -78,16 +90,50 @@ def child_command(spec: RunSpec, run_dir: Path, resume: bool = False) -> list[st
             str(spec.num_processes),
             "--master_port",
             str(29500 + zlib.crc32(str(run_dir).encode()) % 1000),
-            *tail,
         ]
     return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
         "--config_file",
-        str(run_dir / "accelerate.yaml"),
-        *tail,
+        f"{run_dir}/accelerate.yaml",
     ]
+
+
+def command_script(spec: RunSpec, run_dir: Path) -> str:
+    """command.sh: the exact command `advisor launch` runs, found relative to the script itself
+    so a copied or moved run folder trains (and resumes, with --resume) into itself. Ctrl-C or
+    SIGTERM reach only the training ranks, which save a checkpoint and stop. PlanError for a
+    path that cannot be written into a script safely."""
+    launcher = shlex.join(shell_safe(part, "path") for part in _launcher(spec, run_dir))
+    # The launcher line names this folder through $run_dir, never by its written path.
+    launcher = launcher.replace(
+        shlex.quote(f"{run_dir}/accelerate.yaml"), '"$run_dir/accelerate.yaml"'
+    )
+    lines = [
+        "#!/bin/bash",
+        "# The exact command `advisor launch` runs (arguments: --resume to continue the run).",
+        "# The launcher runs as a background job, which ignores a terminal's Ctrl-C: the signal",
+        "# reaches the training ranks alone, which save a checkpoint and stop (accelerate's",
+        "# launcher would kill them 5 s after a signal of its own). SIGTERM here does the same.",
+        "set -u",
+        'run_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)',
+        "export TRL_EXPERIMENTAL_SILENCE=1 HF_HUB_OFFLINE=1",
+        f'{launcher} -m runners.train "$run_dir/runspec.json" "$@" &',
+        "launcher=$!",
+        'stop() { pkill -INT -P "$launcher" -f \'runners[.]train\' || kill -TERM "$launcher"; }',
+        "trap stop INT TERM",
+        "status=0",
+        'wait "$launcher" || status=$?',
+        'while kill -0 "$launcher" 2>/dev/null; do wait "$launcher" || status=$?; done',
+        'exit "$status"',
+    ]
+    if spec.method in TRL_CLI_METHODS:
+        lines += [
+            "# Or with TRL's own CLI (no live metrics), from the run folder:",
+            f'#   cd "$run_dir" && trl {spec.method.value} --config trl_{spec.method.value}.yaml',
+        ]
+    return "\n".join(lines) + "\n"
 
 
 def new_run_dir(output: Path, spec_method: str) -> Path:
@@ -115,6 +161,9 @@ def write_run_folder(
     """Write manifest.json, runspec.json, accelerate.yaml, the TRL CLI YAML, command.sh and,
     for several nodes, slurm.sbatch; return the manifest."""
     run_dir = Path(run_dir)
+    script = command_script(spec, run_dir)  # refuses unsafe paths before anything is written
+    gpus_per_node = max(1, spec.num_processes // spec.nodes)
+    sbatch = slurm_script(spec, str(run_dir.resolve()), gpus_per_node) if spec.nodes > 1 else None
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -127,19 +176,10 @@ def write_run_folder(
         name = f"trl_{spec.method.value}.yaml"
         _yaml(cli, run_dir / name)
         files.append(name)
-    if spec.nodes > 1:
-        gpus_per_node = max(1, spec.num_processes // spec.nodes)
-        (run_dir / "slurm.sbatch").write_text(
-            slurm_script(spec, str(run_dir.resolve()), gpus_per_node), encoding="utf-8"
-        )
+    if sbatch is not None:
+        (run_dir / "slurm.sbatch").write_text(sbatch, encoding="utf-8")
         files.append("slurm.sbatch")
     command = child_command(spec, run_dir)
-    script = "#!/bin/bash\n# The exact command `advisor launch` runs (from the project root).\n"
-    script += "export TRL_EXPERIMENTAL_SILENCE=1 HF_HUB_OFFLINE=1\n"
-    script += shlex.join(command) + ' "$@"\n'
-    if cli is not None:
-        script += f"# Or with TRL's own CLI (no live metrics):\n# trl {spec.method.value} "
-        script += f"--config {run_dir / f'trl_{spec.method.value}.yaml'}\n"
     (run_dir / "command.sh").write_text(script, encoding="utf-8")
     (run_dir / "command.sh").chmod(0o755)
     manifest = Manifest(

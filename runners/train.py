@@ -1,29 +1,81 @@
 """The training entry script: `accelerate launch -m runners.train RUN_DIR/runspec.json`.
 
 One function per method, each reading top to bottom: config, model, data, trainer, train.
-Every trainer log is appended to RUN_DIR/metrics.jsonl; SIGINT/SIGTERM stop after saving a
-checkpoint; CUDA out-of-memory is written to RUN_DIR/error.json for the launcher to explain.
+Every trainer log is appended to RUN_DIR/metrics.jsonl (one record per step, also after a
+resume). The first SIGINT or SIGTERM — Ctrl-C, the wizard's Stop, a launcher forwarding it, a
+scheduler's pre-emption warning — or the death of the `advisor launch` that started it stops
+every rank at the same step boundary after a checkpoint is saved (exit 130, resumable); only a
+signal after a grace period leaves at once. The live trainer holds RUN_DIR/run.lock.
+Checkpoints are written whole or not at all; CUDA out-of-memory, a full disk and an unreadable
+checkpoint are written to RUN_DIR/error.json for the launcher to say in one line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
 import signal
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from runners.checkpoints import (
+    DiskFull,
+    install_atomic_checkpoints,
+    is_disk_full,
+    last_good_checkpoint,
+    step_of,
+)
+from runners.lifecycle import (
+    EXIT_BAD_CHECKPOINT,
+    EXIT_DISK_FULL,
+    EXIT_LOCKED,
+    EXIT_OOM,
+    EXIT_STOPPED,
+    LAUNCHER_PID,
+    STOP_GRACE_SECONDS,
+    RunLock,
+    RunLocked,
+    checkpoints_dir,
+    trim_metrics,
+    write_error,
+    write_progress,
+)
 from runners.settings import RunSpec
 
-EXIT_OOM = 3
-EXIT_STOPPED = 130
 CRASH_AFTER_SAVE = "ADVISOR_TEST_CRASH_AFTER_SAVE"
 """Test hook: a process that sees this env var dies hard right after saving that step."""
 
-_stop_requested = False
+
+class StopRequest:
+    """Whether (and why) this process was asked to stop. The first SIGINT/SIGTERM asks; more
+    within STOP_GRACE_SECONDS are the same request forwarded by a launcher; one after that
+    leaves at once (KeyboardInterrupt), without a checkpoint."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.why = ""
+
+    @property
+    def requested(self) -> bool:
+        return self.since is not None
+
+    def request(self, why: str) -> None:
+        if self.since is None:
+            self.since, self.why = time.monotonic(), why
+
+    def on_signal(self, signum, frame) -> None:
+        if self.since is not None and time.monotonic() - self.since >= STOP_GRACE_SECONDS:
+            raise KeyboardInterrupt
+        self.request(signal.Signals(signum).name)
+
+
+STOP = StopRequest()
 
 
 class StopAfterSave(Exception):
@@ -31,24 +83,76 @@ class StopAfterSave(Exception):
     `should_training_stop`, so leaving from on_save works for every trainer)."""
 
 
-def _request_stop(signum, frame) -> None:
-    global _stop_requested
-    if _stop_requested:  # a second Ctrl-C: leave now
-        raise KeyboardInterrupt
-    _stop_requested = True
+class BadCheckpoint(RuntimeError):
+    """The checkpoint a resume started from could not be loaded."""
 
 
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def metrics_callback(run_dir: Path):
-    """A TrainerCallback that appends every log to metrics.jsonl and stops cleanly on request."""
+def watch_launchers(stop: StopRequest, interval: float = 1.0) -> threading.Thread:
+    """A daemon thread that asks for a stop when the process that launched this one dies: the
+    direct parent (accelerate's or torchrun's launcher) or the `advisor launch` named in
+    $ADVISOR_LAUNCHER_PID. No orphaned trainer keeps writing into a run folder."""
+    import psutil
+
+    parent = os.getppid()
+    launcher = None
+    pid = os.environ.get(LAUNCHER_PID, "")
+    if pid.isdigit():
+        try:
+            launcher = psutil.Process(int(pid))
+        except psutil.Error:
+            stop.request("advisor launch is gone")
+
+    def watch() -> None:
+        while not stop.requested:
+            if os.getppid() != parent:
+                stop.request("its launcher is gone")
+            elif launcher is not None and not _alive(launcher):
+                stop.request("advisor launch is gone")
+            time.sleep(interval)
+
+    thread = threading.Thread(target=watch, name="watch-launchers", daemon=True)
+    thread.start()
+    return thread
+
+
+def _alive(process) -> bool:
+    """Running, and still the same process (pid and start time); a zombie has died."""
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _all_ranks_agree(flag: bool, device) -> bool:
+    """True on every rank when it is True on any: ranks stop at the same step."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    import torch
+
+    value = torch.tensor([1 if flag else 0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def metrics_callback(run_dir: Path, stop: StopRequest = STOP):
+    """A TrainerCallback that appends every log to metrics.jsonl, keeps progress.json current
+    and stops every rank cleanly on request."""
     from transformers import TrainerCallback
 
     class MetricsCallback(TrainerCallback):
+        steps_done = 0
+        stopping = False
+
         def on_train_begin(self, args, state, control, **kwargs):
-            self._write_progress(state)
+            self._write_progress(state, "running")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
@@ -60,12 +164,17 @@ def metrics_callback(run_dir: Path):
                 "time": time.time(),
             }
             record.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str))})
-            with (run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
+            try:
+                with (run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            except OSError as error:  # a full disk is said where the checkpoint fails
+                print(f"advisor: cannot write metrics.jsonl: {error.strerror}", file=sys.stderr)
 
         def on_step_end(self, args, state, control, **kwargs):
-            self._write_progress(state)
-            if _stop_requested:
+            self.steps_done += 1
+            self._write_progress(state, "running")
+            if _all_ranks_agree(stop.requested, args.device):
+                self.stopping = True
                 control.should_save = True
                 control.should_training_stop = True
 
@@ -73,17 +182,85 @@ def metrics_callback(run_dir: Path):
             crash_at = os.environ.get(CRASH_AFTER_SAVE)
             if crash_at and state.global_step >= int(crash_at):
                 os._exit(137)
-            if _stop_requested:
+            if self.stopping:
+                self._write_progress(state, "stopped", checkpoint=f"checkpoint-{state.global_step}")
                 raise StopAfterSave
 
-        def _write_progress(self, state):
+        def _write_progress(self, state, phase: str, **extra):
             if not state.is_world_process_zero:
                 return
-            tmp = run_dir / "progress.json.tmp"
-            tmp.write_text(json.dumps({"step": state.global_step, "max_steps": state.max_steps}))
-            tmp.replace(run_dir / "progress.json")
+            with contextlib.suppress(OSError):  # progress only feeds the live view
+                write_progress(
+                    run_dir, step=state.global_step, max_steps=state.max_steps, state=phase, **extra
+                )
 
     return MetricsCallback()
+
+
+@dataclass
+class Run:
+    """One training process's run: its folder, whether it resumes, and its callback."""
+
+    dir: Path
+    resume: bool
+    callback: object = field(default=None)
+    checkpoint: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.callback = metrics_callback(self.dir)
+
+    def config(self, spec: RunSpec):
+        """The method's TRL config; checkpoints go inside this run folder, wherever it is now."""
+        fields = dict(spec.trl_config)
+        fields["output_dir"] = str(checkpoints_dir(self.dir, fields["output_dir"]))
+        return _class(spec.config_class)(**fields)
+
+    def resume_point(self, output_dir: str, resumable: bool = True) -> Path | None:
+        """The newest whole checkpoint (saying which newer ones are skipped, and why); the
+        metrics of steps after it are dropped, as they will be trained again. A trainer that
+        cannot resume (PPO) starts over: every earlier metric is dropped."""
+        if not self.resume:
+            return None
+        checkpoint = None
+        if resumable:
+            checkpoint, skipped = last_good_checkpoint(Path(output_dir))
+            for message in skipped:
+                print(f"advisor: {message}", file=sys.stderr, flush=True)
+        if _is_main_process():
+            trim_metrics(self.dir, step_of(checkpoint) if checkpoint else 0)
+        return checkpoint
+
+    def fit(self, trainer) -> None:
+        """Train, from the last whole checkpoint when resuming; save the final model."""
+        install_atomic_checkpoints(trainer)
+        self.checkpoint = self.resume_point(trainer.args.output_dir)
+        try:
+            trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
+        except (StopAfterSave, KeyboardInterrupt, DiskFull):
+            raise
+        except Exception as error:
+            if (
+                self.checkpoint is not None
+                and not self.callback.steps_done
+                and not is_disk_full(error)
+            ):
+                raise BadCheckpoint(
+                    f"{self.checkpoint.name} could not be loaded ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''}); move it out of "
+                    f"{self.checkpoint.parent} and resume again to use the one before"
+                ) from error
+            raise
+        self.save_final(trainer)
+
+    def save_final(self, trainer) -> None:
+        trainer.save_model(str(self.dir / "final"))
+        if _is_main_process():
+            write_progress(
+                self.dir,
+                step=trainer.state.global_step,
+                max_steps=trainer.state.max_steps,
+                state="done",
+            )
 
 
 def _class(reference: str):
@@ -156,108 +333,92 @@ def dataset_for(spec: RunSpec):
     return load_train_split(spec.dataset)
 
 
-def config_for(spec: RunSpec):
-    return _class(spec.config_class)(**spec.trl_config)
-
-
-def fit(trainer, run_dir: Path, resume: bool) -> None:
-    """Train, from the last checkpoint when resuming; save the final model."""
-    checkpoint = None
-    if resume:
-        from transformers.trainer_utils import get_last_checkpoint
-
-        checkpoint = get_last_checkpoint(trainer.args.output_dir)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    if not _stop_requested:
-        trainer.save_model(str(run_dir / "final"))
-
-
-def train_sft(spec: RunSpec, run_dir: Path, resume: bool) -> None:
+def train_sft(spec: RunSpec, run: Run) -> None:
     from trl import SFTTrainer
 
     trainer = SFTTrainer(
         model=causal_lm(spec),
-        args=config_for(spec),
+        args=run.config(spec),
         train_dataset=dataset_for(spec),
         processing_class=tokenizer_for(spec),
         peft_config=lora(spec),
-        callbacks=[metrics_callback(run_dir)],
+        callbacks=[run.callback],
     )
-    fit(trainer, run_dir, resume)
+    run.fit(trainer)
 
 
-def train_dpo(spec: RunSpec, run_dir: Path, resume: bool) -> None:
+def train_dpo(spec: RunSpec, run: Run) -> None:
     from trl import DPOTrainer
 
     # With LoRA the reference is the base with the adapter disabled; in full fine-tuning TRL
     # reloads it from the saved model path (config._name_or_path).
     trainer = DPOTrainer(
         model=causal_lm(spec),
-        args=config_for(spec),
+        args=run.config(spec),
         train_dataset=dataset_for(spec),
         processing_class=tokenizer_for(spec),
         peft_config=lora(spec),
-        callbacks=[metrics_callback(run_dir)],
+        callbacks=[run.callback],
     )
-    fit(trainer, run_dir, resume)
+    run.fit(trainer)
 
 
-def train_kto(spec: RunSpec, run_dir: Path, resume: bool) -> None:
+def train_kto(spec: RunSpec, run: Run) -> None:
     from trl import KTOTrainer
 
     trainer = KTOTrainer(
         model=causal_lm(spec),
-        args=config_for(spec),
+        args=run.config(spec),
         train_dataset=dataset_for(spec),
         processing_class=tokenizer_for(spec),
         peft_config=lora(spec),
-        callbacks=[metrics_callback(run_dir)],
+        callbacks=[run.callback],
     )
-    fit(trainer, run_dir, resume)
+    run.fit(trainer)
 
 
-def train_orpo(spec: RunSpec, run_dir: Path, resume: bool) -> None:
+def train_orpo(spec: RunSpec, run: Run) -> None:
     from trl.experimental.orpo import ORPOTrainer
 
     trainer = ORPOTrainer(
         model=causal_lm(spec),
-        args=config_for(spec),
+        args=run.config(spec),
         train_dataset=dataset_for(spec),
         processing_class=tokenizer_for(spec),
         peft_config=lora(spec),
-        callbacks=[metrics_callback(run_dir)],
+        callbacks=[run.callback],
     )
-    fit(trainer, run_dir, resume)
+    run.fit(trainer)
 
 
-def train_simpo(spec: RunSpec, run_dir: Path, resume: bool) -> None:
+def train_simpo(spec: RunSpec, run: Run) -> None:
     from trl.experimental.cpo import CPOTrainer
 
     # SimPO is CPO with loss_type="simpo" and cpo_alpha=0 (settings put both in the config).
     trainer = CPOTrainer(
         model=causal_lm(spec),
-        args=config_for(spec),
+        args=run.config(spec),
         train_dataset=dataset_for(spec),
         processing_class=tokenizer_for(spec),
         peft_config=lora(spec),
-        callbacks=[metrics_callback(run_dir)],
+        callbacks=[run.callback],
     )
-    fit(trainer, run_dir, resume)
+    run.fit(trainer)
 
 
-def train_reward(spec: RunSpec, run_dir: Path, resume: bool) -> None:
+def train_reward(spec: RunSpec, run: Run) -> None:
     from trl import RewardTrainer
 
     tokenizer = tokenizer_for(spec)
     trainer = RewardTrainer(
         model=sequence_scorer(spec, spec.model, tokenizer),
-        args=config_for(spec),
+        args=run.config(spec),
         train_dataset=dataset_for(spec),
         processing_class=tokenizer,
         peft_config=lora(spec),
-        callbacks=[metrics_callback(run_dir)],
+        callbacks=[run.callback],
     )
-    fit(trainer, run_dir, resume)
+    run.fit(trainer)
 
 
 def reward_functions(spec: RunSpec) -> list:
@@ -276,37 +437,37 @@ def reward_functions(spec: RunSpec) -> list:
     return functions
 
 
-def train_grpo(spec: RunSpec, run_dir: Path, resume: bool) -> None:
+def train_grpo(spec: RunSpec, run: Run) -> None:
     from trl import GRPOTrainer
 
     trainer = GRPOTrainer(
         model=causal_lm(spec),
         reward_funcs=reward_functions(spec),
-        args=config_for(spec),
+        args=run.config(spec),
         train_dataset=dataset_for(spec),
         processing_class=tokenizer_for(spec, padding_side="left"),
         peft_config=lora(spec),
-        callbacks=[metrics_callback(run_dir)],
+        callbacks=[run.callback],
     )
-    fit(trainer, run_dir, resume)
+    run.fit(trainer)
 
 
-def train_rloo(spec: RunSpec, run_dir: Path, resume: bool) -> None:
+def train_rloo(spec: RunSpec, run: Run) -> None:
     from trl import RLOOTrainer
 
     trainer = RLOOTrainer(
         model=causal_lm(spec),
         reward_funcs=reward_functions(spec),
-        args=config_for(spec),
+        args=run.config(spec),
         train_dataset=dataset_for(spec),
         processing_class=tokenizer_for(spec, padding_side="left"),
         peft_config=lora(spec),
-        callbacks=[metrics_callback(run_dir)],
+        callbacks=[run.callback],
     )
-    fit(trainer, run_dir, resume)
+    run.fit(trainer)
 
 
-def train_ppo(spec: RunSpec, run_dir: Path, resume: bool) -> None:
+def train_ppo(spec: RunSpec, run: Run) -> None:
     from trl.experimental.ppo import PPOTrainer
 
     # TRL's PPO takes pre-tokenized, left-padded prompts (FACTS "TRL").
@@ -326,7 +487,7 @@ def train_ppo(spec: RunSpec, run_dir: Path, resume: bool) -> None:
     dataset = dataset.map(tokenize, remove_columns=dataset.column_names)
     peft_config = lora(spec)
     trainer = PPOTrainer(
-        args=config_for(spec),
+        args=run.config(spec),
         processing_class=tokenizer,
         model=causal_lm(spec),
         ref_model=None if peft_config else causal_lm(spec),
@@ -334,13 +495,14 @@ def train_ppo(spec: RunSpec, run_dir: Path, resume: bool) -> None:
         value_model=sequence_scorer(spec, spec.reward_model or spec.model, tokenizer),
         train_dataset=dataset,
         peft_config=peft_config,
-        callbacks=[metrics_callback(run_dir)],
+        callbacks=[run.callback],
     )
-    if resume:
+    if run.resume:
         print("advisor: TRL's PPOTrainer cannot resume; training from the start", flush=True)
+    install_atomic_checkpoints(trainer)
+    run.resume_point(trainer.args.output_dir, resumable=False)
     trainer.train()
-    if not _stop_requested:
-        trainer.save_model(str(run_dir / "final"))
+    run.save_final(trainer)
 
 
 METHODS = {
@@ -356,33 +518,57 @@ METHODS = {
 }
 
 
-def _write_error(run_dir: Path, kind: str, message: str) -> None:
-    if _is_main_process():
-        (run_dir / "error.json").write_text(json.dumps({"kind": kind, "message": message}))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="runners.train")
     parser.add_argument("runspec", help="RUN_DIR/runspec.json")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     args = parser.parse_args(argv)
-    path = Path(args.runspec)
+    path = Path(args.runspec).resolve()
     run_dir = path.parent
+    signal.signal(signal.SIGINT, STOP.on_signal)
+    signal.signal(signal.SIGTERM, STOP.on_signal)
+    lock = RunLock(run_dir)
+    if _is_main_process():
+        try:
+            lock.acquire()
+        except RunLocked as error:
+            print(f"advisor: {run_dir} is in use by a live trainer ({error})", file=sys.stderr)
+            return EXIT_LOCKED
+    watch_launchers(STOP)
     spec = RunSpec.model_validate_json(path.read_text(encoding="utf-8"))
-    signal.signal(signal.SIGINT, _request_stop)
-    signal.signal(signal.SIGTERM, _request_stop)
+    run = Run(run_dir, args.resume)
     import torch
+    from transformers import set_seed
 
+    # Before the model is built: LoRA's initialisation draws from the generator too.
+    set_seed(int(spec.trl_config.get("seed", 42)))
     try:
-        METHODS[spec.method.value](spec, run_dir, args.resume)
+        METHODS[spec.method.value](spec, run)
     except torch.OutOfMemoryError as error:
-        _write_error(run_dir, "oom", str(error).splitlines()[0])
-        return EXIT_OOM
+        return _failed(run_dir, "oom", str(error).splitlines()[0], EXIT_OOM)
+    except DiskFull as error:
+        return _failed(run_dir, "disk_full", str(error), EXIT_DISK_FULL)
+    except BadCheckpoint as error:
+        return _failed(run_dir, "checkpoint", str(error), EXIT_BAD_CHECKPOINT)
     except (KeyboardInterrupt, StopAfterSave):
         return EXIT_STOPPED
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        message = f"no space left on the disk while writing into {run_dir}"
+        return _failed(run_dir, "disk_full", message, EXIT_DISK_FULL)
     finally:
         _close_process_group()
-    return EXIT_STOPPED if _stop_requested else 0
+        lock.release()
+    return EXIT_STOPPED if STOP.requested else 0
+
+
+def _failed(run_dir: Path, kind: str, message: str, status: int) -> int:
+    """Record why the training stopped (error.json, main process) and say it in one line."""
+    if _is_main_process():
+        write_error(run_dir, kind, message)
+    print(f"advisor: {message}", file=sys.stderr, flush=True)
+    return status
 
 
 def _close_process_group() -> None:

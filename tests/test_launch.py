@@ -13,12 +13,7 @@ from advisor.cli import main
 from planner.specs import Method
 from runners.monitor import KEY_METRICS
 from runners.run_folder import read_manifest, read_metrics
-from runners.tiny import demo_rows, ensure_model, write_demo_dataset, write_jsonl
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    return ensure_model(tmp_path_factory.getbasetemp() / "tiny-llama")
+from runners.tiny import demo_rows, write_demo_dataset, write_jsonl
 
 
 def _launch(*flags: str) -> tuple[int, str, str]:
@@ -349,7 +344,8 @@ def test_the_written_command_reproduces_the_run(tiny_model, tmp_path):
 
 
 def test_trl_own_cli_trains_from_the_written_yaml(tiny_model, tmp_path):
-    """Users can leave this tool at any time: `trl dpo --config trl_dpo.yaml` runs as is."""
+    """Users can leave this tool at any time: `trl dpo --config trl_dpo.yaml`, run in the run
+    folder as command.sh says, trains into that folder's checkpoints."""
     import os
     import subprocess
     import sys
@@ -358,11 +354,11 @@ def test_trl_own_cli_trains_from_the_written_yaml(tiny_model, tmp_path):
     trl = Path(sys.executable).with_name("trl")
     env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
-        [str(trl), "dpo", "--config", str(run / "trl_dpo.yaml")],
+        [str(trl), "dpo", "--config", "trl_dpo.yaml"],
         capture_output=True,
         text=True,
         env=env,
-        cwd=tmp_path,
+        cwd=run,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "checkpoints" / "checkpoint-2").is_dir()

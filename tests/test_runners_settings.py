@@ -162,7 +162,7 @@ def test_multi_node_has_machine_fields_and_a_slurm_script(tmp_path):
     write_run_folder(tmp_path, spec, request)
     script = (tmp_path / "slurm.sbatch").read_text()
     assert "#SBATCH --nodes=2" in script
-    assert "--machine_rank $SLURM_NODEID" in script
+    assert '--machine_rank "$SLURM_NODEID"' in script
     assert "--num_processes 16" in script
 
 

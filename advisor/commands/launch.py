@@ -11,8 +11,6 @@ from advisor.commands.plan import add_plan_flags, request_from_args
 from planner.errors import PlanError
 from planner.specs import Method, Plan, PlanRequest
 
-EXIT_OOM = 3  # runners.train.EXIT_OOM (not imported: that module is the child's)
-
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_plan_flags(parser)
@@ -34,8 +32,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--reward",
         action="append",
         metavar="R",
-        help="GRPO/RLOO: built-in (length, distinct_words), module:function, or a reward-model "
-        "folder; PPO: the reward-model folder. Repeatable.",
+        help="GRPO/RLOO: built-in (length, distinct_words), module:function (imports and runs "
+        "that Python code, from the working folder first), or a reward-model folder; PPO: the "
+        "reward-model folder. Repeatable.",
     )
     parser.add_argument(
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train"
@@ -81,10 +80,15 @@ def _demo_args(args: argparse.Namespace, output: Path) -> None:
 
 def _request(args: argparse.Namespace) -> PlanRequest:
     if args.plan:
+        from planner.files import read_text
+
+        text = read_text(args.plan, "--plan")
         try:
-            plan = Plan.model_validate_json(Path(args.plan).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise PlanError(f"--plan {args.plan}: not a readable plan JSON ({error})") from None
+            plan = Plan.model_validate_json(text)
+        except ValueError:
+            raise PlanError(
+                f"--plan {args.plan}: not a plan JSON (`advisor plan ... --json` writes one)"
+            ) from None
         update = {}
         if args.model != PlanRequest().model:
             update["model"] = args.model
@@ -97,14 +101,13 @@ def _request(args: argparse.Namespace) -> PlanRequest:
 def _recommendation(args: argparse.Namespace) -> dict | None:
     if not args.recommendation:
         return None
-    import json
+    from planner.files import parse_json, read_text
 
-    try:
-        return json.loads(Path(args.recommendation).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise PlanError(
-            f"--recommendation {args.recommendation}: not readable JSON ({error})"
-        ) from None
+    what = f"--recommendation {args.recommendation}"
+    found = parse_json(read_text(args.recommendation, "--recommendation"), what)
+    if not isinstance(found, dict):
+        raise PlanError(f"{what}: not a recommendation (`advisor recommend --json` writes one)")
+    return found
 
 
 def _device(choice: str, request: PlanRequest, dry_run: bool) -> tuple[str, bool]:
@@ -162,9 +165,18 @@ def _save_steps(plan: Plan, max_steps: int | None) -> int | None:
 
 
 def _check_runnable_here(spec) -> None:
-    """Refuse launches that need what this machine lacks, before anything starts."""
+    """Refuse launches that need what this machine lacks, or that would import a user's file
+    in place of a library, before anything starts."""
     import importlib.util
 
+    from runners.monitor import shadowed_libraries
+
+    shadowed = shadowed_libraries(Path.cwd())
+    if shadowed:
+        raise PlanError(
+            f"{shadowed[0]} in the working folder would be imported in place of the library "
+            "of that name by the training process; rename it or launch from another folder"
+        )
     if spec.accelerate.get("distributed_type") == "DEEPSPEED" and not importlib.util.find_spec(
         "deepspeed"
     ):
@@ -174,11 +186,21 @@ def _check_runnable_here(spec) -> None:
         )
 
 
+def _absolute(text: str, flag: str) -> Path:
+    """`text` as an absolute path (the child runs elsewhere), or PlanError for a path that has
+    none: `~nosuchuser/x`, a symlink loop, a NUL byte, a name too long."""
+    try:
+        return Path(text).expanduser().resolve()
+    except (RuntimeError, OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or "no such user's home folder or a symlink loop"
+        raise PlanError(f"{flag} {text[:80]!r}: not a usable path ({reason})") from None
+
+
 def _local_model(text: str) -> str:
     """A model folder with config.json: a path, or a repo id already in the local HF cache."""
-    path = Path(text).expanduser()
+    path = _absolute(text, "--model")
     if (path / "config.json").is_file():
-        return str(path.resolve())
+        return str(path)
     if not path.exists() and text.count("/") == 1:
         try:
             from huggingface_hub import snapshot_download
@@ -202,16 +224,19 @@ def _check_launchable(request: PlanRequest) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.resume:
         return _resume(args)
-    output = Path(args.output).expanduser().resolve()  # the child needs absolute paths
+    from runners.settings import shell_safe
+
+    output = _absolute(shell_safe(args.output, "--output"), "--output")
     if args.demo:
         _demo_args(args, output)
     request = _request(args)
     _check_launchable(request)
+    from runners.lifecycle import CHECKPOINTS
     from runners.run_folder import new_run_dir, write_run_folder
     from runners.settings import RewardSource, build_run_spec
 
     model_path = _local_model(request.model)
-    dataset = str(Path(request.dataset).expanduser().resolve())
+    dataset = str(_absolute(request.dataset, "--dataset"))
     request = request.model_copy(update={"model": model_path, "dataset": dataset})
     device, bf16 = _device(args.device, request, args.dry_run)
     detected = _detected_gpu() if device == "cuda" and not args.dry_run else None
@@ -231,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
         request,
         model_path=model_path,
         dataset=dataset,
-        output_dir=str(run_dir / "checkpoints"),
+        output_dir=CHECKPOINTS,  # relative to the run folder, which may move
         device=device,
         supports_bf16=bf16,
         max_steps=args.max_steps,
@@ -297,12 +322,16 @@ def _print_settings(spec, run_dir: Path, console) -> None:
 
 
 def _train(spec, run_dir: Path, command, plan, request, console, quiet: bool) -> int:
+    from rich.markup import escape
+
+    from runners.lifecycle import EXIT_STOPPED, lock_holder, read_error, read_progress
     from runners.monitor import child_env, run_child, summary_table
     from runners.run_folder import read_metrics
-    from runners.validation import GpuSampler, nvml_reader, validation_record
+    from runners.validation import GpuSampler, nvml_reader, process_tree, validation_record
 
     reader = nvml_reader() if spec.device == "cuda" else None
-    sampler = GpuSampler(run_dir / "gpu.jsonl", reader)
+    sampler = GpuSampler(run_dir / "gpu.jsonl", reader, pids=process_tree)
+    sampler.take_baseline()  # memory in use before the run: not the run's
     rc = run_child(
         command,
         run_dir,
@@ -314,9 +343,20 @@ def _train(spec, run_dir: Path, command, plan, request, console, quiet: bool) ->
         status=sampler.status,
     )
     records = read_metrics(run_dir)
-    record = validation_record(spec.device, plan, records, sampler.peak_bytes)
-    (run_dir / "validation.json").write_text(record.model_dump_json(indent=2), encoding="utf-8")
-    if rc == 0:
+    record = validation_record(
+        spec.device,
+        plan,
+        records,
+        sampler.peak_bytes,
+        measured_by=sampler.measured_by,
+        memory_note=sampler.memory_note,
+    )
+    try:
+        (run_dir / "validation.json").write_text(record.model_dump_json(indent=2), encoding="utf-8")
+    except OSError as error:
+        console.print(f"[yellow]note[/yellow] cannot write validation.json: {error.strerror}")
+    progress, error = read_progress(run_dir), read_error(run_dir)
+    if rc == 0 and progress.get("state") == "done":
         console.print(summary_table(spec.method, records))
         if record.measured_peak_gib is not None:
             console.print(
@@ -325,27 +365,36 @@ def _train(spec, run_dir: Path, command, plan, request, console, quiet: bool) ->
             )
         console.print(f"[green]done[/green] at step {record.steps}: {run_dir}")
         return 0
-    if rc == EXIT_OOM or _child_error(run_dir) == "oom":  # accelerate turns exit 3 into 1
+    if error.get("kind") == "oom":
         _explain_oom(run_dir, plan, request, console)
         return 1
-    if rc == 130:
-        console.print(f"stopped; continue with: advisor launch --resume {run_dir}")
-        return 130
+    if error.get("kind") in ("disk_full", "checkpoint"):
+        console.print(f"[red]stopped[/red]: {escape(error.get('message', ''))}", soft_wrap=True)
+        return 1
+    if rc == EXIT_STOPPED:
+        saved = progress.get("checkpoint") if progress.get("state") == "stopped" else None
+        where = f"{saved} saved" if saved else "no new checkpoint was saved"
+        console.print(
+            f"stopped at step {progress.get('step', 0)} ({where}); continue with: "
+            f"advisor launch --resume {escape(str(run_dir))}",
+            soft_wrap=True,
+        )
+        return EXIT_STOPPED
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        console.print(
+            f"[red]not started[/red]: {escape(str(run_dir))} is being trained by {holder}",
+            soft_wrap=True,
+        )
+        return 1
     log = run_dir / "train.log"
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
     console.print("\n".join(lines), markup=False)
+    if rc == 0:  # the process ended well but never trained: not a finished run
+        console.print(f"[red]training did not run[/red]: no step was trained; full log: {log}")
+        return 1
     console.print(f"[red]training failed[/red] (exit {rc}); full log: {log}")
     return rc or 1
-
-
-def _child_error(run_dir: Path) -> str | None:
-    """The kind of error the training process recorded in error.json, if any."""
-    import json
-
-    try:
-        return json.loads((run_dir / "error.json").read_text(encoding="utf-8")).get("kind")
-    except (OSError, ValueError):
-        return None
 
 
 def _explain_oom(run_dir: Path, plan, request: PlanRequest, console) -> None:
@@ -374,7 +423,7 @@ def _explain_oom(run_dir: Path, plan, request: PlanRequest, console) -> None:
     console.print("\n".join(lines))
 
 
-def _finished_step(checkpoint: Path, spec) -> int | None:
+def _finished_step(checkpoint: Path) -> int | None:
     """The checkpoint's step when it is the run's last one (max_steps reached), else None."""
     import json
 
@@ -387,11 +436,21 @@ def _finished_step(checkpoint: Path, spec) -> int | None:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from runners.checkpoints import checkpoints, last_good_checkpoint
+    from runners.lifecycle import checkpoints_dir, lock_holder
     from runners.run_folder import child_command, read_manifest, read_run_spec, resume_problems
 
-    run_dir = Path(args.resume).expanduser().resolve()
+    run_dir = _absolute(args.resume, "--resume")
     manifest = read_manifest(run_dir)
     spec = read_run_spec(run_dir)
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        raise PlanError(
+            f"cannot resume {run_dir}: it is training now ({holder}); stop that run first "
+            "(Ctrl-C where it runs) or let it finish"
+        )
     problems = resume_problems(manifest, spec)
     given = {"--model": args.model, "--dataset": args.dataset, "--method": args.method}
     recorded = {"--model": spec.model, "--dataset": spec.dataset, "--method": spec.method.value}
@@ -400,11 +459,7 @@ def _resume(args: argparse.Namespace) -> int:
             continue
         if flag == "--method" and value == PlanRequest().method.value:
             continue
-        if (
-            value
-            and flag != "--method"
-            and str(Path(value).expanduser().resolve()) != recorded[flag]
-        ):
+        if value and flag != "--method" and str(_absolute(value, flag)) != recorded[flag]:
             problems.append(f"{flag} {value} is not the run's {recorded[flag]}")
         elif value and flag == "--method" and value != recorded[flag]:
             problems.append(f"--method {value} is not the run's {recorded[flag]}")
@@ -412,17 +467,20 @@ def _resume(args: argparse.Namespace) -> int:
         raise PlanError(
             f"cannot resume {run_dir}: " + "; ".join(problems) + ". Start a new run instead."
         )
-    checkpoints = sorted(
-        Path(spec.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])
-    )
-    if not checkpoints and spec.method is not Method.ppo:
-        raise PlanError(f"cannot resume {run_dir}: no checkpoint saved yet; start a new run")
+    folder = checkpoints_dir(run_dir, spec.trl_config.get("output_dir", spec.output_dir))
+    checkpoint, skipped = last_good_checkpoint(folder)
     console = _console()
-    finished = _finished_step(checkpoints[-1], spec) if checkpoints else None
+    for message in skipped:
+        console.print(f"[yellow]note[/yellow] {escape(message)}", soft_wrap=True)
+    if checkpoint is None and spec.method is not Method.ppo:
+        why = "no readable checkpoint" if checkpoints(folder) else "no checkpoint saved yet"
+        raise PlanError(f"cannot resume {run_dir}: {why}; start a new run")
+    finished = _finished_step(checkpoint) if checkpoint else None
     if finished is not None:
         console.print(f"{run_dir} already finished at step {finished}; nothing to resume")
         return _emit(run_dir, args.json)
-    console.print(f"resuming {run_dir} from {checkpoints[-1].name if checkpoints else 'start'}")
+    start = checkpoint.name if checkpoint else "the start"
+    console.print(f"resuming {escape(str(run_dir))} from {start}", soft_wrap=True)
     (run_dir / "error.json").unlink(missing_ok=True)
     command = child_command(spec, run_dir, resume=True)
     rc = _train(spec, run_dir, command, manifest.plan, manifest.request, console, args.quiet)

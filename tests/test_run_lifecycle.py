@@ -1,0 +1,294 @@
+"""A run's life under faults, through the real launchers on CPU: stops that save, resumes that
+finish, a lock on the live run, whole checkpoints, a full disk, moved folders, same seed same
+numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from runners.lifecycle import EXIT_LOCKED, lock_holder, read_progress
+from runners.monitor import is_trainer
+from runners.run_folder import read_metrics
+from runners.tiny import demo_rows, write_demo_dataset, write_jsonl
+from tests.test_launch import _flags, _launch, _only_run
+
+ROOT = Path(__file__).resolve().parent.parent
+FAULTS = Path(__file__).resolve().parent / "faults"
+
+pytestmark = pytest.mark.slow
+
+
+def _start(flags: list[str], **kwargs) -> subprocess.Popen:
+    """`advisor launch` as a terminal would start it (SIGINT not ignored)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "advisor.cli", "launch", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **kwargs,
+    )
+
+
+def _wait_for_step(output: Path, step: int, process: subprocess.Popen | None = None) -> Path:
+    """The run folder once its progress.json reaches `step`."""
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        for run in output.glob("*-*"):
+            if read_progress(run).get("step", 0) >= step:
+                return run
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the launch ended early: {process.communicate()}")
+        time.sleep(0.1)
+    pytest.fail(f"no run in {output} reached step {step}")
+
+
+def _trainers(run: Path) -> list[psutil.Process]:
+    """Live processes training this run folder."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if is_trainer(cmdline) and any(str(run) in part for part in cmdline):
+            found.append(process)
+    return found
+
+
+def _logged_steps(run: Path) -> list[int]:
+    return [r["step"] for r in read_metrics(run) if "loss" in r]
+
+
+def _assert_stopped_with_a_checkpoint(run: Path, max_steps: int) -> int:
+    progress = read_progress(run)
+    assert progress["state"] == "stopped", progress
+    checkpoints = sorted((run / "checkpoints").glob("checkpoint-*"))
+    assert [c.name for c in checkpoints] == [progress["checkpoint"]]
+    state = json.loads((checkpoints[0] / "trainer_state.json").read_text())
+    assert 2 <= state["global_step"] < max_steps
+    assert not (run / "checkpoints" / ".incomplete").exists()
+    return state["global_step"]
+
+
+def _resume_to_the_end(run: Path, max_steps: int) -> None:
+    rc, _, err = _launch("--resume", str(run), "--quiet")
+    assert rc == 0, err
+    assert read_progress(run)["state"] == "done"
+    assert _logged_steps(run) == list(range(1, max_steps + 1))  # one record per step
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_advisor_launch_saves_and_the_resume_finishes(signum, tiny_model, tmp_path):
+    """Single process under accelerate's launcher, which kills its child 5 s after a signal of
+    its own: the launch signals the trainer alone."""
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
+    process = _start([*flags, "--save-steps", "1000"])
+    run = _wait_for_step(tmp_path / "runs", 2, process)
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert f"advisor launch --resume {run}" in err
+    _assert_stopped_with_a_checkpoint(run, 40)
+    _resume_to_the_end(run, 40)
+
+
+def test_a_stopped_run_copied_elsewhere_resumes_into_the_copy(tiny_model, tmp_path):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
+    process = _start([*flags, "--save-steps", "1000"])
+    run = _wait_for_step(tmp_path / "runs", 2, process)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    step = _assert_stopped_with_a_checkpoint(run, 40)
+    copy = tmp_path / "elsewhere" / run.name
+    shutil.copytree(run, copy)
+    _resume_to_the_end(copy, 40)
+    assert (copy / "final").is_dir()
+    original = sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*"))
+    assert original == [f"checkpoint-{step}"] and not (run / "final").exists()
+
+
+def test_two_processes_stop_at_the_same_step_and_resume_together(tiny_model, tmp_path):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
+    process = _start([*flags, "--save-steps", "1000", "--processes", "2"])
+    run = _wait_for_step(tmp_path / "runs", 2, process)
+    assert len(_trainers(run)) == 2
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    _assert_stopped_with_a_checkpoint(run, 40)
+    assert not _trainers(run)
+    _resume_to_the_end(run, 40)
+    assert {r["world_size"] for r in read_metrics(run) if "loss" in r} == {2}
+
+
+def test_the_wizards_stop_saves_a_checkpoint(tiny_model, tmp_path, monkeypatch):
+    from advisor.wizard.screens.run import RunScreen, start_launch
+    from planner.specs import Method
+
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
+    argv = [sys.executable, "-m", "advisor.cli", "launch", *flags, "--save-steps", "1000"]
+    screen = RunScreen(argv, tmp_path / "runs", Method.dpo)
+    monkeypatch.setattr(screen, "refresh_bindings", lambda: None)
+    screen.process = start_launch(argv, screen.log_path)
+    _wait_for_step(tmp_path / "runs", 2, screen.process)
+    screen.action_stop()  # what ^x does
+    assert screen.process.wait(timeout=120) == 130, screen.log_path.read_text()
+    _assert_stopped_with_a_checkpoint(_only_run(tmp_path / "runs"), 40)
+
+
+def test_ctrl_c_in_the_terminal_running_command_sh_saves(tiny_model, tmp_path):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
+    rc, out, err = _launch(*flags, "--save-steps", "1000", "--dry-run")
+    assert rc == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    terminal = subprocess.Popen(
+        ["bash", str(run / "command.sh")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own foreground group, as in a terminal
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    _wait_for_step(tmp_path / "runs", 2, terminal)
+    os.killpg(terminal.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+    _, err = terminal.communicate(timeout=120)
+    assert terminal.returncode != 0
+    _assert_stopped_with_a_checkpoint(run, 40)
+
+
+def test_a_live_run_is_locked_and_a_killed_launcher_stops_its_trainer(tiny_model, tmp_path):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=400)
+    process = _start([*flags, "--save-steps", "1000"])
+    run = _wait_for_step(tmp_path / "runs", 2, process)
+    trainer = _trainers(run)[0]
+    assert lock_holder(run) == f"PID {trainer.pid} on host {os.uname().nodename}"
+    rc, _, err = _launch("--resume", str(run), "--quiet")
+    assert rc == 2 and f"PID {trainer.pid}" in err
+    second = subprocess.run(
+        [sys.executable, "-m", "runners.train", str(run / "runspec.json"), "--resume"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert second.returncode == EXIT_LOCKED
+    assert f"PID {trainer.pid}" in second.stderr
+    process.kill()  # SIGKILL: the launcher can do nothing about it
+    trainer.wait(timeout=120)
+    assert not _trainers(run)  # no orphan keeps training
+    _assert_stopped_with_a_checkpoint(run, 400)
+    assert lock_holder(run) is None
+
+
+def test_a_crash_resumes_past_an_unreadable_and_an_incomplete_checkpoint(
+    tiny_model, tmp_path, monkeypatch
+):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=6)
+    monkeypatch.setenv("ADVISOR_TEST_CRASH_AFTER_SAVE", "4")
+    rc, _, _ = _launch(*flags, "--save-steps", "2")
+    assert rc != 0
+    monkeypatch.delenv("ADVISOR_TEST_CRASH_AFTER_SAVE")
+    run = _only_run(tmp_path / "runs")
+    assert _logged_steps(run) == [1, 2, 3, 4]
+    adapter = run / "checkpoints" / "checkpoint-4" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[: adapter.stat().st_size // 2])  # corrupted
+    (run / "checkpoints" / "checkpoint-5").mkdir()  # a save that never completed
+    rc, _, err = _launch("--resume", str(run), "--quiet")
+    assert rc == 0, err
+    assert "skipping checkpoint-5: it has no trainer_state.json" in err
+    assert "skipping checkpoint-4: adapter_model.safetensors is" in err
+    assert "resuming" in err and "from checkpoint-2" in err
+    assert _logged_steps(run) == [1, 2, 3, 4, 5, 6]  # steps 3-4 trained again, logged once
+
+
+def test_a_full_disk_while_checkpointing_is_one_line_and_the_run_resumes(
+    tiny_model, tmp_path, monkeypatch
+):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=4)
+    monkeypatch.setenv("PYTHONPATH", str(FAULTS))
+    monkeypatch.setenv("ADVISOR_FAULT_ENOSPC_ON_SAVE", "2")  # checkpoint-2 saves, -4 does not
+    rc, _, err = _launch(*flags, "--save-steps", "2")
+    assert rc == 1
+    run = _only_run(tmp_path / "runs")
+    message = [line for line in err.splitlines() if "no space left" in line]
+    assert message == [
+        f"stopped: no space left on the disk while writing checkpoint-4 in {run}/checkpoints; "
+        "the partial checkpoint was removed"
+    ]
+    assert "Traceback" not in err
+    assert sorted(p.name for p in (run / "checkpoints").glob("*checkpoint*")) == ["checkpoint-2"]
+    assert not (run / "checkpoints" / ".incomplete").exists()
+    monkeypatch.delenv("ADVISOR_FAULT_ENOSPC_ON_SAVE")
+    _resume_to_the_end(run, 4)
+
+
+def test_the_same_seed_gives_the_same_numbers(tiny_model, tmp_path):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    logs = []
+    for name in ("a", "b"):
+        rc, _, err = _launch(*_flags(tiny_model, dataset, "dpo", tmp_path / name, steps=4))
+        assert rc == 0, err
+        records = read_metrics(_only_run(tmp_path / name))
+        logs.append(
+            [
+                {k: v for k, v in r.items() if k != "time" and "runtime" not in k}
+                for r in records
+                if "train_runtime" not in r
+            ]
+        )
+    assert len(logs[0]) == 4
+    assert logs[0] == logs[1]
+
+
+def test_a_library_shadowed_by_the_working_folder_is_refused(tiny_model, tmp_path, monkeypatch):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    (tmp_path / "accelerate").mkdir()
+    (tmp_path / "accelerate" / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _launch(*_flags(tiny_model, dataset, "dpo", tmp_path / "runs"))
+    assert rc == 2
+    assert "accelerate/ in the working folder would be imported" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_folder_with_shell_characters_trains_and_runs_no_code(tiny_model, tmp_path):
+    dataset = write_jsonl(demo_rows("dpo"), tmp_path / "pairs.jsonl")
+    output = tmp_path / "it's $(touch pwned) `touch pwned2` runs"
+    flags = _flags(tiny_model, dataset, "dpo", output)
+    rc, out, err = _launch(*flags, "--dry-run", "--nodes", "2", "--num-gpus", "2")
+    assert rc == 0, err
+    sbatch = (Path(out.strip().splitlines()[-1]) / "slurm.sbatch").read_text()
+    assert subprocess.run(["bash", "-n"], input=sbatch, text=True).returncode == 0
+    rc, out, err = _launch(*flags, "--dry-run")
+    assert rc == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    result = subprocess.run(
+        ["bash", str(run / "command.sh")], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert max(_logged_steps(run)) == 2
+    assert not list(tmp_path.rglob("pwned*"))
+
+
+def test_a_newline_in_the_output_folder_is_refused(tiny_model, tmp_path):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    output = tmp_path / "runs\n# rm -rf x"
+    rc, _, err = _launch(*_flags(tiny_model, dataset, "dpo", output), "--dry-run")
+    assert rc == 2
+    assert "newline or control character" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
