@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up .venv for Alignment Advisor: torch first (a CPU build where no torch is present and
-# no NVIDIA driver answers, so no multi-GB CUDA download), then the project itself.
+# Set up .venv for Alignment Advisor: torch first (the CPU build torch==2.13.0 where no torch is
+# present, so no multi-GB CUDA download; GPU users install their CUDA build first), then the
+# project with every other package at the exact version in requirements.lock, the versions
+# the tests passed with. scripts/lock.sh moves the lock to newer releases.
 # Usage: bash scripts/setup.sh [--dev]     (--dev adds the test and lint tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,4 +27,7 @@ if [ "${1:-}" = "--dev" ]; then
             echo "setup: could not install tmux; the wizard's tmux test will be skipped" >&2
     fi
 fi
-pip install -e ".${extras}"
+# The build backend at its locked version, then the project built with it (no isolated build
+# environment, which would fetch the newest setuptools).
+pip install -c requirements.lock setuptools
+pip install -c requirements.lock --no-build-isolation -e ".${extras}"
