@@ -39,6 +39,7 @@ def _only_run(output: Path) -> Path:
     return runs[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", [m.value for m in Method])
 def test_every_method_trains_two_steps_and_logs_its_key_metrics(method, tiny_model, tmp_path):
     dataset = write_demo_dataset(method, tmp_path / "data")
@@ -71,6 +72,7 @@ def test_dry_run_writes_the_run_folder_and_launches_nothing(tiny_model, tmp_path
     assert "runners.train" in manifest.command
 
 
+@pytest.mark.slow
 def test_demo_trains_dpo_on_cpu_with_no_arguments(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     rc, out, err = _launch("--demo", "--output", str(tmp_path / "runs"), "--quiet")
@@ -81,6 +83,7 @@ def test_demo_trains_dpo_on_cpu_with_no_arguments(tmp_path, monkeypatch):
     assert any("rewards/margins" in r for r in records)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_and_finishes_at_the_planned_step(
     tiny_model, tmp_path, monkeypatch
 ):
@@ -115,6 +118,7 @@ def test_resume_with_changed_data_is_refused(tiny_model, tmp_path, capsys):
     assert not (run / "train.log").exists()
 
 
+@pytest.mark.slow
 def test_two_process_gloo_launch_trains_dpo_under_ddp(tiny_model, tmp_path):
     dataset = write_demo_dataset("dpo", tmp_path / "data")
     flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")
@@ -170,7 +174,8 @@ def test_out_of_memory_names_the_planners_estimate(tiny_model, tmp_path):
     assert f"{plan.memory.per_gpu_peak_gib:.1f} GiB" in text
 
 
-@pytest.mark.parametrize("method", ["dpo", "ppo"])
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ppo"])  # PPO's own loop; DPO and the rest: test_run_lifecycle
 def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(method, tiny_model, tmp_path):
     import os
     import signal
@@ -208,6 +213,7 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(method, tiny_model, tmp_pat
     assert 2 <= state["global_step"] < 400
 
 
+@pytest.mark.slow
 def test_full_fine_tuning_dpo_on_conversational_data_reloads_its_reference(tiny_model, tmp_path):
     dataset = write_jsonl(demo_rows("dpo", conversational=True), tmp_path / "chat.jsonl")
     flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")
@@ -218,6 +224,7 @@ def test_full_fine_tuning_dpo_on_conversational_data_reloads_its_reference(tiny_
     assert any("rewards/margins" in r for r in read_metrics(run))
 
 
+@pytest.mark.slow
 def test_grpo_rewards_from_a_builtin_a_function_and_a_reward_model(
     tiny_model, tmp_path, monkeypatch
 ):
@@ -334,6 +341,7 @@ def _dry_run(tiny_model, tmp_path) -> Path:
     return Path(out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_the_written_command_reproduces_the_run(tiny_model, tmp_path):
     import subprocess
 
@@ -343,6 +351,7 @@ def test_the_written_command_reproduces_the_run(tiny_model, tmp_path):
     assert max(r["step"] for r in read_metrics(run)) == 2
 
 
+@pytest.mark.slow
 def test_trl_own_cli_trains_from_the_written_yaml(tiny_model, tmp_path):
     """Users can leave this tool at any time: `trl dpo --config trl_dpo.yaml`, run in the run
     folder as command.sh says, trains into that folder's checkpoints."""
