@@ -282,6 +282,15 @@ def test_wizard_prefills_the_gpu_from_nvml(monkeypatch):
     assert detect_gpu() is None
 
 
+def test_the_wizard_counts_readable_whole_gpus_only(monkeypatch):
+    from advisor.wizard.gpu_detect import detect_gpu
+
+    monkeypatch.setenv("ADVISOR_FAKE_NVML", str(FIXTURES / "gpu1-lost.json"))
+    assert detect_gpu() == ("a100-80gb", 1)  # the lost GPU is not planned for
+    monkeypatch.setenv("ADVISOR_FAKE_NVML", str(FIXTURES / "mig.json"))
+    assert detect_gpu() is None  # a MIG slice is not the card the profile describes
+
+
 def test_an_nvml_error_while_reading_devices_is_an_answer_not_a_crash(fake_driver, monkeypatch):
     def lost(handle):
         raise pynvml.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 
 def detect_gpu() -> tuple[str, int] | None:
-    """(GPU profile name, count) of this machine's first NVIDIA GPU, or None.
+    """(GPU profile name, count) of this machine's readable NVIDIA GPUs of the first GPU's
+    kind, or None.
 
-    None when NVML sees no GPU (no pynvml, no driver, no permission) or the card has no
-    profile; the wizard then shows its picker. planner.nvml imports pynvml only when called.
+    None when NVML sees no GPU (no pynvml, no driver, no permission), the first readable GPU
+    has no profile, or it is split into MIG instances (a slice is not the card a profile
+    describes); the wizard then shows its picker. GPUs that NVML cannot read are not
+    counted. planner.nvml imports pynvml only when called.
     """
     from planner.nvml import probe
 
     result = probe()
-    if not result.available or result.devices[0].profile is None:
+    gpus = [d for d in result.devices if d.parent is None and d.memory is not None]
+    if not result.available or not gpus or gpus[0].profile is None or gpus[0].mig_enabled:
         return None
-    return result.devices[0].profile.lower(), len(result.devices)
+    return gpus[0].profile.lower(), sum(1 for d in gpus if d.profile == gpus[0].profile)
