@@ -201,10 +201,30 @@ def answers_from_mapping(data: Any, source: str = "answers") -> Answers:
         )
     fields = {k if isinstance(k, str) else short(k): v for k, v in data.items()}
     fields = {k: v for k, v in fields.items() if k not in SCENARIO_KEYS}
+    # A list or mapping never reaches pydantic: its enum check reprs the value in full, and an
+    # aliased YAML value can be millions of items once expanded.
+    nested = [
+        f"{k}: {short(v)} is not valid; "
+        + (f"valid: {', '.join(valid_values(k))}" if valid_values(k) else "expected one value")
+        for k, v in fields.items()
+        if k in Answers.model_fields and isinstance(v, dict | list)
+    ]
+    if nested:
+        raise PlanError(f"{source}: " + "; ".join(nested))
     try:
         return Answers.model_validate(fields)
     except ValidationError as error:
-        problems = [_describe(e, fields) for e in error.errors()[:10]]
+        errors = error.errors()
+        unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+        problems = [_describe(e, fields) for e in errors if e["type"] != "extra_forbidden"][:10]
+        if len(unknown) == 1:
+            problems.append(_describe(unknown[0], fields))
+        elif unknown:
+            names = ", ".join(_name(e["loc"][0]) for e in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            problems.append(
+                f"unknown fields {names}{more}; fields are {', '.join(Answers.model_fields)}"
+            )
         raise PlanError(f"{source}: " + "; ".join(problems)) from None
 
 

@@ -22,11 +22,11 @@ def target(path: str | Path, what: str) -> Path:
         raise PlanError(f"{what} {shown(path)}: no such user's home folder") from None
 
 
-def exists(path: str | Path, what: str) -> bool:
-    """Whether something (a file, a folder, a dangling link) is already at `path`."""
+def existing_file(path: str | Path, what: str) -> bool:
+    """Whether a regular file is already at `path` (one a save would replace; a folder, a pipe
+    or a device is not, and `write_text` refuses those)."""
     try:
-        where = target(path, what)
-        return where.is_symlink() or where.exists()
+        return target(path, what).is_file()
     except (PlanError, OSError, ValueError):  # no such home, or a name no file can have
         return False
 

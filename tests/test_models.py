@@ -393,6 +393,61 @@ def test_zero_or_invalid_size_names_the_field_and_file(tmp_path, field, value):
         resolve_model(str(path))
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "ceiling"),
+    [
+        ("hidden_size", 10**30, "262,144"),
+        ("num_hidden_layers", 10**12, "4,096"),
+        ("vocab_size", 10**20, "16,777,216"),
+        ("intermediate_size", 2**21, "1,048,576"),
+        ("num_attention_heads", 2**15, "16,384"),
+        ("max_position_embeddings", 1e300, "1,073,741,824"),
+    ],
+)
+def test_a_config_size_past_its_ceiling_names_the_field_and_the_ceiling(
+    tmp_path, field, value, ceiling
+):
+    path = write_config(tmp_path / "config.json", {**TINY_LLAMA, field: value})
+    with pytest.raises(PlanError, match=rf"{path}: '{field}' must be at most {ceiling}, got"):
+        resolve_model(str(path))
+
+
+@pytest.mark.parametrize("value", [["llama"], {"name": "llama"}, 7])
+def test_a_model_type_that_is_not_a_string_is_named(tmp_path, value):
+    path = write_config(tmp_path / "config.json", {**TINY_LLAMA, "model_type": value})
+    with pytest.raises(PlanError, match="'model_type' must be a string such as 'llama'"):
+        resolve_model(str(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested deeper than 64 levels"),
+        ('{"hidden_size": ' + "9" * 5000 + "}", "a number with too many digits"),
+        ('{"hidden_size": Infinity}', "must be a positive integer, got inf"),
+    ],
+)
+def test_a_hostile_config_json_is_a_plan_error(tmp_path, text, message):
+    path = tmp_path / "config.json"
+    path.write_text(text.replace("{", "{" + json.dumps(TINY_LLAMA)[1:-1] + ", ", 1))
+    with pytest.raises(PlanError, match=message):
+        resolve_model(str(path))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder-named-config.json"])
+def test_a_config_that_is_no_regular_file_is_refused_without_reading(tmp_path, kind):
+    if kind == "fifo":
+        path = tmp_path / "config.json"
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    else:
+        (tmp_path / "config.json").mkdir()
+        path = tmp_path
+    with pytest.raises(PlanError, match=r"not a regular file|is a folder, not a file"):
+        resolve_model(str(path))
+
+
 def test_missing_size_names_the_field(tmp_path):
     config = {k: v for k, v in TINY_LLAMA.items() if k != "intermediate_size"}
     path = write_config(tmp_path / "config.json", config)

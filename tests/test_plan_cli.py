@@ -147,6 +147,82 @@ def test_sequence_past_max_positions_warns(capsys):
     assert any("max_position_embeddings" in w for w in plan["warnings"])
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--seq-len", "2000000"], "--seq-len: at most 1,048,576 tokens"),
+        (["--prompt-len", "2000000"], "--prompt-len: at most 1,048,576 tokens"),
+        (["--batch-size", str(10**300)], "--batch-size: at most 65,536 rows per GPU"),
+        (["--grad-accum", "100000"], "--grad-accum: at most 65,536 micro-batches per step"),
+        (["--num-gpus", "2048"], "--num-gpus: at most 1,024 GPUs per node"),
+        (["--nodes", "20000"], "--nodes: at most 16,384 nodes"),
+        (["--lora-rank", "100000"], "--lora-rank: at most 65,536"),
+        (["--num-generations", "5000"], "--num-generations: at most 4,096 completions per prompt"),
+        (["--ppo-epochs", "1001"], "--ppo-epochs: at most 1,000 epochs"),
+        (["--samples", str(10**13)], "--samples: at most 1,000,000,000,000 rows"),
+        (["--epochs", "1e200"], "--epochs: at most 1,000 epochs"),
+        (["--epochs", "inf"], "--epochs: input should be a finite number"),
+        (["--epochs", "nan"], "--epochs: input should be a finite number"),
+        (["--beta", "inf"], "--beta: input should be a finite number"),
+        (["--beta", "1001"], "--beta: at most 1,000"),
+        (["--beta", "-1"], "--beta: input should be greater than or equal to 0"),
+    ],
+)
+def test_a_number_past_its_ceiling_names_the_flag_and_the_ceiling(capsys, argv, message):
+    code, out, err = run_cli(capsys, "plan", *argv, "--json")
+    assert code == 2 and out == ""
+    assert err == f"advisor: error: {message}\n"
+
+
+def test_the_ceilings_themselves_give_finite_estimates(capsys):
+    plan = plan_json(
+        capsys,
+        *("--method", "grpo", "--tuning", "full", "--prompt-len", "1048575"),
+        *("--completion-len", "1", "--batch-size", "65536", "--grad-accum", "65536"),
+        *("--num-gpus", "1024", "--nodes", "16384", "--num-generations", "4096"),
+        *("--samples", str(10**12), "--epochs", "1000", "--attention", "eager"),
+    )
+    assert plan["fits"] is False and plan["memory"]["headroom_gib"] < 0
+    assert 0 < plan["time"]["total_hours"] < float("inf")
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("x" * 300, "unknown model 'xxx"),
+        ("x" * 5000, "5,000 characters; a model name or path has at most 4,096"),
+        ("~nosuchuser/x", "model ~nosuchuser/x: no such user's home folder"),
+        ("a\x00b", "model a?b: holds a control character"),
+        ("line\nbreak", "model line?break: holds a control character"),
+        ("/dev/zero", "model config /dev/zero: not a regular file"),
+    ],
+)
+def test_an_absurd_model_is_one_line_and_status_2(capsys, model, message):
+    code, _, err = run_cli(capsys, "plan", "--model", model)
+    assert code == 2 and message in err
+    assert len(err.splitlines()) == 1 and len(err) < 400
+
+
+def test_list_models_and_gpus_print_json_with_the_tables_fields(capsys):
+    from planner.gpus import list_gpus
+    from planner.models import list_models
+
+    code, out, _ = run_cli(capsys, "plan", "--list-models", "--json")
+    models = json.loads(out)
+    assert code == 0 and len(models) == len(list_models())
+    assert set(models[0]) == {
+        "name", "params", "num_layers", "hidden_size", "num_heads", "num_kv_heads", "vocab_size"
+    }  # fmt: skip
+    llama = next(m for m in models if m["name"] == "Llama-2-7B")
+    assert llama["params"] == 6_738_415_616 and llama["num_layers"] == 32
+    code, out, _ = run_cli(capsys, "plan", "--list-gpus", "--json")
+    gpus = json.loads(out)
+    assert code == 0 and len(gpus) == len(list_gpus())
+    a100 = next(g for g in gpus if g["name"] == "A100-80GB")
+    assert a100["memory_gib"] == pytest.approx(80.0) and a100["bf16_tflops"] > 0
+    assert {"hbm_gbps", "interconnect_gbps", "supports_bf16", "fp16_tflops"} <= set(a100)
+
+
 def test_unknown_command_is_status_2(capsys):
     code, _, err = run_cli(capsys, "plna")
     assert code == 2 and "unknown command" in err

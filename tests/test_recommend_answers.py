@@ -118,3 +118,51 @@ def test_unreadable_files_raise_one_line_plan_errors(tmp_path, name, text, needl
     with pytest.raises(PlanError, match=needle) as error:
         load_answers(path)
     assert "\n" not in str(error.value)
+
+
+def _alias_bomb(levels: int, width: int) -> str:
+    lines = ['l0: &l0 ["lol", "lol"]']
+    for level in range(1, levels + 1):
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * width) + "]")
+    return "\n".join(lines) + f"\nuse_case: *l{levels}\n"
+
+
+def test_a_billion_laughs_file_is_refused_before_it_expands(tmp_path):
+    with pytest.raises(PlanError, match="more than 64 YAML aliases"):
+        load_answers(write_yaml(tmp_path, _alias_bomb(9, 9)))
+
+
+def test_an_aliased_value_under_the_limit_is_described_not_expanded(tmp_path):
+    # 10 levels of 6 aliases: 120 million items if anything expanded it (it once took minutes).
+    with pytest.raises(PlanError, match=r"use_case: a list of 6 items is not valid") as error:
+        load_answers(write_yaml(tmp_path, _alias_bomb(10, 6)))
+    assert len(str(error.value)) < 600
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 10_000 + "]" * 10_000, "nested deeper than 64 levels"),
+        ("use_case: " + "9" * 5000, "a number with too many digits"),
+        ("a: 1\n" * 20_000, "larger than the 64 KiB"),
+        ("use_case: {a: 1}\nrisk: [low]\n", "use_case: a mapping of 1 key is not valid"),
+    ],
+)
+def test_hostile_answers_files_are_one_line_errors(tmp_path, text, message):
+    with pytest.raises(PlanError, match=message) as error:
+        load_answers(write_yaml(tmp_path, text))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"gpus": "99999999999999999999x h100"}, "at most 8,192"),
+        ({"gpus": "1025x h100"}, "must be whole nodes of 8"),
+        ({"model": "a\x00b"}, "holds a control character"),
+        ({"model": "x" * 5000}, "at most 4,096"),
+    ],
+)
+def test_absurd_model_and_gpus_answers_are_named(tmp_path, change, message):
+    with pytest.raises(PlanError, match=message):
+        load_answers(write_yaml(tmp_path, json.dumps({**GOOD, **change})))

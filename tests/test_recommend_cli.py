@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,30 @@ def test_an_unwritable_report_path_exits_2(tmp_path, capsys):
         ["recommend", "--answers", str(SUPPORT), "--report", str(target)], capsys
     )
     assert code == 2 and "cannot write it" in err
+
+
+def test_report_refuses_to_overwrite_an_existing_file_without_force(tmp_path, capsys):
+    report = tmp_path / "decision.md"
+    report.write_text("last week's record\n")
+    argv = ["recommend", "--answers", str(SUPPORT), "--json", "--report", str(report)]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 2 and out == ""  # refused before anything is printed
+    assert (
+        err == f"advisor: error: --report {report}: the file exists; pass --force to overwrite it\n"
+    )
+    assert report.read_text() == "last week's record\n"
+    code, out, err = run_cli([*argv, "--force"], capsys)
+    assert code == 0 and json.loads(out)["method"] == "dpo"
+    assert report.read_text().startswith("# Decision record: align with DPO")
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+def test_report_into_a_folder_or_a_pipe_is_refused_even_with_force(tmp_path, capsys, kind):
+    target = tmp_path / "out"
+    target.mkdir() if kind == "folder" else os.mkfifo(target)
+    argv = ["recommend", "--answers", str(SUPPORT), "--report", str(target), "--force"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "choose a file name" in err and err.count("\n") == 1
 
 
 def test_recommend_answers_quickly_and_imports_no_heavy_library():

@@ -538,3 +538,77 @@ async def test_the_model_question_completes_profile_names():
         await pilot.press("right", "enter")
         await pilot.pause()
         assert app.raw["model"] == "llama-3.1-70b"
+
+
+async def test_saving_the_record_over_an_existing_file_asks_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    record = tmp_path / "record.md"
+    record.write_text("an older record\n")
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await forward(pilot, screens=4)
+        assert type(app.screen).__name__ == "ReportScreen"
+        await pilot.press("ctrl+u", *"record.md", "ctrl+s")
+        await pilot.pause()
+        # The first ^s asks; Esc keeps the older file.
+        assert type(app.screen).__name__ == "ConfirmOverwrite"
+        assert "record.md already exists" in text_of(app.screen.query(Static).first())
+        await pilot.press("escape")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ReportScreen"
+        assert record.read_text() == "an older record\n"
+        # A second ^s within the dialog overwrites it.
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ReportScreen"
+        assert record.read_text() == app.screen.text
+        # A new file is written at once, without a question.
+        await pilot.press("ctrl+u", *"fresh.md", "enter")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ReportScreen"
+        assert (tmp_path / "fresh.md").read_text() == app.screen.text
+
+
+async def test_saving_the_answers_over_an_existing_file_asks_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    answers_file = tmp_path / "answers.yaml"
+    answers_file.write_text("# keep me\n")
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await forward(pilot)
+        assert type(app.screen).__name__ == "RecommendationScreen"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("ctrl+u", *"answers.yaml", "enter")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ConfirmOverwrite"
+        await pilot.press("n")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "RecommendationScreen"
+        assert answers_file.read_text() == "# keep me\n"
+        # Asked again, Enter confirms: the file now loads back as the interview's answers.
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        await pilot.press("ctrl+u", *"answers.yaml", "enter")
+        await pilot.pause()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "RecommendationScreen"
+        assert load_answers(answers_file) == app.recommendation.answers
+
+
+async def test_a_save_path_that_cannot_be_written_is_a_notification_not_a_crash(tmp_path):
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await forward(pilot, screens=4)
+        for path in ("~nosuchuser/r.md", str(tmp_path / "missing" / "r.md"), str(tmp_path)):
+            app.screen.query_one("#report-path", Input).value = path
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert type(app.screen).__name__ == "ReportScreen"
+        messages = [n.message for n in app._notifications]
+        assert any("home folder" in m for m in messages)
+        assert any("cannot write it" in m for m in messages)
+        assert any("a folder" in m for m in messages)

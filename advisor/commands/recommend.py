@@ -34,11 +34,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.report and not args.force:
         from advisor.decision_record import FORCE_HINT
-        from advisor.output_file import FileExists, exists
+        from advisor.output_file import FileExists, existing_file
         from planner.files import shown
 
         # Refused before deciding, so the user is not shown a recommendation that was not saved.
-        if exists(args.report, "--report"):
+        if existing_file(args.report, "--report"):
             raise FileExists(f"--report {shown(args.report)}: the file exists; {FORCE_HINT}")
     recommendation = decide(load_answers(args.answers))
     if args.report:

@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Footer, Static
 from advisor.decide import Recommendation
 from advisor.decision_rules import label
 from advisor.method_choice import override_warning
-from advisor.output_file import exists
+from advisor.output_file import existing_file
 from advisor.recommend_view import advice_parts, bullets, headline, runner_up_panel
 from advisor.wizard.confirm import ConfirmOverwrite
 from advisor.wizard.path_prompt import PathPrompt
@@ -126,7 +126,7 @@ class RecommendationScreen(WizardScreen):
     def _save(self, path: str | None) -> None:
         if not path:
             return
-        if exists(path, "answers file"):
+        if existing_file(path, "answers file"):
             # Ask first: y, Enter or ^s overwrites, Esc keeps the file.
             self.wizard.push_screen(
                 ConfirmOverwrite(path),

@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Input, Label, Static
 
-from advisor.output_file import exists
+from advisor.output_file import existing_file
 from advisor.session_record import write_session_record
 from advisor.wizard.confirm import ConfirmOverwrite
 from advisor.wizard.screens.base import WizardScreen
@@ -49,7 +49,7 @@ class ReportScreen(WizardScreen):
 
     def action_save(self) -> None:
         path = self.query_one("#report-path", Input).value.strip() or DEFAULT_PATH
-        if exists(path, "record"):
+        if existing_file(path, "record"):
             # Ask first: a second ^s (or y, Enter) overwrites, Esc keeps the file.
             self.wizard.push_screen(
                 ConfirmOverwrite(path),
