@@ -112,7 +112,10 @@ class WizardApp(App[None]):
             gpu = "a100-80gb"
         check = next((c for c in rec.compute if c.method is self.method), None)
         tuning = check.setup if check is not None and check.setup is not None else Tuning.lora
-        return default_request(self.method, tuning, rec.answers.model or "7b", gpu, count)
+        try:
+            return default_request(self.method, tuning, rec.answers.model or "7b", gpu, count)
+        except PlanError:  # a GPU count past the planner's ceilings: start from one card
+            return default_request(self.method, tuning, rec.answers.model or "7b", gpu, 1)
 
     def open_plan(self) -> None:
         from advisor.wizard.screens.plan import PlanScreen
