@@ -73,7 +73,7 @@ def check_model_text(text: str) -> str:
         )
     if not query.isprintable():
         raise PlanError(
-            f"model {shown(query)}: holds a control character (NUL, newline or tab); pass a size "
+            f"model {shown(query)}: holds a control character (such as NUL, newline or tab); pass a size "
             f"like 7b, a profile name, a config.json or a model directory"
         )
     return query
@@ -151,8 +151,8 @@ def spec_from_config(
         inner_type = _model_type(inner, f"{where}: text_config")
         if inner_type not in SUPPORTED_TYPES:
             raise PlanError(
-                f"{where}: '{model_type}' is a multimodal model whose text model "
-                f"'{inner_type}' is not supported; supported: {', '.join(SUPPORTED_TYPES)}"
+                f"{where}: {short(model_type)} is a multimodal model whose text model "
+                f"{short(inner_type)} is not supported; supported: {', '.join(SUPPORTED_TYPES)}"
             )
         config, model_type, name = dict(inner), inner_type, f"{name} (text model)"
     _check_model_type(model_type, where)
