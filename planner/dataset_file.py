@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from planner.errors import PlanError
-from planner.files import MIB, checked_path, nesting_depth, short
+from planner.files import MIB, checked_path, nesting_depth, short, shown
 
 GIB = 2**30
 MAX_DATASET_BYTES = 16 * GIB
@@ -49,9 +49,8 @@ class Scan(NamedTuple):
 
 
 def label(reference: object) -> str:
-    """'dataset NAME' for messages: printable characters only, cut to 80."""
-    text = "".join(c if c.isprintable() else "?" for c in str(reference))
-    return f"dataset {text if len(text) <= 80 else text[:79] + '…'}"
+    """'dataset NAME' for messages, the name as `planner.files.shown` shows a path."""
+    return f"dataset {shown(reference)}"
 
 
 def looks_like_path(reference: str) -> bool:

@@ -151,10 +151,14 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def shown(path: object, limit: int = 80) -> str:
-    """A path or name as an error message shows it: printable characters only, cut to `limit`."""
+def shown(path: object, limit: int = 240) -> str:
+    """A path or name as an error message shows it: printable characters only; past `limit`
+    the middle is cut, so the start and the file's own name stay readable."""
     text = "".join(c if c.isprintable() else "?" for c in str(path))  # no newline or NUL
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    head = limit // 3
+    return text[:head] + "…" + text[len(text) - (limit - head - 1) :]
 
 
 _shown = shown
