@@ -407,3 +407,25 @@ def test_kto_weights_balance_the_labels_and_json_prints_the_manifest(tiny_model,
     assert (fields["desirable_weight"], fields["undesirable_weight"]) == (4.0, 1.0)
     reasons = {v["name"]: v["reason"] for v in manifest["spec"]["starting_values"]}
     assert "4 desirable vs 16 undesirable" in reasons["desirable_weight"]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--max-steps", "-5", "--max-steps: must be between 1 and 1,000,000,000 steps"),
+        ("--save-steps", "0", "--save-steps: must be between 1 and 1,000,000,000 steps"),
+        ("--learning-rate", "inf", "--learning-rate: must be between 1e-12 and 10"),
+        ("--learning-rate", "nan", "--learning-rate: must be between 1e-12 and 10"),
+        ("--processes", "0", "--processes: must be between 1 and 65,536"),
+        ("--max-steps", "9" * 5000, "--max-steps: not a number"),
+    ],
+)
+def test_launch_numbers_out_of_range_are_one_line_and_write_nothing(
+    flag, value, message, tmp_path, capsys
+):
+    with pytest.raises(SystemExit) as exit_:
+        main(["launch", "--demo", "--dry-run", "--output", str(tmp_path / "runs"), flag, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,24 @@ from pathlib import Path
 from advisor.commands.plan import add_plan_flags, request_from_args
 from planner.errors import PlanError
 from planner.specs import Method, Plan, PlanRequest
+
+
+def _number(kind: type, low: float, high: float, unit: str = ""):
+    """An argparse type: a finite `kind` in [low, high]; otherwise one line naming the range."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"not a number: {text[:40]!r}") from None
+        if not math.isfinite(value) or not low <= value <= high:
+            shown = (f"{low:,}", f"{high:,}") if kind is int else (f"{low:g}", f"{high:g}")
+            raise argparse.ArgumentTypeError(
+                f"must be between {shown[0]} and {shown[1]}{unit}, got {text[:40]}"
+            )
+        return value
+
+    return parse
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -25,9 +44,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--demo", action="store_true", help="DPO on a tiny local model, on CPU, in under a minute"
     )
     parser.add_argument("--force", action="store_true", help="launch despite data errors")
-    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    parser.add_argument("--save-steps", type=int, help="checkpoint every N steps")
-    parser.add_argument("--learning-rate", type=float, help="override the starting value")
+    steps = _number(int, 1, 10**9, " steps")
+    parser.add_argument("--max-steps", type=steps, help="stop after this many optimizer steps")
+    parser.add_argument("--save-steps", type=steps, help="checkpoint every N steps")
+    parser.add_argument(
+        "--learning-rate", type=_number(float, 1e-12, 10.0), help="override the starting value"
+    )
     parser.add_argument(
         "--reward",
         action="append",
@@ -40,7 +62,9 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train"
     )
     parser.add_argument(
-        "--processes", type=int, help="processes to start (default GPUs × nodes; CPU: gloo DDP)"
+        "--processes",
+        type=_number(int, 1, 65536),
+        help="processes to start (default GPUs × nodes; CPU: gloo DDP)",
     )
     parser.add_argument("--quiet", action="store_true", help="no live progress view")
     parser.add_argument(
