@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import ClassVar
 
 from textual.app import ComposeResult
@@ -10,7 +11,18 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from advisor.output_file import existing_file
 from planner.files import shown
+
+
+def save_asking_first(screen, path: str, what: str, write: Callable[[str, bool], None]) -> None:
+    """`write(path, overwrite)`; over an existing file, only once ConfirmOverwrite says yes."""
+    if existing_file(path, what):
+        screen.app.push_screen(
+            ConfirmOverwrite(path), lambda yes: write(path, True) if yes else None
+        )
+        return
+    write(path, False)
 
 
 class ConfirmOverwrite(ModalScreen[bool]):

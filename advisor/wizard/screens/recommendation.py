@@ -14,9 +14,8 @@ from textual.widgets import DataTable, Footer, Static
 from advisor.decide import Recommendation
 from advisor.decision_rules import label
 from advisor.method_choice import override_warning
-from advisor.output_file import existing_file
 from advisor.recommend_view import advice_parts, bullets, headline, runner_up_panel
-from advisor.wizard.confirm import ConfirmOverwrite
+from advisor.wizard.confirm import save_asking_first
 from advisor.wizard.path_prompt import PathPrompt
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
@@ -126,14 +125,9 @@ class RecommendationScreen(WizardScreen):
     def _save(self, path: str | None) -> None:
         if not path:
             return
-        if existing_file(path, "answers file"):
-            # Ask first: y, Enter or ^s overwrites, Esc keeps the file.
-            self.wizard.push_screen(
-                ConfirmOverwrite(path),
-                lambda yes: self.write(path, overwrite=True) if yes else None,
-            )
-            return
-        self.write(path, overwrite=False)
+        save_asking_first(
+            self, path, "answers file", lambda path, yes: self.write(path, overwrite=yes)
+        )
 
     def write(self, path: str, *, overwrite: bool) -> None:
         """Write the answers to `path`, saying where (or why not) in a notification."""

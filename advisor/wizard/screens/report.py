@@ -10,9 +10,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Input, Label, Static
 
-from advisor.output_file import existing_file
 from advisor.session_record import write_session_record
-from advisor.wizard.confirm import ConfirmOverwrite
+from advisor.wizard.confirm import save_asking_first
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.errors import PlanError
@@ -49,14 +48,7 @@ class ReportScreen(WizardScreen):
 
     def action_save(self) -> None:
         path = self.query_one("#report-path", Input).value.strip() or DEFAULT_PATH
-        if existing_file(path, "record"):
-            # Ask first: a second ^s (or y, Enter) overwrites, Esc keeps the file.
-            self.wizard.push_screen(
-                ConfirmOverwrite(path),
-                lambda yes: self.write(path, overwrite=True) if yes else None,
-            )
-            return
-        self.write(path, overwrite=False)
+        save_asking_first(self, path, "record", lambda path, yes: self.write(path, overwrite=yes))
 
     def write(self, path: str, *, overwrite: bool) -> None:
         """Write the record to `path`, saying where (or why not) in a notification."""
