@@ -21,7 +21,7 @@ from planner.specs import MAX_GPUS_PER_NODE
 
 
 class UseCase(StrEnum):
-    """What the aligned model will do; the seed's enterprise cases and a few more."""
+    """What the aligned model will do: the common enterprise cases and a few more."""
 
     support_copilot = "support_copilot"
     knowledge_assistant = "knowledge_assistant"
@@ -102,7 +102,7 @@ def parse_gpus(text: str) -> tuple[str, int]:
 
 
 class Answers(BaseModel):
-    """One team's interview answers: the decision engine's whole input (DESIGN.md's table)."""
+    """One team's interview answers: the decision engine's whole input (the answers file's fields)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -43,7 +43,7 @@ class MethodScore(BaseModel):
 
 
 class Recommendation(BaseModel):
-    """The engine's answer: DESIGN.md's contract (method, ranking, rationale, caveats) and more."""
+    """The engine's answer: the `recommend --json` contract (method, ranking, rationale, caveats) and more."""
 
     method: Method = Field(description="the top of the ranking")
     ranking: list[MethodScore]
@@ -197,7 +197,7 @@ def notes(answers: Answers, top: Method, checks: dict[Method, ComputeCheck]) -> 
 
 
 def hybrid_path(answers: Answers, top: Method) -> str | None:
-    """The seed's staged path: an offline method now, PPO later where control will matter."""
+    """The staged path: an offline method now, PPO later where control will matter."""
     if answers.feedback is Feedback.demonstrations_only or answers.reward_model is RewardModel.none:
         return None
     if top is Method.ppo:

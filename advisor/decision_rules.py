@@ -1,7 +1,7 @@
 """The scoring rules: each interview answer's effect on each method, with the reason why.
 
 Every method starts at zero and each answer adds or takes away points, with a sentence that
-says why (the seed article's logic and standard practice). A method's score is the sum of its
+says why (published comparisons of DPO and PPO and standard practice). A method's score is the sum of its
 effects, so every score can be checked by hand from its reasons. The strengths are named
 (SLIGHT ... DECISIVE, RULES_OUT) so a reader weighs a rule by word, not by number.
 """
@@ -53,7 +53,7 @@ DPO_DEFAULT_USE_CASES = frozenset(
         UseCase.workflow_assistant,
     }
 )
-"""Where the seed names DPO the default: PPO's extra control rarely pays for itself here."""
+"""Where DPO is the usual default: PPO's extra control rarely pays for itself here."""
 
 CONTROL_USE_CASES = frozenset(
     {
@@ -63,7 +63,7 @@ CONTROL_USE_CASES = frozenset(
         UseCase.math_or_code_reasoning,
     }
 )
-"""Where explicit reward optimisation can outperform preference learning (the seed)."""
+"""Where explicit reward optimisation can outperform preference learning (Xu et al. 2024)."""
 
 LABELS = {
     Method.sft: "SFT",
@@ -126,14 +126,14 @@ def _all(methods: Iterable[Method], factor: str, points: float, why: str) -> Ite
 
 
 def starting_point(a: Answers) -> Iterator[Effect]:
-    """The seed's prior: DPO is the enterprise default, PPO the premium path."""
+    """The prior: DPO is the enterprise default, PPO the premium path."""
     f = "starting point"
     yield Effect(
         Method.dpo,
         f,
         CLEAR,
-        "the seed's enterprise default: one offline stage on preference pairs, "
-        "no reward model, predictable convergence",
+        "the usual default for enterprise assistants: one offline stage on preference pairs, "
+        "no reward model, predictable convergence (Rafailov et al. 2023)",
     )
     yield Effect(
         Method.ppo,
@@ -246,13 +246,14 @@ def use_case(a: Answers) -> Iterator[Effect]:
             Method.dpo,
             f,
             CLEAR,
-            f"the seed names DPO the default for {case}: simplicity drives time-to-value",
+            f"DPO is the usual default for {case}: one offline stage, so time-to-value is short",
         )
         yield Effect(
             Method.ppo,
             f,
             -STRONG,
-            f"for {case}, PPO's added training burden rarely buys enough business value (the seed)",
+            f"for {case}, PPO's added training burden (reward and value models, rollouts) "
+            "rarely buys enough business value",
         )
         yield from _all(
             (Method.grpo, Method.rloo),
@@ -314,7 +315,7 @@ def use_case(a: Answers) -> Iterator[Effect]:
             f,
             STRONG,
             "safety-sensitive, high-stakes automation is where explicit reward optimisation "
-            "and KL control earn their cost (the seed)",
+            "and KL control earn their cost (Ouyang et al. 2022; Xu et al. 2024)",
         )
         yield from _all(
             (Method.grpo, Method.rloo),
@@ -356,7 +357,7 @@ def risk(a: Answers) -> Iterator[Effect]:
 
 
 def ml_maturity(a: Answers) -> Iterator[Effect]:
-    """ML maturity: PPO is a platform-maturity choice (the seed), DPO the resilient path."""
+    """ML maturity: PPO is a platform-maturity choice, DPO the resilient path."""
     f = f"ml_maturity = {a.ml_maturity.value}"
     if a.ml_maturity is Level.low:
         yield Effect(
@@ -376,7 +377,8 @@ def ml_maturity(a: Answers) -> Iterator[Effect]:
             Method.dpo,
             f,
             CLEAR,
-            "with ML maturity still growing, DPO is the more resilient path (the seed)",
+            "with ML maturity still growing, DPO is the more resilient path: PPO's results "
+            "depend on tuning experience (Xu et al. 2024)",
         )
         yield from _all(
             (Method.kto, Method.sft), f, SOME, "{m} is a single supervised-style stage: easy to run"
@@ -497,7 +499,10 @@ def priority(a: Answers) -> Iterator[Effect]:
             "{m} is one offline stage: quick to run",
         )
         yield Effect(
-            Method.ppo, f, -CLEAR, "PPO usually needs more experimentation cycles (the seed)"
+            Method.ppo,
+            f,
+            -CLEAR,
+            "PPO usually needs more experimentation cycles (Xu et al. 2024 list what it takes)",
         )
         yield from _all((Method.grpo, Method.rloo), f, -SLIGHT, "online RL runs longer than DPO")
     elif a.priority is Priority.cost:
@@ -530,7 +535,8 @@ def priority(a: Answers) -> Iterator[Effect]:
             Method.ppo,
             f,
             CLEAR,
-            "PPO optimises for control depth: an explicit reward, KL-bounded updates (the seed)",
+            "PPO optimises for control depth: an explicit reward, KL-bounded updates "
+            "(Ouyang et al. 2022)",
         )
         yield from _all(
             (Method.grpo, Method.rloo),

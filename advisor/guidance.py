@@ -58,7 +58,7 @@ EXPERIMENTAL_RISK = (
     "(TRL_EXPERIMENTAL_SILENCE=1 quiets its warning)."
 )
 DATA_QUALITY = (
-    "Data quality dominates, for DPO and PPO alike (the seed) and every other method: noisy or "
+    "Data quality dominates, for DPO, PPO and every other method: noisy or "
     "inconsistent labels — or, for online methods, a reward with loopholes — cap what training "
     "can reach. Audit a sample by hand before training."
 )

@@ -126,7 +126,7 @@ QUESTIONS: tuple[Question, ...] = (
         placeholder="e.g. 1x a100-80gb — empty to skip",
     ),
 )
-"""The questions in the order the wizard asks them: the answers file's fields (DESIGN.md)."""
+"""The questions in the order the wizard asks them: the answers file's fields."""
 
 
 def question(field: str) -> Question:

@@ -50,7 +50,7 @@ def policy_weight_bytes(request: PlanRequest) -> int:
 
 def optimizer_bytes_per_param(request: PlanRequest, state_bytes: int) -> float:
     """Optimizer state per trainable parameter: AdamW 2 states in the parameter's dtype
-    (torch.optim.AdamW, FACTS "Tracing"); 8-bit AdamW 2 × 1 byte + fp32 block absmax per 256
+    (torch.optim.AdamW, seen in a traced step); 8-bit AdamW 2 × 1 byte + fp32 block absmax per 256
     (bitsandbytes blockwise quantisation, Dettmers et al. 2022); SGD without momentum 0."""
     if request.optimizer is Optimizer.adamw:
         return 2.0 * state_bytes
@@ -341,7 +341,7 @@ def outside_layers_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> flo
 
 def checkpointed_layer_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     """With full recomputation each layer keeps only its input, s·b·h·w (Korthikanti et al.
-    2022 §5; FACTS: exactly B·S·h·2 per layer in the trace)."""
+    2022 §5; exactly B·S·h·2 per layer in a traced step)."""
     return spec.hidden_size * compute_bytes(request)
 
 
@@ -358,7 +358,7 @@ def softcap_bytes(spec: ModelSpec, request: PlanRequest) -> float:
 def logits_bytes_per_token(spec: ModelSpec, request: PlanRequest, lp: Loop) -> float:
     """Vocabulary-wide tensors per token live from the loss into backward: the w-dtype logits,
     accelerate's fp32 copy of the model outputs (convert_outputs_to_fp32) and the fp32
-    log-softmax TRL saves for the per-token log-probs, V·(w + 4 + 4) (FACTS "Tracing");
+    log-softmax TRL saves for the per-token log-probs, V·(w + 4 + 4) (seen in a traced step);
     ORPO adds the NLL's log-softmax over the chosen half (V·4/2); fp32 runs make no copy."""
     w = compute_bytes(request)
     per_logit = w + 4 + (4 if w != 4 else 0) + softcap_bytes(spec, request)

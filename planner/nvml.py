@@ -159,7 +159,7 @@ class PynvmlBackend:
             code = getattr(error, "value", None)
             reason = UNAVAILABLE_CODES.get(code, f"NVML failed to start: {error}")
             raise NvmlUnavailable(reason) from None
-        except Exception as error:  # old drivers raise plain Exceptions (FACTS "NVML")
+        except Exception as error:  # old drivers raise plain Exceptions, not NVMLError
             raise NvmlUnavailable(f"NVML failed to start: {error}") from None
         self._handles: dict[tuple[int, int | None], object] = {}
 
@@ -229,7 +229,7 @@ class PynvmlBackend:
             return getattr(nvml, function)(handle)
         except nvml.NVMLError:
             raise
-        except Exception:  # old drivers: NVMLLibraryMismatchError, a plain Exception (FACTS)
+        except Exception:  # old drivers: NVMLLibraryMismatchError, a plain Exception
             older = getattr(nvml, f"{function}_v2", None)
             if older is None:
                 raise
@@ -438,7 +438,7 @@ def _read_device(backend: NvmlBackend, index: int, mig: int | None) -> DeviceRea
     reading.used_bytes, reading.total_bytes = memory.used, memory.total
     try:
         reading.processes = backend.processes(index, mig)
-    except Exception as error:  # NVMLError, or an old driver's plain Exception (FACTS "NVML")
+    except Exception as error:  # NVMLError, or an old driver's plain Exception
         reading.processes_error = error_text(error)
     return reading
 

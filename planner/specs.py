@@ -263,7 +263,7 @@ COMPONENTS = (
     "generation_kv_cache",
     "runtime_overhead",
 )
-"""Memory components, in the order the output lists them (DESIGN.md's JSON contract)."""
+"""Memory components, in the order the output lists them (the `plan --json` contract)."""
 
 
 class ModelSummary(BaseModel):

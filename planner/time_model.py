@@ -81,7 +81,7 @@ class StepTime:
 def _decode_seconds(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec, lp: Loop) -> float:
     """Rollout decoding: each new token reads the weights and the KV cache so far;
     time ≈ completion × (weight bytes + mean KV bytes) / (HBM bandwidth × efficiency)
-    (Pope et al. 2022; FACTS: decoding is bandwidth-bound)."""
+    (Pope et al. 2022: decoding is bandwidth-bound)."""
     prompt, completion = request.prompt_and_completion()
     rows = request.batch_size * request.grad_accum
     chunk = generation_batch(request, lp)

@@ -1,7 +1,7 @@
 """`RunSpec`: everything a run needs, generated from a plan as plain data — no trl import.
 
 The TRL config fields are plain dicts that `runners.train` passes to the method's config class
-in the child process; importing `trl`'s config classes costs ~10 s (FACTS "TRL"), so nothing
+in the child process; importing `trl`'s config classes costs ~10 s on 2 cores, so nothing
 here imports them. Each starting value (learning rate, β, KL) carries the reason it was chosen.
 """
 
@@ -122,7 +122,7 @@ class RunSpec(BaseModel):
 
 def precision_fields(precision: Precision, device: str, supports_bf16: bool) -> dict[str, Any]:
     """bf16 on Ampere and newer, fp16 on T4/V100, fp32 on CPU (TRL defaults to bf16 and fails
-    on CPU without `use_cpu=True`, FACTS "TRL")."""
+    on CPU without `use_cpu=True`)."""
     if device == "cpu":
         return {"use_cpu": True, "bf16": False, "fp16": False}
     if precision is Precision.fp32:

@@ -1,8 +1,8 @@
 """A tiny random-weight Llama model, a locally trained tokenizer and demo datasets per method.
 
 Everything here is built on this machine from a built-in corpus: no downloads, ever. The model
-is saved to a folder because TRL rebuilds reference models from `config._name_or_path`
-(FACTS "TRL"), so an in-memory model would fail there.
+is saved to a folder because TRL rebuilds reference models from `config._name_or_path`, so
+an in-memory model would fail there.
 """
 
 from __future__ import annotations

@@ -470,7 +470,7 @@ def train_rloo(spec: RunSpec, run: Run) -> None:
 def train_ppo(spec: RunSpec, run: Run) -> None:
     from trl.experimental.ppo import PPOTrainer
 
-    # TRL's PPO takes pre-tokenized, left-padded prompts (FACTS "TRL").
+    # TRL's PPO takes pre-tokenized, left-padded prompts (trl.experimental.ppo docs).
     tokenizer = tokenizer_for(spec, padding_side="left")
     dataset = dataset_for(spec)
 

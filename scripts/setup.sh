@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-    # FACTS "Installing": torch==2.13.0 is the CPU build on these machines; users with GPUs
+    # torch==2.13.0 is a CPU build on the development machines; users with GPUs
     # may install their own CUDA torch first — the project's own requirement is a range.
     pip install "torch==2.13.0"
 fi

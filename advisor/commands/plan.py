@@ -1,4 +1,4 @@
-"""`advisor plan`: peak GPU memory and time for a training setup (see DESIGN.md's contract)."""
+"""`advisor plan`: peak GPU memory and time for a training setup (its --json is a public contract)."""
 
 from __future__ import annotations
 
