@@ -133,7 +133,7 @@ def test_two_processes_stop_at_the_same_step_and_resume_together(tiny_model, tmp
     assert {r["world_size"] for r in read_metrics(run) if "loss" in r} == {2}
 
 
-def test_the_wizards_stop_saves_a_checkpoint(tiny_model, tmp_path, monkeypatch):
+def test_the_wizards_stop_saves_and_the_resume_finishes(tiny_model, tmp_path, monkeypatch):
     from advisor.wizard.screens.run import RunScreen, start_launch
     from planner.specs import Method
 
@@ -146,7 +146,9 @@ def test_the_wizards_stop_saves_a_checkpoint(tiny_model, tmp_path, monkeypatch):
     _wait_for_step(tmp_path / "runs", 2, screen.process)
     screen.action_stop()  # what ^x does
     assert screen.process.wait(timeout=120) == 130, screen.log_path.read_text()
-    _assert_stopped_with_a_checkpoint(_only_run(tmp_path / "runs"), 40)
+    run = _only_run(tmp_path / "runs")
+    _assert_stopped_with_a_checkpoint(run, 40)
+    _resume_to_the_end(run, 40)
 
 
 def test_ctrl_c_in_the_terminal_running_command_sh_saves(tiny_model, tmp_path):
