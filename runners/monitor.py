@@ -87,13 +87,6 @@ def shadowed_libraries(folder: Path) -> list[str]:
     return shadowed
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
 class MetricsTail:
     """New records of a growing metrics.jsonl, read incrementally."""
 
@@ -142,9 +135,8 @@ def metrics_line(method: Method, latest: dict[str, Any]) -> str:
 def is_trainer(cmdline: list[str]) -> bool:
     """Whether a command line is a training rank: Python running the module `runners.train`
     (the launchers name it too, but as an argument after their own `-m` module)."""
-    return "-m" in cmdline and cmdline[cmdline.index("-m") + 1 : cmdline.index("-m") + 2] == [
-        "runners.train"
-    ]
+    module = cmdline.index("-m") + 1 if "-m" in cmdline else len(cmdline)
+    return cmdline[module : module + 1] == ["runners.train"]
 
 
 def trainer_processes(launcher_pid: int) -> list[int]:
@@ -289,7 +281,7 @@ def _sigterm_as_ctrl_c():
 def _refresh(
     progress, task, run_dir: Path, tail: MetricsTail, method: Method, on_record, status=None
 ) -> None:
-    state = _read_json(run_dir / "progress.json")
+    state = read_progress(run_dir)
     for record in tail.poll():
         if on_record is not None:
             on_record(record)

@@ -73,11 +73,8 @@ def hashes_for(spec: RunSpec) -> Hashes:
 def child_command(spec: RunSpec, run_dir: Path, resume: bool = False) -> list[str]:
     """The command that trains: `accelerate launch` on runners.train, or torchrun for CPU DDP
     (accelerate's MULTI_CPU launcher needs MPI; torchrun starts gloo ranks directly)."""
-    return _launcher(spec, run_dir) + _trainer_args(run_dir, resume)
-
-
-def _trainer_args(run_dir: Path | str, resume: bool = False) -> list[str]:
-    return ["-m", "runners.train", f"{run_dir}/runspec.json"] + (["--resume"] if resume else [])
+    trainer = ["-m", "runners.train", f"{run_dir}/runspec.json"]
+    return _launcher(spec, run_dir) + trainer + (["--resume"] if resume else [])
 
 
 def _launcher(spec: RunSpec, run_dir: Path | str) -> list[str]:

@@ -183,7 +183,10 @@ def metrics_callback(run_dir: Path, stop: StopRequest = STOP):
             if crash_at and state.global_step >= int(crash_at):
                 os._exit(137)
             if self.stopping:
-                self._write_progress(state, "stopped", checkpoint=f"checkpoint-{state.global_step}")
+                checkpoint = f"checkpoint-{state.global_step}"
+                self._write_progress(state, "stopped", checkpoint=checkpoint)
+                if state.is_world_process_zero:  # in train.log: what stopped it
+                    print(f"advisor: stopped after {checkpoint} ({stop.why})", file=sys.stderr)
                 raise StopAfterSave
 
         def _write_progress(self, state, phase: str, **extra):
@@ -203,8 +206,7 @@ class Run:
 
     dir: Path
     resume: bool
-    callback: object = field(default=None)
-    checkpoint: Path | None = None
+    callback: object = field(init=False)
 
     def __post_init__(self) -> None:
         self.callback = metrics_callback(self.dir)
@@ -233,21 +235,17 @@ class Run:
     def fit(self, trainer) -> None:
         """Train, from the last whole checkpoint when resuming; save the final model."""
         install_atomic_checkpoints(trainer)
-        self.checkpoint = self.resume_point(trainer.args.output_dir)
+        checkpoint = self.resume_point(trainer.args.output_dir)
         try:
-            trainer.train(resume_from_checkpoint=str(self.checkpoint) if self.checkpoint else None)
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         except (StopAfterSave, KeyboardInterrupt, DiskFull):
             raise
         except Exception as error:
-            if (
-                self.checkpoint is not None
-                and not self.callback.steps_done
-                and not is_disk_full(error)
-            ):
+            if checkpoint is not None and not self.callback.steps_done and not is_disk_full(error):
                 raise BadCheckpoint(
-                    f"{self.checkpoint.name} could not be loaded ({type(error).__name__}: "
+                    f"{checkpoint.name} could not be loaded ({type(error).__name__}: "
                     f"{str(error).splitlines()[0] if str(error) else ''}); move it out of "
-                    f"{self.checkpoint.parent} and resume again to use the one before"
+                    f"{checkpoint.parent} and resume again to use the one before"
                 ) from error
             raise
         self.save_final(trainer)

@@ -259,6 +259,13 @@ def test_the_same_seed_gives_the_same_numbers(tiny_model, tmp_path):
 
 def test_a_library_shadowed_by_the_working_folder_is_refused(tiny_model, tmp_path, monkeypatch):
     dataset = write_demo_dataset("dpo", tmp_path / "data")
+    rc, out, err = _launch(*_flags(tiny_model, dataset, "dpo", tmp_path / "old"), "--dry-run")
+    assert rc == 0, err
+    stopped = Path(out.strip().splitlines()[-1])
+    (stopped / "checkpoints" / "checkpoint-1").mkdir(parents=True)  # a run to resume
+    (stopped / "checkpoints" / "checkpoint-1" / "trainer_state.json").write_text(
+        json.dumps({"global_step": 1, "max_steps": 2})
+    )
     (tmp_path / "accelerate").mkdir()
     (tmp_path / "accelerate" / "__init__.py").write_text("")
     monkeypatch.chdir(tmp_path)
@@ -266,6 +273,10 @@ def test_a_library_shadowed_by_the_working_folder_is_refused(tiny_model, tmp_pat
     assert rc == 2
     assert "accelerate/ in the working folder would be imported" in err
     assert not (tmp_path / "runs").exists()
+    rc, _, err = _launch("--resume", str(stopped), "--quiet")
+    assert rc == 2
+    assert "accelerate/ in the working folder would be imported" in err
+    assert not (stopped / "train.log").exists()
 
 
 def test_a_run_folder_with_shell_characters_trains_and_runs_no_code(tiny_model, tmp_path):

@@ -491,7 +491,7 @@ def _resume(args: argparse.Namespace) -> int:
         raise PlanError(
             f"cannot resume {run_dir}: " + "; ".join(problems) + ". Start a new run instead."
         )
-    folder = checkpoints_dir(run_dir, spec.trl_config.get("output_dir", spec.output_dir))
+    folder = checkpoints_dir(run_dir, spec.trl_config["output_dir"])  # as runners.train does
     checkpoint, skipped = last_good_checkpoint(folder)
     console = _console()
     for message in skipped:
@@ -500,6 +500,8 @@ def _resume(args: argparse.Namespace) -> int:
         why = "no readable checkpoint" if checkpoints(folder) else "no checkpoint saved yet"
         raise PlanError(f"cannot resume {run_dir}: {why}; start a new run")
     finished = _finished_step(checkpoint) if checkpoint else None
+    if finished is None:
+        _check_runnable_here(spec)  # a resume starts the same training process as a launch
     if finished is not None:
         console.print(f"{run_dir} already finished at step {finished}; nothing to resume")
         return _emit(run_dir, args.json)
