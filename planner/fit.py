@@ -1,16 +1,22 @@
-"""`advisor plan --fit`: search the settings a user could change for the fastest plan that fits.
+"""`advisor plan --fit`: search the settings a user could change for the best plan that fits.
 
 The search varies tuning mode, gradient checkpointing, micro-batch (gradient accumulation
-holding the effective batch), precomputed reference log-probs, ZeRO stage / FSDP with CPU
-offload, and GPU count. Plans are ranked: keep the requested tuning mode if anything fits with
-it (a tuning change changes the result, not only the cost), then use as few GPUs as possible,
-then the least time per training sample.
+holding the effective batch = batch × grad-accum × GPUs as requested), precomputed reference
+log-probs, ZeRO stage / FSDP with CPU offload, and GPU count within a `SearchSpace` (the GPUs a
+user has). Precision is kept as requested. Plans are ranked: keep the requested tuning mode if
+anything fits with it (a tuning change changes the result, not only the cost), then by the
+`Objective`:
+
+- `time`: the shortest step (seconds per optimizer step), then fewer GPUs;
+- `gpus`: the fewest GPUs, then the shortest step;
+- `gpu-hours`: the least step time × GPU count, then the shortest step.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from enum import StrEnum
 
 from planner.errors import PlanError
 from planner.gpus import resolve_gpu
@@ -28,28 +34,131 @@ from planner.specs import (
     Sharding,
     Tuning,
 )
-from planner.time_model import estimate_time, samples_per_step
+from planner.time_model import estimate_time
 
 GPU_COUNTS = (1, 2, 4, 8)
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
 MAX_NODES = 4
 
 
+class Objective(StrEnum):
+    """What `--fit` minimises among the setups that fit."""
+
+    time = "time"
+    gpus = "gpus"
+    gpu_hours = "gpu-hours"
+
+    @property
+    def description(self) -> str:
+        return {
+            Objective.time: "shortest step time, then fewer GPUs",
+            Objective.gpus: "fewest GPUs, then shortest step time",
+            Objective.gpu_hours: "least GPU time per step (step time × GPUs), then shortest step",
+        }[self]
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The GPUs the search may use: up to `per_node` GPUs on one node, or up to `nodes` full
+    nodes of `per_node`; `reason` says where the range came from."""
+
+    per_node: int = max(GPU_COUNTS)
+    nodes: int = MAX_NODES
+    reason: str = "the default range"
+
+    def counts(self) -> list[int]:
+        """GPUs per node to try: powers of two up to `per_node`, and `per_node` itself."""
+        return sorted({c for c in _powers_of_two(self.per_node)} | {self.per_node})
+
+    def node_counts(self) -> list[int]:
+        return sorted(set(_powers_of_two(self.nodes)) | {self.nodes})
+
+    def describe(self) -> str:
+        """`searched 1–8 GPUs on one node: --num-gpus 8`."""
+        if self.nodes > 1:
+            where = f"up to {self.nodes} nodes of {_gpus(self.per_node)}"
+        elif self.per_node > 1:
+            where = f"1–{self.per_node} GPUs on one node"
+        else:
+            where = "1 GPU"
+        return f"searched {where}: {self.reason}"
+
+
+DEFAULT_SPACE = SearchSpace()
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    out, value = [], 1
+    while value <= limit:
+        out.append(value)
+        value *= 2
+    return out
+
+
+def _gpus(count: int) -> str:
+    return f"{count} GPU" + ("" if count == 1 else "s")
+
+
+def probed_gpu_count() -> int:
+    """GPUs `advisor probe` sees on this machine that a run could use (a GPU in MIG mode
+    counts through its instances); 0 when NVML sees none. $ADVISOR_FAKE_NVML applies."""
+    from planner.nvml import probe
+
+    result = probe()
+    if not result.available:
+        return 0
+    return sum(1 for d in result.devices if d.memory is not None and not d.mig_enabled)
+
+
+def search_space(num_gpus: int | None, nodes: int | None) -> SearchSpace:
+    """The range to search, from the `--num-gpus` / `--nodes` a user gave (None: not given).
+
+    Given flags are the ceiling (GPUs per node × nodes). Without `--num-gpus`, the GPUs per
+    node are what NVML sees here, else 8; without `--nodes`, one node when GPUs per node came
+    from a flag or from this machine, else up to 4 nodes."""
+    flags = []
+    if num_gpus is not None:
+        flags.append(f"--num-gpus {num_gpus}")
+    if nodes is not None:
+        flags.append(f"--nodes {nodes}")
+    if num_gpus is not None:
+        return SearchSpace(num_gpus, nodes or 1, " ".join(flags))
+    seen = probed_gpu_count()
+    if seen:
+        here = f"{_gpus(seen)} seen here (advisor probe)"
+        if nodes is None:
+            return SearchSpace(seen, 1, f"no --num-gpus given; {here}")
+        return SearchSpace(seen, nodes, f"--nodes {nodes}; {here}")
+    unseen = "no --num-gpus given and no GPU seen here"
+    if nodes is None:
+        return SearchSpace(reason=unseen)
+    return SearchSpace(max(GPU_COUNTS), nodes, f"--nodes {nodes}; {unseen}")
+
+
 @dataclass(frozen=True)
 class Candidate:
     request: PlanRequest
     peak: float
-    seconds_per_sample: float
+    step_seconds: float
     rank: tuple
 
 
-def _layouts(request: PlanRequest) -> list[tuple[int, int, Sharding, Offload]]:
-    """(GPUs per node, nodes, sharding, offload) combinations, from the request's GPU count up."""
+def rank_key(objective: Objective, tuning_changed: bool, gpus: int, seconds: float) -> tuple:
+    """The sort key of a fitting setup: the requested tuning first, then the objective."""
+    if objective is Objective.time:
+        key = (seconds, gpus)
+    elif objective is Objective.gpus:
+        key = (gpus, seconds)
+    else:
+        key = (seconds * gpus, seconds)
+    return (tuning_changed, *key)
+
+
+def _layouts(space: SearchSpace) -> list[tuple[int, int, Sharding, Offload]]:
+    """(GPUs per node, nodes, sharding, offload) combinations within the space."""
     layouts = []
-    counts = sorted({request.num_gpus, *[c for c in GPU_COUNTS if c >= request.num_gpus]})
-    nodes_options = sorted({request.nodes, *range(request.nodes, MAX_NODES + 1)})
-    for per_node, nodes in itertools.product(counts, nodes_options):
-        if nodes > 1 and per_node < max(GPU_COUNTS):
+    for per_node, nodes in itertools.product(space.counts(), space.node_counts()):
+        if nodes > 1 and per_node < space.per_node:
             continue  # add nodes only once a node is full
         if per_node * nodes == 1:
             layouts.append((1, 1, Sharding.none, Offload.none))
@@ -74,18 +183,27 @@ def _tunings(request: PlanRequest) -> list[Tuning]:
     return order[order.index(request.tuning) :]
 
 
-def candidates(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[Candidate]:
-    """Every setting combination that fits, ranked best first."""
+def candidates(
+    spec: ModelSpec,
+    gpu: GpuSpec,
+    request: PlanRequest,
+    objective: Objective = Objective.time,
+    space: SearchSpace = DEFAULT_SPACE,
+) -> list[Candidate]:
+    """Every setting combination within `space` that fits, ranked best first by `objective`."""
+    objective = Objective(objective)
     request = normalised(request, gpu)
     effective = request.batch_size * request.grad_accum * request.world_size
     if request.method in (Method.grpo, Method.rloo) and effective % request.num_generations:
         return []  # no layout holding this effective batch fills whole generation groups
     fitting: list[Candidate] = []
     for tuning, checkpointing, layout in itertools.product(
-        _tunings(request), (False, True), _layouts(request)
+        _tunings(request), (False, True), _layouts(space)
     ):
         per_node, nodes, sharding, offload = layout
         world = per_node * nodes
+        if effective % world:
+            continue  # this GPU count cannot hold the effective batch
         base = request.model_copy(
             update={
                 "tuning": tuning,
@@ -99,42 +217,54 @@ def candidates(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[Cand
         precompute = (
             [False, True] if loop(base).reference == "copy" else [base.precompute_ref_log_probs]
         )
-        for micro, pre in itertools.product(MICRO_BATCHES, precompute):
-            if effective % (micro * world):
-                continue
-            trial = base.model_copy(
-                update={
-                    "batch_size": micro,
-                    "grad_accum": effective // (micro * world),
-                    "precompute_ref_log_probs": pre,
-                }
-            )
-            try:
-                breakdown = estimate_memory(spec, trial)
-            except PlanError:
-                continue
-            if breakdown.peak > gpu.memory_bytes:
-                continue
-            step = estimate_time(spec, trial, gpu)
-            per_sample = step.seconds / samples_per_step(trial)
-            rank = (tuning is not request.tuning, world, per_sample)
-            fitting.append(Candidate(trial, breakdown.peak, per_sample, rank))
+        for pre in precompute:
+            for micro in MICRO_BATCHES:
+                if effective % (micro * world):
+                    continue
+                trial = base.model_copy(
+                    update={
+                        "batch_size": micro,
+                        "grad_accum": effective // (micro * world),
+                        "precompute_ref_log_probs": pre,
+                    }
+                )
+                try:
+                    breakdown = estimate_memory(spec, trial)
+                except PlanError:
+                    continue
+                if breakdown.peak > gpu.memory_bytes:
+                    break  # a larger micro-batch needs more memory still
+                seconds = estimate_time(spec, trial, gpu).seconds
+                rank = rank_key(objective, tuning is not request.tuning, world, seconds)
+                fitting.append(Candidate(trial, breakdown.peak, seconds, rank))
     fitting.sort(key=lambda c: c.rank)
     return fitting
 
 
-def search(request: PlanRequest, limit: int = 4) -> list[Plan]:
-    """Plans that fit, best first (empty when nothing within 4 nodes of 8 GPUs fits)."""
+def search(
+    request: PlanRequest,
+    limit: int = 4,
+    objective: Objective = Objective.time,
+    space: SearchSpace = DEFAULT_SPACE,
+) -> list[Plan]:
+    """Plans that fit within `space`, best first by `objective` (empty when nothing fits)."""
     spec = resolve_model(request.model)
     gpu = resolve_gpu(request.gpu)
-    return search_for(spec, gpu, request, limit)
+    return search_for(spec, gpu, request, limit, objective, space)
 
 
-def search_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest, limit: int = 4) -> list[Plan]:
+def search_for(
+    spec: ModelSpec,
+    gpu: GpuSpec,
+    request: PlanRequest,
+    limit: int = 4,
+    objective: Objective = Objective.time,
+    space: SearchSpace = DEFAULT_SPACE,
+) -> list[Plan]:
     """`search` for an already resolved model and GPU; distinct layouts among the runners-up."""
     plans: list[Plan] = []
     seen: set[tuple] = set()
-    for candidate in candidates(spec, gpu, request):
+    for candidate in candidates(spec, gpu, request, objective, space):
         r = candidate.request
         key = (r.tuning, r.world_size, r.sharding, r.offload, r.grad_checkpointing)
         if key in seen:
