@@ -7,7 +7,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from planner.specs import COMPONENTS, Plan, PlanRequest
+from planner.fit import DEFAULT_SPACE, Objective, SearchSpace
+from planner.specs import COMPONENTS, Offload, Plan, PlanRequest
 
 LABELS = {
     "weights": "weights",
@@ -108,47 +109,78 @@ def print_plan(plan: Plan, console: Console | None = None) -> None:
     (console or Console()).print(Panel(plan_renderable(plan), title="advisor plan", expand=False))
 
 
-def print_fit(request: PlanRequest, plans: list[Plan], console: Console | None = None) -> None:
+def print_fit(
+    request: PlanRequest,
+    plans: list[Plan],
+    console: Console | None = None,
+    objective: Objective = Objective.time,
+    space: SearchSpace = DEFAULT_SPACE,
+) -> None:
+    """The best setup that fits, how it was ranked and where the search looked, and the
+    runners-up with their step time and GPU count."""
     console = console or Console()
+    objective = Objective(objective)
+    searched = space.describe()
     if not plans:
         console.print(
             Text(
-                f"Nothing fits {request.model} ({request.method.value}) on up to 4 nodes of "
-                f"8× {request.gpu} — try a larger GPU (--gpu) or a shorter --seq-len.",
+                f"Nothing fits {request.model} ({request.method.value}) on {request.gpu}: "
+                f"{searched}. Try a larger GPU (--gpu), more GPUs (--num-gpus, --nodes) or a "
+                "shorter --seq-len.",
                 style="bold red",
             )
         )
         return
     best, *others = plans
-    console.print(Text("Fastest setup that fits:", style="bold green"))
+    console.print(
+        Text(
+            f"Best setup that fits, ranked by --objective {objective.value} "
+            f"({objective.description})",
+            style="bold green",
+        )
+    )
+    note = searched[0].upper() + searched[1:]
+    effective = request.batch_size * request.grad_accum * request.world_size
+    if effective < space.per_node * space.nodes:
+        note += (
+            f" (a GPU count must divide the effective batch of {effective}: "
+            "batch × grad-accum × GPUs as requested)"
+        )
+    console.print(Text(note, style="dim"))
     print_plan(best, console)
     console.print(Text(command_line(best.request), style="cyan"))
     if others:
-        table = Table(title="Runners-up", title_justify="left")
-        for column in (
-            "tuning",
-            "GPUs",
-            "sharding",
-            "offload",
-            "ckpt",
-            "micro×accum",
-            "peak GiB",
-            "step",
-        ):
-            table.add_column(column)
-        for plan in others:
-            r = plan.request
-            table.add_row(
-                r.tuning.value,
-                str(r.world_size),
-                r.sharding.value,
-                r.offload.value,
-                "on" if r.grad_checkpointing else "off",
-                f"{r.batch_size}×{r.grad_accum}",
-                f"{plan.memory.per_gpu_peak_gib:.1f}",
-                _duration(plan.time.step_seconds),
-            )
-        console.print(table)
+        console.print(_runners_up(others, objective))
+
+
+def _runners_up(plans: list[Plan], objective: Objective) -> Text:
+    """One line per runner-up: step time and GPUs first (what the objectives rank), then
+    the settings that differ between setups."""
+    text = Text("Runners-up:", style="bold")
+    for place, plan in enumerate(plans, start=2):
+        r = plan.request
+        step = plan.time.step_seconds
+        ranked = f"{_duration(step)}/step on {r.world_size}× {plan.gpu.name}"
+        if r.nodes > 1:
+            ranked += f" ({r.nodes} nodes of {r.num_gpus})"
+        if objective is Objective.gpu_hours:
+            ranked += f" = {step * r.world_size:,.1f} GPU·s"
+        layout = r.sharding.value
+        if r.offload is not Offload.none:
+            layout += f" + offload {r.offload.value}"
+        settings = [
+            r.tuning.value,
+            layout,
+            "checkpointing " + ("on" if r.grad_checkpointing else "off"),
+            f"micro-batch {r.batch_size} × accum {r.grad_accum}",
+        ]
+        if r.precompute_ref_log_probs:
+            settings.append("reference log-probs precomputed")
+        settings.append(f"{plan.memory.per_gpu_peak_gib:.1f} GiB peak")
+        text.append(f"\n  {place}. ")
+        text.append(ranked, style="bold")
+        text.append(" — " + ", ".join(settings))
+    return text
 
 
 def command_line(request: PlanRequest) -> str:

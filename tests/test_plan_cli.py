@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -92,7 +93,10 @@ def test_dataset_file_rows_are_counted(capsys, tmp_path):
     assert plan["time"]["total_steps"] == 5
 
 
-def test_fit_prints_the_fastest_plan_that_fits(capsys):
+def test_fit_prints_the_fastest_plan_that_fits(capsys, monkeypatch):
+    # No GPU here (a GPU box would set the search range): up to 4 nodes of 8 GPUs.
+    nvml = Path(__file__).parent / "fixtures" / "nvml" / "no-driver.json"
+    monkeypatch.setenv("ADVISOR_FAKE_NVML", str(nvml))
     code, out, err = run_cli(
         capsys,
         "plan",
@@ -113,6 +117,12 @@ def test_fit_prints_the_fastest_plan_that_fits(capsys):
     assert plans[0]["memory"]["per_gpu_peak_gib"] <= plans[0]["memory"]["capacity_gib"]
     # The requested tuning mode is kept when something fits with it.
     assert plans[0]["tuning"] == "full"
+    # The default objective is time: no runner-up is faster than the winner.
+    assert all(
+        plans[0]["time"]["step_seconds"] <= p["time"]["step_seconds"]
+        for p in plans
+        if p["tuning"] == "full"
+    )
 
 
 @pytest.mark.parametrize(

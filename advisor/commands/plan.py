@@ -27,7 +27,16 @@ def _values(enum) -> list[str]:
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_plan_flags(parser)
-    parser.add_argument("--fit", action="store_true", help="search for the fastest setup that fits")
+    parser.add_argument(
+        "--fit",
+        action="store_true",
+        help="search the settings that fit, within the GPUs given (--num-gpus, --nodes) or seen",
+    )
+    parser.add_argument(
+        "--objective",
+        choices=["time", "gpus", "gpu-hours"],
+        help="with --fit: rank by shortest step (time, the default), fewest GPUs, or GPU-hours",
+    )
     parser.add_argument(
         "--trace", action="store_true", help="also trace one step on fake tensors (needs torch)"
     )
@@ -60,8 +69,8 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--attention", default=d.attention.value, choices=_values(Attention))
     parser.add_argument("--gpu", default=d.gpu)
-    parser.add_argument("--num-gpus", type=int, default=d.num_gpus, help="GPUs per node")
-    parser.add_argument("--nodes", type=int, default=d.nodes)
+    parser.add_argument("--num-gpus", type=int, default=None, help="GPUs per node")
+    parser.add_argument("--nodes", type=int, default=None)
     parser.add_argument("--sharding", default=d.sharding.value, choices=_values(Sharding))
     parser.add_argument("--offload", default=d.offload.value, choices=_values(Offload))
     parser.add_argument("--num-generations", type=int, default=d.num_generations)
@@ -93,6 +102,30 @@ def request_from_args(args: argparse.Namespace) -> PlanRequest:
         raise PlanError(f"{flag}: {message}") from None
 
 
+def _fit(args: argparse.Namespace, request: PlanRequest) -> int:
+    """`--fit`: the setups that fit within the user's GPUs, best first by the objective."""
+    from planner.fit import Objective, search, search_space
+
+    objective = Objective(args.objective or "time")
+    space = search_space(args.num_gpus, args.nodes)
+    plans = search(request, objective=objective, space=space)
+    if args.json:
+        # Still a plain list of plans (`advisor launch --plan` takes the first); each says how
+        # it was ranked among its assumptions.
+        ranked = f"ranked by --objective {objective.value} ({objective.description}); "
+        ranked += space.describe()
+        payload = ",".join(
+            p.model_copy(update={"assumptions": [*p.assumptions, ranked]}).model_dump_json()
+            for p in plans
+        )
+        sys.stdout.write("[" + payload + "]\n")
+    else:
+        from advisor.plan_view import print_fit
+
+        print_fit(request, plans, objective=objective, space=space)
+    return 0 if plans else 1
+
+
 def run(args: argparse.Namespace) -> int:
     if args.list_models or args.list_gpus:
         from advisor import plan_view
@@ -105,19 +138,11 @@ def run(args: argparse.Namespace) -> int:
         else:
             plan_view.print_gpus()
         return 0
+    if args.objective is not None and not args.fit:
+        raise PlanError("--objective ranks the setups that --fit finds: add --fit")
     request = request_from_args(args)
     if args.fit:
-        from planner.fit import search
-
-        plans = search(request)
-        if args.json:
-            payload = "[" + ",".join(p.model_dump_json() for p in plans) + "]"
-            sys.stdout.write(payload + "\n")
-        else:
-            from advisor.plan_view import print_fit
-
-            print_fit(request, plans)
-        return 0 if plans else 1
+        return _fit(args, request)
     from planner.plan import estimate
 
     plan = estimate(request)
