@@ -150,9 +150,10 @@ def test_launch_needs_a_model_folder(tmp_path, capsys):
 def test_out_of_memory_names_the_planners_estimate(tiny_model, tmp_path):
     from rich.console import Console
 
-    from advisor.commands.launch import _train
     from planner.plan import estimate
     from planner.specs import PlanRequest
+    from runners.launch import follow
+    from runners.run_folder import Manifest
     from runners.settings import build_run_spec
 
     run = tmp_path / "run"
@@ -167,9 +168,11 @@ def test_out_of_memory_names_the_planners_estimate(tiny_model, tmp_path):
     spec = build_run_spec(
         request, model_path="/m", dataset="/d.jsonl", output_dir=str(run / "ck"), device="cuda"
     )
-    rc = _train(spec, run, ["python", "-c", script, str(run)], plan, request, console, True)
+    command = ["python", "-c", script, str(run)]
+    manifest = Manifest.model_construct(spec=spec, request=request, plan=plan, command=command)
+    ended = follow(manifest, run, console=console, quiet=True)
     text = console.file.getvalue()
-    assert rc == 1
+    assert (ended.outcome, ended.exit_status, ended.returncode) == ("oom", 1, 1)
     assert "out of memory" in text
     assert f"{plan.memory.per_gpu_peak_gib:.1f} GiB" in text
 
@@ -320,8 +323,9 @@ def test_a_repo_id_in_the_local_hf_cache_is_a_launchable_model(tiny_model, tmp_p
 def test_a_detected_gpu_is_planned_by_its_profile_or_its_memory(monkeypatch):
     import torch
 
-    from advisor.commands.launch import _detected_gpu, _plan
     from planner.specs import PlanRequest
+    from runners.launch import detected_gpu as _detected_gpu
+    from runners.launch import plan_for as _plan
 
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "NVIDIA A100-SXM4-80GB")
     assert _detected_gpu().name == "A100-80GB"

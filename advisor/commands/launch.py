@@ -1,4 +1,6 @@
-"""`advisor launch`: write the run folder (manifest, configs, command), then train and show it live."""
+"""`advisor launch`: flags -> a PlanRequest and LaunchOptions -> `runners.launch.launch()`, which
+writes the run folder (manifest, configs, command), then trains and shows it live; stdout gets the
+run folder (or with --json its manifest)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,14 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from advisor.commands.plan import add_plan_flags, request_from_args
 from planner.errors import PlanError
 from planner.specs import Method, Plan, PlanRequest
+
+if TYPE_CHECKING:
+    from runners.launch import LaunchOptions, Run
 
 
 def _number(kind: type, low: float, high: float, unit: str = ""):
@@ -33,7 +39,11 @@ def _number(kind: type, low: float, high: float, unit: str = ""):
 
 def register(parser: argparse.ArgumentParser) -> None:
     add_plan_flags(parser)
-    parser.add_argument("--plan", help="a plan.json from `advisor plan --json` (its settings)")
+    parser.add_argument(
+        "--plan",
+        help="a plan.json from `advisor plan --json` (its settings), or the list that "
+        "`advisor plan --fit --json` prints (its first plan)",
+    )
     parser.add_argument(
         "--recommendation", help="a recommendation JSON (`advisor recommend --json`) to record"
     )
@@ -72,12 +82,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _console():
-    from rich.console import Console
-
-    return Console(stderr=True, highlight=False)
-
-
 def _tiny_model_dir() -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "alignment-advisor" / "tiny-llama"
@@ -102,17 +106,53 @@ def _demo_args(args: argparse.Namespace, output: Path) -> None:
     args.learning_rate = args.learning_rate or 5e-4
 
 
+def _setup(plan: Plan) -> str:
+    """A plan's setup in a few words: tuning, batch, GPUs, sharding, offload, peak per GPU."""
+    r = plan.request
+    parts = [r.tuning.value, f"batch {r.batch_size} × grad-accum {r.grad_accum}"]
+    parts.append(f"{plan.gpu.count}× {plan.gpu.name}")
+    if plan.gpu.count > 1:
+        parts.append(r.sharding.value)
+    if r.offload.value != "none":
+        parts.append(f"offload {r.offload.value}")
+    return ", ".join(parts) + f": {plan.memory.per_gpu_peak_gib:.1f} GiB per GPU"
+
+
+def saved_plan(path: str) -> Plan:
+    """The plan in `path`: one plan (`advisor plan --json`), or the first of the list that
+    `advisor plan --fit --json` prints, said on stderr; anything else is a PlanError."""
+    from planner.files import parse_json, read_text
+
+    what = f"--plan {path}"
+    found = parse_json(read_text(path, "--plan"), what)
+    if isinstance(found, list):
+        if not found:
+            raise PlanError(
+                f"{what}: an empty list of plans (`advisor plan --fit` found no setup that "
+                "fits); pick a setup with `advisor plan` and save it with --json"
+            )
+        first = found[0]
+    else:
+        first = found
+    try:
+        plan = Plan.model_validate(first)
+    except ValueError:
+        raise PlanError(
+            f"{what}: not a plan JSON (`advisor plan ... --json` writes one, `--fit --json` "
+            "a list of them)"
+        ) from None
+    if isinstance(found, list):
+        count = f"{len(found)} plans" if len(found) > 1 else "1 plan"
+        which = "the first" if len(found) > 1 else "it"
+        print(
+            f"{what} holds {count} from --fit: launching {which} ({_setup(plan)})", file=sys.stderr
+        )
+    return plan
+
+
 def _request(args: argparse.Namespace) -> PlanRequest:
     if args.plan:
-        from planner.files import read_text
-
-        text = read_text(args.plan, "--plan")
-        try:
-            plan = Plan.model_validate_json(text)
-        except ValueError:
-            raise PlanError(
-                f"--plan {args.plan}: not a plan JSON (`advisor plan ... --json` writes one)"
-            ) from None
+        plan = saved_plan(args.plan)
         update = {}
         if args.model != PlanRequest().model:
             update["model"] = args.model
@@ -134,380 +174,64 @@ def _recommendation(args: argparse.Namespace) -> dict | None:
     return found
 
 
-def _device(choice: str, request: PlanRequest, dry_run: bool) -> tuple[str, bool]:
-    """('cpu' | 'cuda', whether the GPU runs bf16). auto: cuda when torch sees one. A dry run
-    for cuda on a machine without one writes settings for the plan's GPU (--gpu)."""
-    if choice == "cpu":
-        return "cpu", False
-    if choice == "cuda" and dry_run:
-        from planner.gpus import resolve_gpu
+def options(args: argparse.Namespace, output: Path | None = None) -> LaunchOptions:
+    """The launch options that `advisor launch`'s flags set."""
+    from runners.launch import LaunchOptions
 
-        return "cuda", resolve_gpu(request.gpu).supports_bf16
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda", bool(torch.cuda.is_bf16_supported())
-    if choice == "cuda":
-        raise PlanError(
-            "--device cuda: torch sees no CUDA GPU here (use --device cpu, or --dry-run to "
-            "write the settings for --gpu)"
-        )
-    return "cpu", False
-
-
-def _detected_gpu():
-    """The GpuSpec of CUDA device 0: its profile when known, else its memory with A100 speeds."""
-    import torch
-
-    from planner.gpus import custom_gpu, resolve_gpu
-
-    name = torch.cuda.get_device_name(0)
-    try:
-        return resolve_gpu(name)
-    except PlanError:
-        return custom_gpu(torch.cuda.get_device_properties(0).total_memory, name)
-
-
-def _plan(request: PlanRequest, gpu) -> Plan:
-    """The planner's estimate for request, on gpu when one was detected."""
-    from planner.models import resolve_model
-    from planner.plan import estimate, estimate_for
-
-    if not Path(request.dataset).is_file():
-        request = request.model_copy(update={"dataset": None})  # the planner counts files only
-    if gpu is None:
-        return estimate(request)
-    return estimate_for(resolve_model(request.model), gpu, request)
-
-
-def _save_steps(plan: Plan, max_steps: int | None) -> int | None:
-    """About ten checkpoints per run (at least 50 steps apart), when the run's length is known."""
-    total = max_steps or plan.time.total_steps
-    if not total:
-        return None
-    return max(50, total // 10) if total > 50 else total
-
-
-def _check_runnable_here(spec) -> None:
-    """Refuse launches that need what this machine lacks, or that would import a user's file
-    in place of a library, before anything starts."""
-    import importlib.util
-
-    from runners.monitor import shadowed_libraries
-
-    shadowed = shadowed_libraries(Path.cwd())
-    if shadowed:
-        raise PlanError(
-            f"{shadowed[0]} in the working folder would be imported in place of the library "
-            "of that name by the training process; rename it or launch from another folder"
-        )
-    if spec.accelerate.get("distributed_type") == "DEEPSPEED" and not importlib.util.find_spec(
-        "deepspeed"
-    ):
-        raise PlanError(
-            "DeepSpeed sharding needs the deepspeed package: pip install deepspeed "
-            "(or --sharding fsdp / ddp)"
-        )
-
-
-def _absolute(text: str, flag: str) -> Path:
-    """`text` as an absolute path (the child runs elsewhere), or PlanError for a path that has
-    none: `~nosuchuser/x`, a symlink loop, a NUL byte, a name too long."""
-    try:
-        return Path(text).expanduser().resolve()
-    except (RuntimeError, OSError, ValueError) as error:
-        reason = getattr(error, "strerror", None) or "no such user's home folder or a symlink loop"
-        raise PlanError(f"{flag} {text[:80]!r}: not a usable path ({reason})") from None
-
-
-def _local_model(text: str) -> str:
-    """A model folder with config.json: a path, or a repo id already in the local HF cache."""
-    path = _absolute(text, "--model")
-    if (path / "config.json").is_file():
-        return str(path)
-    if not path.exists() and text.count("/") == 1:
-        try:
-            from huggingface_hub import snapshot_download
-
-            cached = Path(snapshot_download(text, local_files_only=True))
-        except Exception:  # not cached (or no hub library): the message below says what to do
-            cached = None
-        if cached is not None and (cached / "config.json").is_file():
-            return str(cached)
-    raise PlanError(
-        f"--model {text}: launch needs a model folder with config.json and weights, or a repo "
-        "id already in the local Hugging Face cache (try --demo for a tiny local one)"
+    return LaunchOptions(
+        output=output or Path(args.output),
+        dry_run=args.dry_run,
+        force=args.force,
+        max_steps=args.max_steps,
+        save_steps=args.save_steps,
+        learning_rate=args.learning_rate,
+        rewards=args.reward or [],
+        device=args.device,
+        processes=args.processes,
+        quiet=args.quiet,
+        recommendation=_recommendation(args),
+        plan_for_this_gpu=not args.plan,  # a saved plan keeps its GPU
     )
 
 
-def _check_launchable(request: PlanRequest) -> None:
-    if not request.dataset:
-        raise PlanError("--dataset PATH is required to launch (a JSONL/JSON/CSV/Parquet file)")
+def launched(args: argparse.Namespace) -> Run:
+    """Launch (or with --resume, continue) what the flags say; the Run as it ended."""
+    from runners.launch import launch, output_folder, resume
 
-
-def run(args: argparse.Namespace) -> int:
     if args.resume:
-        return _resume(args)
-    from runners.settings import shell_safe
-
-    output = _absolute(shell_safe(args.output, "--output"), "--output")
+        default = PlanRequest()
+        return resume(
+            args.resume,
+            options(args),
+            model=args.model if args.model != default.model else None,
+            dataset=args.dataset,
+            method=args.method if args.method != default.method.value else None,
+        )
+    output = output_folder(args.output)
     if args.demo:
         _demo_args(args, output)
     request = _request(args)
-    _check_launchable(request)
-    from runners.lifecycle import CHECKPOINTS
-    from runners.run_folder import new_run_dir, write_run_folder
-    from runners.settings import RewardSource, build_run_spec
-
-    model_path = _local_model(request.model)
-    dataset = str(_absolute(request.dataset, "--dataset"))
-    request = request.model_copy(update={"model": model_path, "dataset": dataset})
-    device, bf16 = _device(args.device, request, args.dry_run)
-    detected = _detected_gpu() if device == "cuda" and not args.dry_run else None
-    if detected is not None and args.gpu == PlanRequest().gpu and not args.plan:
-        request = request.model_copy(update={"gpu": detected.name})  # plan for this card
-    plan = _plan(request, detected)
-    console = _console()
-    report = _preflight(request, console)
-    if report.errors and not args.force:
-        raise PlanError(
-            f"the dataset has {len(report.errors)} error(s) (listed above); fix them, or "
-            "launch anyway with --force"
-        )
-    labels = report.labels
-    run_dir = new_run_dir(output, request.method.value)
-    spec = build_run_spec(
-        request,
-        model_path=model_path,
-        dataset=dataset,
-        output_dir=CHECKPOINTS,  # relative to the run folder, which may move
-        device=device,
-        supports_bf16=bf16,
-        max_steps=args.max_steps,
-        save_steps=args.save_steps or _save_steps(plan, args.max_steps),
-        learning_rate=args.learning_rate,
-        rewards=[RewardSource.parse(r) for r in args.reward or []],
-        num_processes=args.processes,
-        plan=plan,
-        kto_label_counts=(labels["desirable"], labels["undesirable"]) if labels else None,
-    )
-    if not args.dry_run and spec.nodes == 1:
-        _check_runnable_here(spec)
-    if device == "cuda" and not plan.fits:
-        console.print(
-            f"[yellow]warning[/yellow] the planner expects {plan.memory.per_gpu_peak_gib:.1f} GiB "
-            f"per GPU, more than {plan.gpu.name}'s {plan.gpu.memory_gib:.0f} GiB: it may run "
-            "out of memory (`advisor plan ... --fit` finds setups that fit)"
-        )
-    manifest = write_run_folder(run_dir, spec, request, plan, _recommendation(args))
-    (run_dir / "preflight.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
-    _print_settings(spec, run_dir, console)
-    if args.dry_run:
-        console.print(f"dry run: wrote {run_dir} and launched nothing")
-        return _emit(run_dir, args.json)
-    if spec.nodes > 1:
-        console.print(
-            f"{spec.nodes} nodes: submit the job from a login node with "
-            f"`sbatch {run_dir / 'slurm.sbatch'}` (it starts one accelerate launch per node)"
-        )
-        return _emit(run_dir, args.json)
-    rc = _train(manifest.spec, run_dir, manifest.command, plan, request, console, args.quiet)
-    return _emit(run_dir, args.json) if rc == 0 else rc
+    return launch(request, options(args, output))
 
 
-def _emit(run_dir: Path, as_json: bool) -> int:
-    """stdout: the run folder (for scripts), or with --json its manifest."""
+def run(args: argparse.Namespace) -> int:
+    return emit(launched(args), args.json)
+
+
+def emit(run: Run, as_json: bool) -> int:
+    """stdout: the run folder (for scripts), or with --json its manifest; returns the exit
+    status (a run that failed or stopped prints nothing here: the console said why)."""
+    if run.exit_status != 0:
+        return run.exit_status
     if as_json:
-        sys.stdout.write((run_dir / "manifest.json").read_text(encoding="utf-8").strip() + "\n")
+        sys.stdout.write((run.run_dir / "manifest.json").read_text(encoding="utf-8").strip() + "\n")
     else:
-        print(run_dir)
+        print(run.run_dir)
     return 0
 
 
-def _preflight(request: PlanRequest, console):
-    from runners.preflight import check_dataset, print_report
+def _save_steps(plan: Plan, max_steps: int | None) -> int | None:
+    """`runners.launch.default_save_steps`, where tests/test_runners_settings.py reads it."""
+    from runners.launch import default_save_steps
 
-    # PPO/GRPO/RLOO rows are prompts: they get the prompt's share of the sequence.
-    prompt_only = request.method in (Method.ppo, Method.grpo, Method.rloo)
-    limit = request.prompt_and_completion()[0] if prompt_only else request.seq_len
-    report = check_dataset(
-        request.dataset, request.method, tokenizer_path=request.model, max_length=limit
-    )
-    print_report(report, console)
-    return report
-
-
-def _print_settings(spec, run_dir: Path, console) -> None:
-    console.print(f"[bold]run folder[/bold] {run_dir}")
-    for value in spec.starting_values:
-        console.print(f"  {value.name} = {value.value:g}  ({value.reason})")
-    for warning in spec.warnings:
-        console.print(f"  [yellow]note[/yellow] {warning}")
-
-
-def _train(spec, run_dir: Path, command, plan, request, console, quiet: bool) -> int:
-    from rich.markup import escape
-
-    from runners.lifecycle import EXIT_STOPPED, lock_holder, read_error, read_progress
-    from runners.monitor import child_env, run_child, summary_table
-    from runners.run_folder import read_metrics
-    from runners.validation import GpuSampler, nvml_reader, process_tree, validation_record
-
-    reader = nvml_reader() if spec.device == "cuda" else None
-    sampler = GpuSampler(run_dir / "gpu.jsonl", reader, pids=process_tree)
-    sampler.take_baseline()  # memory in use before the run: not the run's
-    rc = run_child(
-        command,
-        run_dir,
-        spec.method,
-        env=child_env(),
-        console=console,
-        show=not quiet,
-        on_tick=sampler.sample,
-        status=sampler.status,
-    )
-    records = read_metrics(run_dir)
-    record = validation_record(
-        spec.device,
-        plan,
-        records,
-        sampler.peak_bytes,
-        measured_by=sampler.measured_by,
-        memory_note=sampler.memory_note,
-    )
-    try:
-        (run_dir / "validation.json").write_text(record.model_dump_json(indent=2), encoding="utf-8")
-    except OSError as error:
-        console.print(f"[yellow]note[/yellow] cannot write validation.json: {error.strerror}")
-    progress, error = read_progress(run_dir), read_error(run_dir)
-    if rc == 0 and progress.get("state") == "done":
-        console.print(summary_table(spec.method, records))
-        if record.measured_peak_gib is not None:
-            console.print(
-                f"peak GPU memory {record.measured_peak_gib:.1f} GiB "
-                f"(planned {record.estimated_peak_gib:.1f} GiB)"
-            )
-        console.print(f"[green]done[/green] at step {record.steps}: {run_dir}")
-        return 0
-    if error.get("kind") == "oom":
-        _explain_oom(run_dir, plan, request, console)
-        return 1
-    if error.get("kind") in ("disk_full", "checkpoint"):
-        console.print(f"[red]stopped[/red]: {escape(error.get('message', ''))}", soft_wrap=True)
-        return 1
-    if rc == EXIT_STOPPED:
-        saved = progress.get("checkpoint") if progress.get("state") == "stopped" else None
-        where = f"{saved} saved" if saved else "no new checkpoint was saved"
-        console.print(
-            f"stopped at step {progress.get('step', 0)} ({where}); continue with: "
-            f"advisor launch --resume {escape(str(run_dir))}",
-            soft_wrap=True,
-        )
-        return EXIT_STOPPED
-    holder = lock_holder(run_dir)
-    if holder is not None:
-        console.print(
-            f"[red]not started[/red]: {escape(str(run_dir))} is being trained by {holder}",
-            soft_wrap=True,
-        )
-        return 1
-    log = run_dir / "train.log"
-    lines = log.read_text(encoding="utf-8", errors="replace").splitlines()[-25:]
-    console.print("\n".join(lines), markup=False)
-    if rc == 0:  # the process ended well but never trained: not a finished run
-        console.print(f"[red]training did not run[/red]: no step was trained; full log: {log}")
-        return 1
-    console.print(f"[red]training failed[/red] (exit {rc}); full log: {log}")
-    return rc or 1
-
-
-def _explain_oom(run_dir: Path, plan, request: PlanRequest, console) -> None:
-    """Name the planner's estimate and a plan that fits."""
-    lines = [f"[red]CUDA out of memory[/red] (log: {run_dir / 'train.log'})."]
-    if plan is not None:
-        lines.append(
-            f"The planner estimated {plan.memory.per_gpu_peak_gib:.1f} GiB per GPU on "
-            f"{plan.gpu.name} ({plan.gpu.memory_gib:.0f} GiB)."
-        )
-        try:
-            from planner.fit import search
-
-            fits = search(request)
-        except PlanError:
-            fits = []
-        if fits:
-            best = fits[0].request
-            lines.append(
-                f"A plan that fits: --tuning {best.tuning.value} --batch-size {best.batch_size} "
-                f"--grad-accum {best.grad_accum} --sharding {best.sharding.value} "
-                f"--offload {best.offload.value} ({fits[0].memory.per_gpu_peak_gib:.1f} GiB)."
-            )
-        else:
-            lines.append("See `advisor plan ... --fit` for setups that fit.")
-    console.print("\n".join(lines))
-
-
-def _finished_step(checkpoint: Path) -> int | None:
-    """The checkpoint's step when it is the run's last one (max_steps reached), else None."""
-    import json
-
-    try:
-        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    step, total = state.get("global_step", 0), state.get("max_steps") or 0
-    return step if total and step >= total else None
-
-
-def _resume(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-
-    from runners.checkpoints import checkpoints, last_good_checkpoint
-    from runners.lifecycle import checkpoints_dir, lock_holder
-    from runners.run_folder import child_command, read_manifest, read_run_spec, resume_problems
-
-    run_dir = _absolute(args.resume, "--resume")
-    manifest = read_manifest(run_dir)
-    spec = read_run_spec(run_dir)
-    holder = lock_holder(run_dir)
-    if holder is not None:
-        raise PlanError(
-            f"cannot resume {run_dir}: it is training now ({holder}); stop that run first "
-            "(Ctrl-C where it runs) or let it finish"
-        )
-    problems = resume_problems(manifest, spec)
-    given = {"--model": args.model, "--dataset": args.dataset, "--method": args.method}
-    recorded = {"--model": spec.model, "--dataset": spec.dataset, "--method": spec.method.value}
-    for flag, value in given.items():
-        if flag == "--model" and value == PlanRequest().model:
-            continue
-        if flag == "--method" and value == PlanRequest().method.value:
-            continue
-        if value and flag != "--method" and str(_absolute(value, flag)) != recorded[flag]:
-            problems.append(f"{flag} {value} is not the run's {recorded[flag]}")
-        elif value and flag == "--method" and value != recorded[flag]:
-            problems.append(f"--method {value} is not the run's {recorded[flag]}")
-    if problems:
-        raise PlanError(
-            f"cannot resume {run_dir}: " + "; ".join(problems) + ". Start a new run instead."
-        )
-    folder = checkpoints_dir(run_dir, spec.trl_config["output_dir"])  # as runners.train does
-    checkpoint, skipped = last_good_checkpoint(folder)
-    console = _console()
-    for message in skipped:
-        console.print(f"[yellow]note[/yellow] {escape(message)}", soft_wrap=True)
-    if checkpoint is None and spec.method is not Method.ppo:
-        why = "no readable checkpoint" if checkpoints(folder) else "no checkpoint saved yet"
-        raise PlanError(f"cannot resume {run_dir}: {why}; start a new run")
-    finished = _finished_step(checkpoint) if checkpoint else None
-    if finished is None:
-        _check_runnable_here(spec)  # a resume starts the same training process as a launch
-    if finished is not None:
-        console.print(f"{run_dir} already finished at step {finished}; nothing to resume")
-        return _emit(run_dir, args.json)
-    start = checkpoint.name if checkpoint else "the start"
-    console.print(f"resuming {escape(str(run_dir))} from {start}", soft_wrap=True)
-    (run_dir / "error.json").unlink(missing_ok=True)
-    command = child_command(spec, run_dir, resume=True)
-    rc = _train(spec, run_dir, command, manifest.plan, manifest.request, console, args.quiet)
-    return _emit(run_dir, args.json) if rc == 0 else rc
+    return default_save_steps(plan, max_steps)

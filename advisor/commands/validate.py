@@ -8,8 +8,6 @@ measured peak memory per GPU and seconds per step, from the run's validation.jso
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from planner.errors import PlanError
 
@@ -21,11 +19,6 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(max_steps=10, output="runs/validate", quiet=True)
 
 
-def _newest_run(output: Path, before: set[Path]) -> Path | None:
-    runs = [p.parent for p in output.glob("*/manifest.json") if p.parent not in before]
-    return max(runs, key=lambda p: p.stat().st_mtime) if runs else None
-
-
 def run(args: argparse.Namespace) -> int:
     from advisor.commands import launch
 
@@ -33,15 +26,11 @@ def run(args: argparse.Namespace) -> int:
         raise PlanError("validate measures a real run: drop --dry-run (or use advisor launch)")
     if args.resume:
         raise PlanError("validate starts a fresh short run: drop --resume")
-    output = Path(args.output)
-    before = set(output.glob("*")) if output.is_dir() else set()
-    rc = launch.run(args)
-    run_dir = _newest_run(output, before)
-    record_path = run_dir / "validation.json" if run_dir else None
-    if record_path is None or not record_path.is_file():
+    found = launch.launched(args)
+    rc = launch.emit(found, args.json)
+    if found.validation is None:
         return rc or 1
-    record = json.loads(record_path.read_text(encoding="utf-8"))
-    print_validation(record)
+    print_validation(found.validation.model_dump(mode="json"))
     return rc
 
 
