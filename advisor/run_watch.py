@@ -142,16 +142,3 @@ class RunWatch:
     def metrics(self) -> list[tuple[str, Any]]:
         """The method's key metrics seen so far, in the live view's order."""
         return [(k, self.latest[k]) for k in key_metrics(self.method) if k in self.latest]
-
-
-def newest_run_dir(output: Path, method: str, since: float) -> Path | None:
-    """The run folder a launch wrote: the newest `<method>-*` under `output` since `since`."""
-    try:
-        found = [
-            d
-            for d in output.resolve().glob(f"{method}-*")
-            if d.is_dir() and d.stat().st_mtime >= since - 1
-        ]
-    except OSError:
-        return None
-    return max(found, key=lambda d: d.stat().st_mtime, default=None)

@@ -134,20 +134,30 @@ def test_two_processes_stop_at_the_same_step_and_resume_together(tiny_model, tmp
 
 
 def test_the_wizards_stop_saves_and_the_resume_finishes(tiny_model, tmp_path, monkeypatch):
-    from advisor.wizard.screens.run import RunScreen, start_launch
-    from planner.specs import Method
+    from advisor.wizard.screens.run import RunScreen
+    from planner.specs import PlanRequest
+    from runners.launch import LaunchOptions
 
     dataset = write_demo_dataset("dpo", tmp_path / "data")
-    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
-    argv = [sys.executable, "-m", "advisor.cli", "launch", *flags, "--save-steps", "1000"]
-    screen = RunScreen(argv, tmp_path / "runs", Method.dpo)
+    request = PlanRequest(
+        method="dpo", model=str(tiny_model), dataset=str(dataset), tuning="lora",
+        lora_targets="qv", seq_len=64, batch_size=2, grad_accum=1, grad_checkpointing=False,
+    )  # fmt: skip
+    options = LaunchOptions(
+        output=tmp_path / "runs", device="cpu", max_steps=40, save_steps=1000, quiet=True
+    )
+    screen = RunScreen(request, options)  # the launch runs in the wizard's own process
     monkeypatch.setattr(screen, "refresh_bindings", lambda: None)
-    screen.process = start_launch(argv, screen.log_path)
-    _wait_for_step(tmp_path / "runs", 2, screen.process)
+    screen.start()
+    _wait_for_step(tmp_path / "runs", 2)
     screen.action_stop()  # what ^x does
-    assert screen.process.wait(timeout=120) == 130, screen.log_path.read_text()
+    screen.thread.join(timeout=180)
+    assert screen.exit_status == 130, screen.log_path.read_text()
     run = _only_run(tmp_path / "runs")
+    assert screen.run.outcome == "stopped" and screen.run.run_dir == run
+    assert screen.run.pid is not None and screen.run.returncode == 130
     _assert_stopped_with_a_checkpoint(run, 40)
+    assert screen.run.checkpoint == read_progress(run)["checkpoint"]
     _resume_to_the_end(run, 40)
 
 

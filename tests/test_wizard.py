@@ -442,13 +442,10 @@ async def test_launch_follows_the_run_live_and_the_report_reads_its_folder(tmp_p
         await pilot.press("ctrl+l")
         await pilot.pause()
         assert type(app.screen).__name__ == "RunScreen"
-        (argv,) = calls
-        flags = shlex.split(command_line(app.request))[2:]
-        assert argv[1:4] == ["-m", "advisor.cli", "launch"]
-        assert argv[4 : 4 + len(flags)] == flags
-        assert argv[argv.index("--output") + 1] == str(tmp_path / "runs")
-        saved = json.loads(Path(argv[argv.index("--recommendation") + 1]).read_text())
-        assert saved["method"] == "dpo"
+        ((request, options),) = calls  # the request itself, not a command line rebuilt
+        assert request == app.request
+        assert options.output == tmp_path / "runs" and options.quiet and not options.dry_run
+        assert options.recommendation["method"] == "dpo"
         await wait_for_run_end(pilot, app)
         await pilot.pause()
         assert app.launch_status == 0
@@ -513,7 +510,26 @@ async def test_launch_screen_shows_the_runners_trainer_settings():
             await pilot.pause()
         body = text_of(app.screen.query_one("#launch-body", Static))
         assert "DPOTrainer with DPOConfig" in body and "per_device_train_batch_size" in body
-        assert "launch is off" in body and "'7b' is not one" in body
+        assert "launch is off: --dataset PATH is required" in body
+        app.request = app.request.model_copy(update={"dataset": "pairs.jsonl"})
+        app.screen.show_body()
+        body = text_of(app.screen.query_one("#launch-body", Static))
+        assert "launch is off: --model 7b: launch needs a model folder" in body
+        assert app.screen.check_action("launch", ()) is None
+
+
+def test_the_wizard_launches_through_the_runners_not_a_command_line():
+    """The launch and run screens call runners.launch: no argv rebuilt, no subprocess of
+    `advisor launch`, no refusal checks of their own."""
+    import inspect
+
+    from advisor.wizard.screens import launch, run
+
+    for module in (launch, run):
+        source = inspect.getsource(module)
+        for word in ("shlex", "subprocess", "advisor.cli", "sys.executable", "config.json"):
+            assert word not in source, (module.__name__, word)
+    assert "runners.launch import launchable" in inspect.getsource(launch.launch_blocker)
 
 
 @pytest.mark.parametrize(

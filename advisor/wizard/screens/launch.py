@@ -1,16 +1,15 @@
 """Step 4: the generated trainer settings and launch command, the dataset's pre-flight, and
 the launch itself (followed live on the run screen).
 
-Settings come from `runners.settings.build_run_spec` and the pre-flight from
-`runners.preflight.check_dataset`, the functions `advisor launch` calls.
+Settings come from `runners.settings.build_run_spec`, the pre-flight from
+`runners.preflight.check_dataset`, and the launch is `runners.launch.launch`: the functions
+`advisor launch` calls. The command line shown is for the user to copy; nothing runs it.
 """
 
 from __future__ import annotations
 
-import shlex
-import sys
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -28,6 +27,9 @@ from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.errors import PlanError
 from planner.specs import PlanRequest
+
+if TYPE_CHECKING:
+    from runners.launch import LaunchOptions
 
 SETTINGS = (
     ("method", "method"),
@@ -75,37 +77,26 @@ OUTPUT = Path("runs")
 """Where launches from the wizard write their run folders (`advisor launch --output`)."""
 
 
-def launch_argv(request: PlanRequest, recommendation, output: Path) -> list[str]:
-    """`advisor launch` for a request, recording the recommendation in the run's manifest."""
-    import tempfile
+def launch_options(recommendation) -> LaunchOptions:
+    """What the wizard launches with: run folders under runs/, the recommendation recorded in
+    the manifest, and no console view (the run screen draws the progress itself)."""
+    from runners.launch import LaunchOptions
 
-    with tempfile.NamedTemporaryFile(
-        "w", suffix=".json", prefix="recommendation-", delete=False
-    ) as handle:
-        handle.write(recommendation.model_dump_json())
-    return [
-        sys.executable,
-        "-m",
-        "advisor.cli",
-        *shlex.split(launch_command(request))[1:],
-        "--output",
-        str(output.resolve()),  # absolute: the training child runs from elsewhere
-        "--recommendation",
-        handle.name,
-        "--quiet",  # the wizard draws the progress itself
-    ]
+    return LaunchOptions(
+        output=OUTPUT.resolve(),  # absolute: the training child runs from elsewhere
+        recommendation=recommendation.model_dump(mode="json") if recommendation else None,
+        quiet=True,
+    )
 
 
 def launch_blocker(request: PlanRequest) -> str | None:
-    """Why `advisor launch` would refuse this request before starting, or None."""
-    model = Path(request.model).expanduser()
-    if not (model / "config.json").is_file():
-        return (
-            f"launching needs a model folder with config.json and weights; {request.model!r} "
-            "is not one (set it on the plan screen)"
-        )
-    if not request.dataset:
-        return "launching needs a dataset: enter its path above"
+    """Why `runners.launch.launch` would refuse this request before starting, or None."""
+    from runners.launch import launchable
+
+    try:
+        launchable(request)
+    except PlanError as error:
+        return str(error)
     return None
 
 
@@ -270,12 +261,11 @@ class LaunchScreen(WizardScreen):
         return True
 
     def action_launch(self) -> None:
-        """Start `advisor launch` and follow it live on the run screen."""
+        """Launch the request (`runners.launch.launch`) and follow it live on the run screen."""
         from advisor.wizard.screens.run import RunScreen
 
-        request = self.wizard.request
-        argv = launch_argv(request, self.wizard.recommendation, OUTPUT)
-        self.wizard.push_screen(RunScreen(argv, OUTPUT.resolve(), request.method))
+        options = launch_options(self.wizard.recommendation)
+        self.wizard.push_screen(RunScreen(self.wizard.request, options))
 
     def action_back(self) -> None:
         self.wizard.pop_screen()

@@ -1,4 +1,4 @@
-"""Launch, live: `advisor launch` in the background, its run folder followed as it trains.
+"""Launch, live: `runners.launch.launch` on a thread, its run folder followed as it trains.
 
 Progress (step / total, ETA), the method's key metrics, a loss chart and GPU memory (NVML
 samples the launcher writes) against the plan's estimate; ^x stops the run the way Ctrl-C
@@ -7,14 +7,11 @@ does in `advisor launch` (a checkpoint, then exit).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
 import tempfile
-import time
+import threading
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -23,25 +20,25 @@ from textual.containers import VerticalScroll
 from textual.widgets import Footer, ProgressBar, Sparkline, Static
 
 from advisor.decision_rules import label
-from advisor.run_watch import RunWatch, newest_run_dir
+from advisor.run_watch import RunWatch
 from advisor.session_record import duration
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
-from planner.specs import Method
+from planner.errors import PlanError
+from planner.specs import PlanRequest
+
+if TYPE_CHECKING:
+    from runners.launch import LaunchOptions, Run
 
 POLL_SECONDS = 0.5
 
 
-def start_launch(argv: list[str], log: Path) -> subprocess.Popen:
-    """Start `advisor launch` in its own process group, its output to `log`."""
-    with log.open("wb") as handle:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+def start_launch(request: PlanRequest, options: LaunchOptions, **follow: Any) -> Run:
+    """`runners.launch.launch` (the tests put a stand-in here): check, write the run folder,
+    train and follow; `follow` holds its console, on_folder and stop arguments."""
+    from runners.launch import launch
+
+    return launch(request, options, **follow)
 
 
 def _shown(path: Path) -> str:
@@ -62,17 +59,25 @@ class RunScreen(WizardScreen):
         Binding("ctrl+n", "next", "Report", id="next"),
     ]
 
-    def __init__(self, argv: list[str], output: Path, method: Method) -> None:
+    def __init__(self, request: PlanRequest, options: LaunchOptions) -> None:
+        from runners.launch import StopRequest
+
         super().__init__()
-        self.argv = argv
-        self.output = output
-        self.method = method
-        self.process: subprocess.Popen | None = None
+        self.request = request
+        self.options = options
+        self.method = request.method
+        self.stop_request = StopRequest()
+        self.thread: threading.Thread | None = None
+        self.run: Run | None = None
+        """The launch as it ended; None while it runs or when it was refused."""
+        self.refusal: str | None = None
+        """Why the launch did not start (a PlanError's message) or broke, if it did."""
+        self.run_dir: Path | None = None
         self.run_watch: RunWatch | None = None
-        self.started = 0.0
         handle, name = tempfile.mkstemp(prefix="advisor-launch-", suffix=".log")
         os.close(handle)
         self.log_path = Path(name)
+        """What the launch says (pre-flight, settings, how it ended), as `advisor launch` would."""
         self.stopping = False
 
     def compose(self) -> ComposeResult:
@@ -90,11 +95,48 @@ class RunScreen(WizardScreen):
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self.thread is not None and self.thread.is_alive()
+
+    @property
+    def exit_status(self) -> int | None:
+        """What `advisor launch` would have exited with (2: refused), None while running."""
+        if self.running or self.thread is None:
+            return None
+        if self.run is not None:
+            return self.run.exit_status
+        return 2 if self.refusal is not None else 1
+
+    def start(self) -> None:
+        """Launch on a thread of its own: the launch blocks until the training ends. Not a
+        daemon: quitting the wizard waits for a stopping run to save its checkpoint."""
+        self.thread = threading.Thread(target=self._launch, name="advisor-launch")
+        self.thread.start()
+
+    def _launch(self) -> None:
+        from rich.console import Console
+
+        with self.log_path.open("w", encoding="utf-8") as log:
+            console = Console(file=log, width=100, highlight=False, soft_wrap=True)
+            try:
+                self.run = start_launch(
+                    self.request,
+                    self.options,
+                    console=console,
+                    on_folder=self._found,
+                    stop=self.stop_request,
+                )
+            except PlanError as error:  # refused before anything started, as the CLI says
+                self.refusal = str(error)
+                console.print(f"error: {error}", markup=False)
+            except Exception as error:  # a crash ends the screen's run, never the wizard
+                self.refusal = f"{type(error).__name__}: {error}"
+                console.print(f"launch failed: {self.refusal}", markup=False)
+
+    def _found(self, run_dir: Path) -> None:
+        self.run_dir = run_dir  # read by the screen's timer
 
     def on_mount(self) -> None:
-        self.started = time.time()
-        self.process = start_launch(self.argv, self.log_path)
+        self.start()
         self.poll_timer = self.set_interval(POLL_SECONDS, self.tick)
         self.tick()
 
@@ -104,17 +146,15 @@ class RunScreen(WizardScreen):
 
     def tick(self) -> None:
         """Read the run folder and redraw; at the end, record the outcome for the report."""
-        if self.run_watch is None:
-            found = newest_run_dir(self.output, self.method.value, self.started)
-            if found is not None:
-                self.run_watch = RunWatch(found, self.method)
+        if self.run_watch is None and self.run_dir is not None:
+            self.run_watch = RunWatch(self.run_dir, self.method)
         if self.run_watch is not None:
             self.run_watch.poll()
         ended = not self.running
         self.draw(ended)
         if ended:
             self.poll_timer.stop()
-            self.wizard.launch_status = self.process.returncode  # type: ignore[attr-defined, union-attr]
+            self.wizard.launch_status = self.exit_status
             self.wizard.run_dir = self.run_watch.run_dir if self.run_watch else None
             self.refresh_bindings()
 
@@ -126,7 +166,7 @@ class RunScreen(WizardScreen):
             state = "stopping: saving a checkpoint …" if self.stopping else "running"
             status = Text(f"Training {label(self.method)}{where} · {state}", style="bold")
         else:
-            code = self.process.returncode  # type: ignore[union-attr]
+            code = self.exit_status
             style = "bold green" if code == 0 else "bold red"
             status = Text(f"{label(self.method)} run ended (exit {code}){where}", style=style)
         self.query_one("#run-status", Static).update(status)
@@ -179,12 +219,11 @@ class RunScreen(WizardScreen):
         return True
 
     def action_stop(self) -> None:
-        """Ctrl-C for the run's process group: the trainer saves a checkpoint and exits."""
-        if self.process is None or not self.running:
+        """Ctrl-C for the launch: the training ranks save a checkpoint and exit."""
+        if not self.running:
             return
         self.stopping = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGINT)
+        self.stop_request.ask()
         self.refresh_bindings()
 
     def action_back(self) -> None:
