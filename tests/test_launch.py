@@ -433,3 +433,48 @@ def test_launch_numbers_out_of_range_are_one_line_and_write_nothing(
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_plan_file_from_fit_launches_its_first_plan_and_says_so(tiny_model, tmp_path):
+    fit_json = io.StringIO()
+    with contextlib.redirect_stdout(fit_json):
+        main(["plan", "--model", str(tiny_model), "--method", "dpo", "--fit", "--num-gpus", "1",
+              "--json"])  # fmt: skip
+    plans = json.loads(fit_json.getvalue())
+    assert isinstance(plans, list) and plans
+    first = plans[0]["request"]
+    path = tmp_path / "fit.json"
+    path.write_text(fit_json.getvalue())
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    rc, out, err = _launch(
+        "--plan", str(path), "--dataset", str(dataset), "--device", "cpu",
+        "--output", str(tmp_path / "runs"), "--dry-run",
+    )  # fmt: skip
+    assert rc == 0, err
+    count = f"{len(plans)} plans" if len(plans) > 1 else "1 plan"
+    assert f"--plan {path} holds {count} from --fit: launching" in err
+    assert f"{first['tuning']}, batch {first['batch_size']}" in err
+    request = read_manifest(Path(out.strip().splitlines()[-1])).request
+    assert (request.tuning.value, request.batch_size) == (first["tuning"], first["batch_size"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[]", "an empty list of plans"),
+        ("[1, 2]", "not a plan JSON"),
+        ('"a plan"', "not a plan JSON"),
+        ('{"method": "dpo"}', "not a plan JSON"),
+        ("[{", "not valid JSON"),
+    ],
+)
+def test_a_plan_file_that_holds_no_plan_is_one_line_and_writes_nothing(
+    content, message, tmp_path, capsys
+):
+    path = tmp_path / "plan.json"
+    path.write_text(content)
+    argv = ["launch", "--plan", str(path), "--dataset", "d.jsonl", "--output", str(tmp_path / "r")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
