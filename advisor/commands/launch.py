@@ -196,13 +196,13 @@ def options(args: argparse.Namespace, output: Path | None = None) -> LaunchOptio
 
 def launched(args: argparse.Namespace) -> Run:
     """Launch (or with --resume, continue) what the flags say; the Run as it ended."""
-    from runners.launch import launch, output_folder, resume
+    from runners.launch import LaunchOptions, launch, output_folder, resume
 
     if args.resume:
         default = PlanRequest()
         return resume(
             args.resume,
-            options(args),
+            LaunchOptions(quiet=args.quiet),  # the run keeps the settings it was written with
             model=args.model if args.model != default.model else None,
             dataset=args.dataset,
             method=args.method if args.method != default.method.value else None,
