@@ -52,6 +52,21 @@ def headline(plan: Plan) -> str:
     )
 
 
+def precision_line(plan: Plan) -> Text:
+    """The run's precision as it will hold it: what TRL's `dtype` loads, autocast, master
+    weights and the optimizer moments' dtype."""
+    p = plan.precision
+    autocast = f"{p.autocast} autocast" if p.autocast else "no autocast"
+    master = "fp32 master weights" if p.master_weights else "no fp32 master weights"
+    return Text(
+        f"Precision {plan.request.precision.value}: weights loaded in {p.load_dtype}, {autocast}, "
+        f"{master}, optimizer moments in {p.optimizer_state_dtype} "
+        f"({p.weight_bytes:g} + {p.gradient_bytes:g} + {p.optimizer_bytes:g} bytes per trained "
+        "parameter)",
+        style="dim",
+    )
+
+
 def plan_renderable(plan: Plan) -> Group:
     mem = plan.memory
     table = Table(title="Peak memory per GPU, by component", title_justify="left", expand=False)
@@ -95,7 +110,7 @@ def plan_renderable(plan: Plan) -> Group:
     phases = ", ".join(f"{k} {_duration(v)}" for k, v in t.phases_seconds.items())
     timing.append(f"\n  {phases}", style="dim")
 
-    parts: list = [Text(headline(plan), style="bold"), table, verdict, timing]
+    parts: list = [Text(headline(plan), style="bold"), precision_line(plan), table, verdict, timing]
     if plan.warnings:
         parts.append(Text("\n".join(f"⚠ {w}" for w in plan.warnings), style="yellow"))
     if plan.suggestions:

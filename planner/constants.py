@@ -22,7 +22,3 @@ def runtime(key: str) -> float:
 
 def throughput(key: str) -> float:
     return float(constants()["throughput"][key])
-
-
-def default(key: str) -> float:
-    return float(constants()["defaults"][key])

@@ -21,9 +21,9 @@ from enum import StrEnum
 from planner.errors import PlanError
 from planner.gpus import resolve_gpu
 from planner.memory import estimate_memory
-from planner.methods import loop
 from planner.models import resolve_model
 from planner.plan import estimate_for, normalised
+from planner.recipes import recipe
 from planner.specs import (
     GpuSpec,
     Method,
@@ -215,7 +215,9 @@ def candidates(
             }
         )
         precompute = (
-            [False, True] if loop(base).reference == "copy" else [base.precompute_ref_log_probs]
+            [False, True]
+            if recipe(base.method).can_precompute_reference(base)
+            else [base.precompute_ref_log_probs]
         )
         for pre in precompute:
             for micro in MICRO_BATCHES:

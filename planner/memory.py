@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from planner import parameters
-from planner.constants import default, runtime
+from planner import deepspeed, parameters, precision
+from planner.constants import runtime
 from planner.errors import PlanError
 from planner.methods import Loop, loop
+from planner.recipes import recipe
 from planner.specs import (
     Attention,
     Method,
@@ -23,7 +24,6 @@ from planner.specs import (
     Offload,
     Optimizer,
     PlanRequest,
-    Precision,
     Sharding,
     Tuning,
 )
@@ -35,28 +35,21 @@ GIB = 2**30
 
 
 def compute_bytes(request: PlanRequest) -> int:
-    """Bytes per element of activations and of the frozen base: 2 for bf16/fp16, 4 for fp32."""
-    return 4 if request.precision is Precision.fp32 else 2
+    """Bytes per element of activations: 2 under bf16/fp16, 4 in fp32 (`planner.precision`)."""
+    return precision.compute_bytes(request)
 
 
-def policy_weight_bytes(request: PlanRequest) -> int:
-    """Bytes per policy weight as loaded: bf16 models load in bf16 (pure bf16 training, TRL's
-    `dtype="auto"`); fp16 training keeps fp32 weights under autocast (GradScaler refuses fp16
-    gradients); fp32 is fp32. LoRA's frozen base loads in the compute dtype."""
+def policy_weight_bytes(request: PlanRequest) -> float:
+    """Bytes per policy weight as held on the GPU (`planner.precision.trained_bytes`); a LoRA
+    base is frozen in the compute dtype."""
     if request.tuning is not Tuning.full:
-        return compute_bytes(request)
-    return 2 if request.precision is Precision.bf16 else 4
+        return precision.frozen_bytes(request)
+    return precision.trained_bytes(request)[0]
 
 
 def optimizer_bytes_per_param(request: PlanRequest, state_bytes: int) -> float:
-    """Optimizer state per trainable parameter: AdamW 2 states in the parameter's dtype
-    (torch.optim.AdamW, seen in a traced step); 8-bit AdamW 2 × 1 byte + fp32 block absmax per 256
-    (bitsandbytes blockwise quantisation, Dettmers et al. 2022); SGD without momentum 0."""
-    if request.optimizer is Optimizer.adamw:
-        return 2.0 * state_bytes
-    if request.optimizer in (Optimizer.adamw8bit, Optimizer.paged_adamw8bit):
-        return 2.0 * (1 + 4 / 256)
-    return 0.0
+    """Optimizer moments per trainable parameter (`planner.precision.adam_moments_bytes`)."""
+    return precision.adam_moments_bytes(request, state_bytes)
 
 
 def nf4_bytes_per_param() -> float:
@@ -72,15 +65,8 @@ def world(request: PlanRequest) -> int:
     return request.world_size
 
 
-def effective_sharding(request: PlanRequest) -> Sharding:
-    """`none` on more than one GPU means plain data parallelism (DDP)."""
-    if request.sharding is Sharding.none and world(request) > 1:
-        return Sharding.ddp
-    return request.sharding
-
-
-def is_deepspeed(sharding: Sharding) -> bool:
-    return sharding in (Sharding.zero1, Sharding.zero2, Sharding.zero3)
+effective_sharding = precision.effective_sharding
+is_deepspeed = precision.is_deepspeed
 
 
 def shards_params(sharding: Sharding) -> bool:
@@ -129,6 +115,8 @@ class ModelStates:
     optimizer: float = 0.0
     gathered: float = 0.0
     """Transient: full-size weights of the layers gathered at once under ZeRO-3 / FSDP."""
+    buckets: float = 0.0
+    """DeepSpeed's gradient-reduction buckets, allocated at start-up (`planner.deepspeed`)."""
     cpu: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -151,46 +139,52 @@ def base_weight_bytes(spec: ModelSpec, request: PlanRequest) -> float:
     return params * policy_weight_bytes(request)
 
 
+def frozen_model_bytes_per_param(request: PlanRequest) -> float:
+    """A frozen copy (reference, reward model) is loaded as the policy is, with the run's
+    `dtype` (TRL builds the reference from `model_init_kwargs`), and DeepSpeed casts it to
+    16 bits (`trl.models.utils.prepare_deepspeed`); a LoRA base is in the compute dtype."""
+    if request.tuning is not Tuning.full:
+        return precision.frozen_bytes(request)
+    if is_deepspeed(effective_sharding(request)) and request.precision.half:
+        return 2
+    return 2 if precision.precision_plan(request).load_dtype != "float32" else 4
+
+
 def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
     """Weights, gradients and optimizer states of the trained policy on one GPU.
 
-    Full tuning: P·w weights, P·w gradients (w = weight dtype), AdamW states; DeepSpeed adds
-    fp32 master weights (ZeRO paper, Rajbhandari et al. 2020: 2 + 2 + 12 bytes/param);
-    accelerate's FSDP upcasts sharded parameters to fp32 under mixed precision. LoRA: the base
-    frozen, adapters in fp32 with fp32 gradients and states (peft).
+    Bytes per trained parameter come from `planner.precision.trained_bytes`: mixed precision
+    4 + 4 + 8, pure bf16 2 + 2 + 4, DeepSpeed 2 + 2 + 12 (ZeRO paper, Rajbhandari et al. 2020),
+    accelerate's FSDP 4 + 4 + 8 sharded. LoRA: the base frozen in the compute dtype, adapters
+    trained as `trained_bytes(adapters=True)` says.
     """
     sharding = effective_sharding(request)
     g = world(request)
     states = ModelStates()
     if request.tuning is Tuning.full:
         params = trained_model_params(spec, request)
-        w = policy_weight_bytes(request)
-        grad_bytes = w
-        opt = optimizer_bytes_per_param(request, w)
-        if is_deepspeed(sharding) and w == 2:
-            opt += 4  # fp32 master copy of the 16-bit weights (DeepSpeed bf16/fp16 optimizer)
-            states.notes.append("DeepSpeed keeps fp32 master weights beside the 16-bit model")
-        weights = params * w
-        if sharding is Sharding.fsdp and request.precision is not Precision.fp32:
-            weights = params * 4  # accelerate upcasts FSDP's sharded params to fp32
-            grad_bytes = 4
-            opt = optimizer_bytes_per_param(request, 4)
-            states.notes.append("accelerate's FSDP keeps sharded fp32 parameters under bf16")
-        states.weights = weights
-        states.gradients = params * grad_bytes
+        weight, grad, opt = precision.trained_bytes(request)
+        states.weights = params * weight
+        states.gradients = params * grad
         states.optimizer = params * opt
         trainable_grad = states.gradients
     else:
         trainable = parameters.lora_params(spec, request.lora_rank, request.lora_targets.value)
+        weight, grad, opt = precision.trained_bytes(request, adapters=True)
         states.weights = base_weight_bytes(spec, request)
-        states.trainable_weights = trainable * 4.0
-        states.gradients = trainable * 4.0
-        states.optimizer = trainable * optimizer_bytes_per_param(request, 4)
+        states.trainable_weights = trainable * weight
+        states.gradients = trainable * grad
+        states.optimizer = trainable * opt
         trainable_grad = states.gradients
 
-    if shards_params(sharding):
+    if sharding is Sharding.zero3:
+        largest = parameters.largest_layer_params(spec)
+        states.gathered = deepspeed.gathered_params(request, largest) * compute_bytes(request)
+    elif sharding is Sharding.fsdp:
         layer = parameters.largest_layer_params(spec) * compute_bytes(request)
         states.gathered = 2 * layer  # the unit in use plus the one prefetched
+    states.buckets = deepspeed.bucket_bytes(request)
+    if shards_params(sharding):
         states.weights /= g
         states.trainable_weights /= g
     if shards_grads(sharding):
@@ -479,40 +473,35 @@ def frozen_copy_bytes(spec: ModelSpec, request: PlanRequest) -> float:
     """A frozen copy of the policy (reference model): P·w, sharded under ZeRO-3 / FSDP
     (TRL prepares the reference with the same DeepSpeed / FSDP plugin)."""
     sharding = effective_sharding(request)
-    size = parameters.count_params(spec) * policy_weight_bytes(request)
+    size = parameters.count_params(spec) * frozen_model_bytes_per_param(request)
     return size / world(request) if shards_params(sharding) else size
 
 
 def reward_model_bytes(spec: ModelSpec, request: PlanRequest) -> float:
     """PPO's frozen reward model: a sequence classifier of the policy's architecture,
     (P − V·h + h)·w (TRL PPO's default: same base model with a score head)."""
-    size = parameters.reward_model_params(spec) * compute_bytes(request)
+    size = parameters.reward_model_params(spec) * frozen_model_bytes_per_param(request)
     return size / world(request) if shards_params(effective_sharding(request)) else size
 
 
+def value_model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
+    """PPO's value model trains in full beside the policy, under the same optimizer and (with
+    DeepSpeed) the same engine (TRL's PolicyAndValueWrapper): weights, gradients and optimizer
+    states at the run's bytes per trained parameter, sharded and offloaded as the policy's."""
+    full = request.model_copy(update={"tuning": Tuning.full, "method": Method.reward})
+    return model_states(spec, full)
+
+
 def value_model_bytes(spec: ModelSpec, request: PlanRequest) -> float:
-    """PPO's value model trains in full beside the policy: weights + gradients + AdamW states
-    of a sequence classifier, each sharded as the policy's are (TRL PolicyAndValueWrapper)."""
-    params = parameters.value_model_params(spec)
-    w = 2 if request.precision is Precision.bf16 else 4
-    sharding = effective_sharding(request)
-
-    def share(sharded: bool) -> int:
-        return world(request) if sharded else 1
-
-    weights = params * w / share(shards_params(sharding))
-    gradients = params * w / share(shards_grads(sharding))
-    states = params * optimizer_bytes_per_param(request, w) / share(shards_optimizer(sharding))
-    return weights + gradients + states
+    """The value model's GPU bytes: weights + gradients + optimizer states (+ gathered layers)."""
+    s = value_model_states(spec, request)
+    return s.weights + s.gradients + s.optimizer
 
 
 def generation_batch(request: PlanRequest, lp: Loop) -> int:
     """Sequences generated at once: TRL generates the whole local rollout batch
     (micro-batch × gradient accumulation) in chunks of `local_rollout_forward_batch_size`."""
-    rollout = request.batch_size * request.grad_accum
-    if lp.method.value == "ppo":
-        return min(rollout, int(default("rollout_forward_batch_size")))
-    return rollout
+    return recipe(lp.method).generation_chunk(request)
 
 
 def kv_cache_bytes(spec: ModelSpec, request: PlanRequest, rows: int) -> float:
@@ -612,7 +601,8 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
 
     reference = frozen_copy_bytes(spec, request) if lp.reference == "copy" else 0.0
     reward = reward_model_bytes(spec, request) if lp.reward_model else 0.0
-    value = value_model_bytes(spec, request) if lp.value_model else 0.0
+    value_states = value_model_states(spec, request) if lp.value_model else ModelStates()
+    value = value_states.weights + value_states.gradients + value_states.optimizer
     kv = kv_cache_bytes(spec, request, generation_batch(request, lp)) if lp.generates else 0.0
     # The value model (same architecture, no vocabulary logits) trains beside the policy.
     value_act = act.saved if lp.value_model else 0.0
@@ -621,6 +611,7 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         "weights": states.weights,
         "trainable_weights": states.trainable_weights,
         "optimizer": states.optimizer,
+        "buckets": states.buckets,
         "reference_model": reference,
         "reward_model": reward,
         "value_model": value,
@@ -631,7 +622,10 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
     grads_live = states.gradients if accumulating else 0.0
     phases: dict[str, float] = {}
     members: dict[str, list[str]] = {}
-    resident_names = [k for k, v in resident.items() if v > 0]
+    # DeepSpeed's reduction buckets are gradient buffers: listed as gradients.
+    resident_names = list(
+        dict.fromkeys("gradients" if k == "buckets" else k for k, v in resident.items() if v > 0)
+    )
 
     # Each decoding step holds the fp32 next-token logits and their softmax per sequence.
     gen_logits = generation_batch(request, lp) * spec.vocab_size * 4 * 2 if lp.generates else 0.0
@@ -644,6 +638,9 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         phases["reference / scoring forward"] = base + no_grad + states.gathered + grads_live
         members["reference / scoring forward"] = [*resident_names, "logits"] + (
             ["gradients"] if accumulating else []
+        )
+        members["reference / scoring forward"] = list(
+            dict.fromkeys(members["reference / scoring forward"])
         )
 
     # Backward starts with the loss's logits and their gradient live; later, gradients pile
@@ -660,10 +657,11 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         + (["logits"] if fb_logits else [])
         + (["gradients"] if fb_grads else [])
     )
+    members["forward / backward"] = list(dict.fromkeys(members["forward / backward"]))
 
     step_temporary = optimizer_step_temporary(request, states)
     phases["optimizer step"] = base + states.gradients + step_temporary
-    members["optimizer step"] = [*resident_names, "gradients"]
+    members["optimizer step"] = list(dict.fromkeys([*resident_names, "gradients"]))
 
     peak_phase = max(phases, key=lambda name: phases[name])
     tensor_peak = phases[peak_phase]
@@ -671,7 +669,7 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
     components = {
         "weights": states.weights + states.gathered,
         "trainable_weights": states.trainable_weights,
-        "gradients": states.gradients,
+        "gradients": states.gradients + states.buckets,
         "optimizer": states.optimizer + step_temporary,
         "activations": max(act.saved, late_act) + value_act,
         "logits": max(act.logits + act.logits_grad, no_grad, gen_logits),
@@ -688,6 +686,6 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         peak_phase=peak_phase,
         tensor_peak=tensor_peak,
         overhead=overhead,
-        cpu_offload=states.cpu,
+        cpu_offload=states.cpu + value_states.cpu,
         notes=notes,
     )

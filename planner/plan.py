@@ -8,8 +8,9 @@ from planner import parameters
 from planner.errors import PlanError
 from planner.gpus import resolve_gpu
 from planner.memory import GIB, MemoryBreakdown, estimate_memory
-from planner.methods import loop
 from planner.models import resolve_model
+from planner.precision import learning_rate_warning, precision_plan
+from planner.recipes import recipe
 from planner.specs import (
     COMPONENTS,
     GpuSpec,
@@ -49,11 +50,16 @@ def check_request(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[s
             f"sequence length {seq} exceeds {spec.name}'s max_position_embeddings "
             f"({spec.max_position_embeddings}): quality degrades past it unless RoPE is scaled"
         )
-    if request.precision is Precision.bf16 and not gpu.supports_bf16:
+    if request.precision.half == "bf16" and not gpu.supports_bf16:
         warnings.append(
             f"{gpu.name} has no bf16: the run will use fp16 with fp32 master weights "
-            "(planned as --precision fp16)"
+            "(planned as --precision fp16-mixed)"
         )
+    lr_warning = learning_rate_warning(
+        request, recipe(request.method).learning_rate_for(request.tuning).value
+    )
+    if lr_warning:
+        warnings.append(lr_warning)
     if request.method in (Method.grpo, Method.rloo):
         per_step = request.batch_size * request.grad_accum * request.world_size
         if per_step % request.num_generations:
@@ -72,8 +78,8 @@ def check_request(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[s
 
 def normalised(request: PlanRequest, gpu: GpuSpec) -> PlanRequest:
     """The request as it will actually run: fp16 on cards without bf16."""
-    if request.precision is Precision.bf16 and not gpu.supports_bf16:
-        return request.model_copy(update={"precision": Precision.fp16})
+    if request.precision.half == "bf16" and not gpu.supports_bf16:
+        return request.model_copy(update={"precision": Precision.fp16_mixed})
     return request
 
 
@@ -98,7 +104,6 @@ def suggestions(
     peak = breakdown.peak
     fits = peak <= capacity
     comp = breakdown.components
-    lp = loop(request)
     if not fits or peak > 0.9 * capacity:
         if not request.grad_checkpointing and comp["activations"] > 0.15 * peak:
             out.append("turn on gradient checkpointing (--grad-checkpointing)")
@@ -107,7 +112,7 @@ def suggestions(
                 f"halve the micro-batch (--batch-size {request.batch_size // 2} "
                 f"--grad-accum {request.grad_accum * 2}) to keep the effective batch"
             )
-        if lp.reference == "copy":
+        if recipe(request.method).can_precompute_reference(request):
             out.append(
                 "precompute reference log-probs (precompute_ref_log_probs) or use LoRA: "
                 f"frees {_gib(comp['reference_model'])} GiB of reference model"
@@ -203,10 +208,11 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
             nodes=request.nodes,
         ),
         request=request,
+        precision=precision_plan(request),
         memory=memory,
         time=time,
         fits=fits,
         suggestions=suggestions(spec, request, breakdown, capacity),
         warnings=warnings,
-        assumptions=breakdown.notes + data_notes,
+        assumptions=precision_plan(request).notes + breakdown.notes + data_notes,
     )

@@ -43,9 +43,29 @@ class LoraTargets(StrEnum):
 
 
 class Precision(StrEnum):
-    bf16 = "bf16"
-    fp16 = "fp16"
+    """How the run holds its numbers (LitGPT's names). `bf16-mixed` is what TRL does with
+    `bf16: true` and the written `dtype`: full tuning loads fp32 weights and autocasts to bf16;
+    LoRA loads a bf16 base beside fp32 adapters. `bf16-true` loads bf16 weights and keeps
+    gradients and AdamW states in bf16 too."""
+
+    bf16_mixed = "bf16-mixed"
+    bf16_true = "bf16-true"
+    fp16_mixed = "fp16-mixed"
     fp32 = "fp32"
+
+    @property
+    def half(self) -> str | None:
+        """The 16-bit compute dtype ('bf16', 'fp16'), or None for fp32."""
+        return {"bf16-mixed": "bf16", "bf16-true": "bf16", "fp16-mixed": "fp16"}.get(self.value)
+
+
+PRECISION_ALIASES = {"bf16": Precision.bf16_mixed, "fp16": Precision.fp16_mixed}
+"""Older names kept as aliases of the mixed forms."""
+
+
+def parse_precision(value: Any) -> Any:
+    """`bf16` / `fp16` as their mixed forms; anything else as given (pydantic checks it)."""
+    return PRECISION_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
 class Optimizer(StrEnum):
@@ -178,7 +198,7 @@ class PlanRequest(BaseModel):
         1, MAX_BATCH, "rows per GPU", gt=0, description="micro-batch per GPU"
     )
     grad_accum: int = _bounded(8, MAX_BATCH, "micro-batches per step", gt=0)
-    precision: Precision = Precision.bf16
+    precision: Precision = Precision.bf16_mixed
     optimizer: Optimizer = Optimizer.adamw
     grad_checkpointing: bool = True
     attention: Attention = Attention.sdpa
@@ -189,7 +209,13 @@ class PlanRequest(BaseModel):
     nodes: int = _bounded(1, MAX_NODES, "nodes", gt=0)
     sharding: Sharding = Sharding.none
     offload: Offload = Offload.none
-    num_generations: int = _bounded(8, MAX_GENERATIONS, "completions per prompt", ge=2)
+    num_generations: int | None = _bounded(
+        None,
+        MAX_GENERATIONS,
+        "completions per prompt",
+        ge=2,
+        description="GRPO/RLOO completions per prompt; None = the method's TRL default",
+    )
     precompute_ref_log_probs: bool = False
     beta: float | None = _bounded(
         None, MAX_BETA, "", ge=0, allow_inf_nan=False, description="KL weight; None = TRL's default"
@@ -198,6 +224,11 @@ class PlanRequest(BaseModel):
     samples: int | None = _bounded(None, MAX_SAMPLES, "rows", gt=0)
     dataset: str | None = None
     epochs: float = _bounded(1.0, MAX_EPOCHS, "epochs", gt=0, allow_inf_nan=False)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_alias(cls, value: Any) -> Any:
+        return parse_precision(value)
 
     @field_validator("completion_len")
     @classmethod
@@ -211,6 +242,10 @@ class PlanRequest(BaseModel):
     def _lengths(self) -> PlanRequest:
         if self.prompt_len is not None and self.completion_len is not None:
             self.seq_len = self.prompt_len + self.completion_len
+        if self.num_generations is None:
+            from planner.recipes import recipe
+
+            self.num_generations = recipe(self.method).num_generations
         return self
 
     @property
@@ -311,6 +346,21 @@ class TimeEstimate(BaseModel):
     phases_seconds: dict[str, float] = Field(default_factory=dict)
 
 
+class PrecisionPlan(BaseModel):
+    """The run's numbers as it will really hold them (the `plan --json` `precision` object)."""
+
+    load_dtype: str = Field(description="dtype the weights are loaded in: the TRL YAML's `dtype`")
+    autocast: str | None = Field(description="'bf16' / 'fp16' autocast, or None")
+    master_weights: bool = Field(description="the optimizer updates an fp32 copy of the weights")
+    optimizer_state_dtype: str = Field(description="dtype of the optimizer's moments")
+    weight_bytes: float = Field(description="bytes per trained weight held on the GPU")
+    gradient_bytes: float
+    optimizer_bytes: float = Field(
+        description="bytes per trained parameter of optimizer state (fp32 master included)"
+    )
+    notes: list[str] = Field(default_factory=list)
+
+
 class Plan(BaseModel):
     """A capacity estimate: every input echoed, memory by component, time, verdict, advice."""
 
@@ -319,6 +369,9 @@ class Plan(BaseModel):
     tuning: Tuning
     gpu: GpuSummary
     request: PlanRequest
+    precision: PrecisionPlan | None = Field(
+        default=None, description="always set by the planner; absent in plans saved before it"
+    )
     memory: MemoryEstimate
     time: TimeEstimate
     fits: bool

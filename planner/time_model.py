@@ -59,7 +59,7 @@ def dense_tflops(gpu: GpuSpec, request: PlanRequest) -> float:
     """The card's dense TFLOPs for the run's precision (fp32 runs get TF32-less fp32)."""
     if request.precision is Precision.fp32:
         return gpu.fp32_tflops or gpu.fp16_tflops / 8
-    if request.precision is Precision.bf16 and gpu.supports_bf16:
+    if request.precision.half == "bf16" and gpu.supports_bf16:
         return gpu.bf16_tflops
     return gpu.fp16_tflops
 

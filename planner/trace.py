@@ -14,10 +14,11 @@ the functions that need them, so ``advisor plan`` without ``--trace`` stays fast
 
 What a traced step assumes (each also appears in ``TraceResult.notes``):
 
-- The model is loaded as the runners load it: bf16 -> bf16 weights, pure bf16 training (bf16
-  grads, AdamW states in bf16); fp32 -> fp32; fp16 -> fp32 weights for full tuning (GradScaler
-  needs fp32 masters), the compute dtype for LoRA's frozen base; forwards under fp16 autocast.
-  LoRA adapters are fp32, as peft makes them.
+- The model is loaded as the runners load it, in the dtype the plan states
+  (``planner.precision``): bf16-mixed full tuning loads fp32 weights and runs its forwards under
+  bf16 autocast (fp32 gradients and AdamW states); bf16-true loads bf16 weights (bf16 grads and
+  states); fp16-mixed is fp32 weights under fp16 autocast; LoRA's frozen base is in the compute
+  dtype and its adapters in fp32, as peft makes them.
 - The runners set ``bf16=True`` (or ``fp16=True``), so accelerate wraps every prepared model's
   forward in autocast and converts its outputs to fp32: the logits the loss sees are an fp32
   copy. SFT uses TRL 1.12's default ``loss_type="chunked_nll"`` and never holds full logits.
@@ -50,6 +51,8 @@ from pydantic import BaseModel, Field
 
 from planner.errors import PlanError
 from planner.memory import ADAMW_OPTIM
+from planner.precision import precision_plan
+from planner.recipes import LORA_ALPHA_PER_RANK, LORA_DROPOUT, RECIPES
 from planner.specs import (
     Attention,
     LoraTargets,
@@ -57,7 +60,6 @@ from planner.specs import (
     Offload,
     Optimizer,
     PlanRequest,
-    Precision,
     Sharding,
     Tuning,
 )
@@ -102,12 +104,8 @@ LORA_TARGET_MODULES: dict[LoraTargets, list[str] | str] = {
     LoraTargets.all_linear: "all-linear",
 }
 
-LORA_DROPOUT = 0.05
-"""runners/settings.py's lora_dropout. Active only in SFT: every other TRL 1.12 trainer here
-sets p=0 on all dropout modules (``disable_dropout=True``)."""
-
-DISABLES_DROPOUT = frozenset({Method.dpo, Method.kto, Method.orpo, Method.simpo, Method.reward})
-"""Methods whose TRL 1.12 config has ``disable_dropout=True`` by default."""
+DISABLES_DROPOUT = frozenset(m for m, r in RECIPES.items() if r.disables_dropout)
+"""Methods whose TRL 1.12 config has ``disable_dropout=True`` by default (from the recipes)."""
 
 ADAMW_IMPLEMENTATION = ADAMW_OPTIM
 """The transformers ``optim`` the runners use for ``--optimizer adamw`` (planner.memory
@@ -262,18 +260,18 @@ def _build(request: PlanRequest, hf_config: dict[str, Any], fake_mode: Any) -> _
     attention = _attention(request, model_type, notes)
 
     # Dtypes as the runners load the model (see the module docstring).
-    if request.precision is Precision.bf16:
-        weight_dtype, autocast_dtype = torch.bfloat16, None
-    elif request.precision is Precision.fp32:
-        weight_dtype, autocast_dtype = torch.float32, None
-    else:
-        weight_dtype = torch.float16 if request.tuning is Tuning.lora else torch.float32
-        autocast_dtype = torch.float16
+    load = precision_plan(request).load_dtype
+    weight_dtype = getattr(torch, load)
+    half = request.precision.half
+    autocast_dtype = None
+    if half is not None and (load == "float32" or half == "fp16"):
+        # fp32 weights under 16-bit autocast (mixed precision), or a fp16 base.
+        autocast_dtype = torch.bfloat16 if half == "bf16" else torch.float16
         notes.append(
-            "fp16 approximated: forwards under CPU fp16 autocast (op lists close to CUDA's); "
-            "GradScaler's in-place unscale and inf checks are not traced (no memory of their own)"
+            f"{half} autocast traced on CPU (op lists close to CUDA's); GradScaler's in-place "
+            "unscale and inf checks are not traced (no memory of their own)"
         )
-    fp32_outputs = request.precision is not Precision.fp32
+    fp32_outputs = half is not None
     if fp32_outputs:
         notes.append("accelerate mixed precision: model outputs (logits) converted to fp32")
 
@@ -444,7 +442,7 @@ def _apply_lora(request: PlanRequest, hf_config: dict[str, Any], model: Any, fak
     # As runners/settings.py:peft_fields writes it (alpha 2r, dropout 0.05, the same targets).
     config = LoraConfig(
         r=request.lora_rank,
-        lora_alpha=2 * request.lora_rank,
+        lora_alpha=LORA_ALPHA_PER_RANK * request.lora_rank,
         lora_dropout=LORA_DROPOUT,
         target_modules=_lora_targets(request, hf_config),
         task_type="SEQ_CLS" if request.method is Method.reward else "CAUSAL_LM",

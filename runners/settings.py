@@ -17,26 +17,32 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from planner.deepspeed import deepspeed_config, offload_targets, zero_stage
 from planner.errors import PlanError
 from planner.memory import ADAMW_OPTIM
 from planner.parameters import lora_target_modules
-from planner.specs import Method, Offload, Plan, PlanRequest, Precision, Sharding, Tuning
+from planner.precision import DTYPE, learning_rate_warning, precision_plan
+from planner.recipes import LORA_ALPHA_PER_RANK, LORA_DROPOUT, RECIPES, StartingValue, recipe
+from planner.specs import (
+    Method,
+    Offload,
+    Plan,
+    PlanRequest,
+    Precision,
+    PrecisionPlan,
+    Sharding,
+    Tuning,
+)
+
+__all__ = ["StartingValue"]
 
 TRAINERS: dict[Method, tuple[str, str]] = {
-    Method.sft: ("trl:SFTTrainer", "trl:SFTConfig"),
-    Method.dpo: ("trl:DPOTrainer", "trl:DPOConfig"),
-    Method.kto: ("trl:KTOTrainer", "trl:KTOConfig"),
-    Method.orpo: ("trl.experimental.orpo:ORPOTrainer", "trl.experimental.orpo:ORPOConfig"),
-    Method.simpo: ("trl.experimental.cpo:CPOTrainer", "trl.experimental.cpo:CPOConfig"),
-    Method.reward: ("trl:RewardTrainer", "trl:RewardConfig"),
-    Method.grpo: ("trl:GRPOTrainer", "trl:GRPOConfig"),
-    Method.rloo: ("trl:RLOOTrainer", "trl:RLOOConfig"),
-    Method.ppo: ("trl.experimental.ppo:PPOTrainer", "trl.experimental.ppo:PPOConfig"),
+    m: (r.trainer, r.config_class) for m, r in RECIPES.items()
 }
-"""Trainer and config class per method, as `module:Name` (TRL 1.12 locations)."""
+"""Trainer and config class per method, as `module:Name` (from the recipes)."""
 
-TRL_CLI_METHODS = (Method.sft, Method.dpo, Method.kto, Method.reward, Method.grpo, Method.rloo)
-"""Methods with a `trl <method> --config` command in trl 1.12 (trl/cli/commands/__init__.py)."""
+TRL_CLI_METHODS = tuple(m for m, r in RECIPES.items() if r.trl_cli)
+"""Methods with a `trl <method> --config` command (from the recipes)."""
 
 OPTIMIZERS = {
     "adamw": ADAMW_OPTIM,
@@ -45,28 +51,6 @@ OPTIMIZERS = {
     "sgd": "sgd",
 }
 """Planner optimizer names -> transformers `optim` values."""
-
-# Learning rates (full fine-tuning, LoRA) with their source; LoRA trains ~10x higher because
-# adapters start at zero and update a small subspace (Hu et al. 2021; TRL examples use 1e-4..2e-4).
-LEARNING_RATES: dict[Method, tuple[float, float, str]] = {
-    Method.sft: (2e-5, 2e-4, "TRL SFT examples: 2e-5 full, 2e-4 LoRA"),
-    Method.dpo: (5e-7, 5e-6, "DPO paper (Rafailov et al. 2023) trains at 5e-7 full"),
-    Method.kto: (5e-7, 5e-6, "KTO paper (Ethayarajh et al. 2024): 5e-7 full, as DPO"),
-    Method.orpo: (8e-6, 8e-5, "ORPO paper (Hong et al. 2024): 8e-6 full"),
-    Method.simpo: (1e-6, 1e-5, "SimPO paper (Meng et al. 2024): 3e-7..1e-6 full"),
-    Method.reward: (1e-5, 1e-4, "TRL reward examples: 1e-5 full"),
-    Method.grpo: (1e-6, 1e-5, "TRL GRPOConfig default 1e-6"),
-    Method.rloo: (1e-6, 1e-5, "TRL RLOOConfig default 1e-6"),
-    Method.ppo: (3e-6, 3e-5, "TRL PPOConfig default 3e-6"),
-}
-
-
-class StartingValue(BaseModel):
-    """A hyper-parameter's first value and why it was chosen."""
-
-    name: str
-    value: float
-    reason: str
 
 
 class RewardSource(BaseModel):
@@ -93,9 +77,16 @@ class RewardSource(BaseModel):
 
 
 class RunSpec(BaseModel):
-    """What a run needs to reproduce it: TRL fields, PEFT, accelerate, data, command."""
+    """What a run needs to reproduce it: TRL fields, PEFT, accelerate, data, command. `request`
+    is the planner's description of the same run: every config below is rendered from it."""
 
     method: Method
+    request: PlanRequest | None = Field(
+        default=None, description="the settings the plan estimated and the configs come from"
+    )
+    precision: PrecisionPlan | None = Field(
+        default=None, description="the dtypes the run loads and trains in (TRL's `dtype`)"
+    )
     model: str
     dataset: str
     output_dir: str
@@ -120,97 +111,25 @@ class RunSpec(BaseModel):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+def run_precision(request: PlanRequest, device: str, supports_bf16: bool) -> PlanRequest:
+    """The request with the precision it will run in here: fp32 on CPU (TRL needs `use_cpu`
+    and trains there in fp32), fp16-mixed on GPUs without bf16 (T4, V100)."""
+    if device == "cpu" and request.precision is not Precision.fp32:
+        return request.model_copy(update={"precision": Precision.fp32})
+    if request.precision.half == "bf16" and not supports_bf16:
+        return request.model_copy(update={"precision": Precision.fp16_mixed})
+    return request
+
+
 def precision_fields(precision: Precision, device: str, supports_bf16: bool) -> dict[str, Any]:
-    """bf16 on Ampere and newer, fp16 on T4/V100, fp32 on CPU (TRL defaults to bf16 and fails
-    on CPU without `use_cpu=True`)."""
+    """TRL's `bf16` / `fp16` flags: autocast in the run's 16-bit dtype; fp32 on CPU (TRL
+    defaults to bf16 and fails on CPU without `use_cpu=True`)."""
     if device == "cpu":
         return {"use_cpu": True, "bf16": False, "fp16": False}
-    if precision is Precision.fp32:
-        return {"bf16": False, "fp16": False}
-    if supports_bf16 and precision is Precision.bf16:
-        return {"bf16": True, "fp16": False}
-    return {"bf16": False, "fp16": True}
-
-
-def _learning_rate(method: Method, tuning: Tuning) -> StartingValue:
-    full, lora, source = LEARNING_RATES[method]
-    if tuning is Tuning.full:
-        return StartingValue(name="learning_rate", value=full, reason=f"{source}")
-    return StartingValue(
-        name="learning_rate",
-        value=lora,
-        reason=f"{source}; ×10 for LoRA adapters, which start at zero in a small subspace",
-    )
-
-
-def _method_fields(request: PlanRequest, max_steps: int | None) -> tuple[dict, list[StartingValue]]:
-    """The method's own TRL fields and their starting values."""
-    m = request.method
-    _, completion_len = request.prompt_and_completion()
-    fields: dict[str, Any] = {}
-    values: list[StartingValue] = []
-
-    def beta(default: float, reason: str, name: str = "beta") -> float:
-        if request.beta is not None:
-            values.append(StartingValue(name=name, value=request.beta, reason="given by --beta"))
-            return request.beta
-        values.append(StartingValue(name=name, value=default, reason=reason))
-        return default
-
-    if m is Method.sft:
-        fields["max_length"] = request.seq_len
-    elif m in (Method.dpo, Method.kto):
-        fields["max_length"] = request.seq_len
-        fields["beta"] = beta(
-            0.1, "TRL default and the DPO/KTO papers' value; lower drifts further"
-        )
-        fields["precompute_ref_log_probs"] = request.precompute_ref_log_probs
-    elif m is Method.orpo:
-        fields["max_length"] = request.seq_len
-        fields["max_completion_length"] = completion_len
-        fields["beta"] = beta(0.1, "ORPO's λ for the odds-ratio term; paper uses 0.1")
-    elif m is Method.simpo:
-        fields["max_length"] = request.seq_len
-        fields["max_completion_length"] = completion_len
-        fields["loss_type"] = "simpo"
-        fields["cpo_alpha"] = 0.0
-        fields["beta"] = beta(2.0, "SimPO paper: β 2.0–2.5 with length-normalised rewards")
-        fields["simpo_gamma"] = 1.0
-        values.append(StartingValue(name="simpo_gamma", value=1.0, reason="SimPO paper: γ/β ≈ 0.5"))
-    elif m is Method.reward:
-        fields["max_length"] = request.seq_len
-        fields["center_rewards_coefficient"] = 0.01
-        values.append(
-            StartingValue(
-                name="center_rewards_coefficient",
-                value=0.01,
-                reason="keeps rewards centred on zero (Eisenstein et al. 2023, TRL docs)",
-            )
-        )
-    elif m in (Method.grpo, Method.rloo):
-        fields["num_generations"] = request.num_generations
-        fields["max_completion_length"] = completion_len
-        default = 0.0 if m is Method.grpo else 0.05
-        reason = (
-            "TRL GRPO default: no KL term, so no reference model in memory"
-            if m is Method.grpo
-            else "TRL RLOO default: a small KL to the reference keeps outputs fluent"
-        )
-        fields["beta"] = beta(default, reason)
-        fields["logging_steps"] = 1
-    elif m is Method.ppo:
-        fields["response_length"] = completion_len
-        fields["kl_coef"] = beta(0.05, "TRL PPOConfig default; raise if KL grows fast", "kl_coef")
-        fields["num_ppo_epochs"] = request.ppo_epochs
-        fields["num_mini_batches"] = 1
-        fields["local_rollout_forward_batch_size"] = request.batch_size
-        fields["missing_eos_penalty"] = 1.0
-        fields["stop_token"] = "eos"
-        fields["num_sample_generations"] = 0
-        if max_steps is not None:
-            per_step = request.batch_size * request.grad_accum * request.world_size
-            fields["total_episodes"] = max_steps * per_step
-    return fields, values
+    half = precision.half
+    if half == "bf16" and not supports_bf16:
+        half = "fp16"
+    return {"bf16": half == "bf16", "fp16": half == "fp16"}
 
 
 def trl_fields(
@@ -225,7 +144,8 @@ def trl_fields(
     seed: int = 42,
 ) -> tuple[dict[str, Any], list[StartingValue]]:
     """The TRL config kwargs for request's method, and the starting values with reasons."""
-    lr = _learning_rate(request.method, request.tuning)
+    method = recipe(request.method)
+    lr = method.learning_rate_for(request.tuning)
     if learning_rate is not None:
         lr = StartingValue(name="learning_rate", value=learning_rate, reason="given by flag")
     fields: dict[str, Any] = {
@@ -256,7 +176,14 @@ def trl_fields(
         # FSDP checkpoints activations itself (accelerate's fsdp_activation_checkpointing);
         # transformers' gradient checkpointing on top would re-gather weights twice.
         fields["gradient_checkpointing"] = False
-    method_fields, values = _method_fields(request, max_steps)
+    if method.reference != "never":
+        # TRL builds the reference from `model_init_kwargs`, float32 unless dtype is given:
+        # the reference loads as the policy does.
+        fields["model_init_kwargs"] = {"dtype": precision_plan(request).load_dtype}
+    ds = deepspeed_config(request) if device != "cpu" else None
+    if ds is not None:
+        fields["deepspeed"] = ds
+    method_fields, values = method.trl_fields(request, max_steps)
     fields.update(method_fields)
     if request.method is Method.ppo:
         fields.pop("max_steps", None)
@@ -273,8 +200,8 @@ def peft_fields(request: PlanRequest) -> dict[str, Any] | None:
     spec = resolve_model(request.model)
     return {
         "r": request.lora_rank,
-        "lora_alpha": 2 * request.lora_rank,
-        "lora_dropout": 0.05,
+        "lora_alpha": LORA_ALPHA_PER_RANK * request.lora_rank,
+        "lora_dropout": LORA_DROPOUT,
         "target_modules": lora_target_modules(spec, request.lora_targets.value),
         "task_type": "SEQ_CLS" if request.method is Method.reward else "CAUSAL_LM",
     }
@@ -291,7 +218,7 @@ def quantization_fields(request: PlanRequest, device: str) -> dict[str, Any] | N
         )
     if device == "cpu":
         raise PlanError("--tuning qlora needs a CUDA GPU; on CPU use --tuning lora or full")
-    compute = "bfloat16" if request.precision is Precision.bf16 else "float16"
+    compute = DTYPE[request.precision.half]
     fields = {
         "load_in_4bit": True,
         "bnb_4bit_quant_type": "nf4",
@@ -337,16 +264,15 @@ def accelerate_config(
         if processes > 1:
             config["distributed_type"] = "MULTI_CPU"
         return config
-    if sharding in (Sharding.zero1, Sharding.zero2, Sharding.zero3):
-        stage = int(sharding.value[-1])
-        offload_optimizer = request.offload is not Offload.none
-        offload_params = request.offload is Offload.optimizer_params and stage == 3
+    stage = zero_stage(request)
+    if stage is not None:
+        offload_optimizer, offload_params = offload_targets(request)
         config["distributed_type"] = "DEEPSPEED"
         config["deepspeed_config"] = {
             "deepspeed_multinode_launcher": "standard",
             "gradient_accumulation_steps": request.grad_accum,
-            "offload_optimizer_device": "cpu" if offload_optimizer else "none",
-            "offload_param_device": "cpu" if offload_params else "none",
+            "offload_optimizer_device": offload_optimizer,
+            "offload_param_device": offload_params,
             "zero3_init_flag": stage == 3,
             "zero3_save_16bit_model": stage == 3,
             "zero_stage": stage,
@@ -408,6 +334,7 @@ def build_run_spec(
     kto_label_counts: tuple[int, int] | None = None,
 ) -> RunSpec:
     """The RunSpec for request: TRL fields, PEFT, quantization, accelerate config, rewards."""
+    request = run_precision(request, device, supports_bf16)
     method = request.method
     trainer, config_class = TRAINERS[method]
     fields, values = trl_fields(
@@ -458,8 +385,13 @@ def build_run_spec(
                 )
             reward_model = models[0]
             rewards = []
+    lr_warning = learning_rate_warning(request, fields["learning_rate"])
+    if lr_warning and lr_warning not in warnings:
+        warnings.append(lr_warning)
     return RunSpec(
         method=method,
+        request=request,
+        precision=precision_plan(request),
         model=model_path,
         dataset=dataset,
         output_dir=output_dir,
@@ -490,6 +422,8 @@ def trl_cli_config(spec: RunSpec) -> dict[str, Any] | None:
         return None
     config = dict(spec.trl_config)
     config["model_name_or_path"] = spec.model
+    if spec.precision is not None:
+        config["dtype"] = spec.precision.load_dtype  # TRL's ModelConfig: float32 when unset
     suffix = Path(spec.dataset).suffix.lstrip(".").lower()
     loader = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(suffix)
     if loader:

@@ -266,19 +266,22 @@ def _class(reference: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _dtype(spec: RunSpec, full_precision_master: bool):
-    """bf16 weights under bf16; fp32 masters under fp16 full training (AMP needs them); fp32 on CPU."""
+def _dtype(spec: RunSpec):
+    """The dtype the plan states (the TRL YAML's `dtype`); older run folders without one:
+    bf16 under bf16, fp32 masters under fp16 full training, fp32 on CPU."""
     import torch
 
+    if spec.precision is not None:
+        return getattr(torch, spec.precision.load_dtype)
     if spec.trl_config.get("bf16"):
         return torch.bfloat16
-    if spec.trl_config.get("fp16") and not full_precision_master:
+    if spec.trl_config.get("fp16") and spec.peft is not None:
         return torch.float16
     return torch.float32
 
 
 def _model_kwargs(spec: RunSpec) -> dict:
-    kwargs = {"dtype": _dtype(spec, full_precision_master=spec.peft is None)}
+    kwargs = {"dtype": _dtype(spec)}
     if spec.quantization:
         import torch
         from transformers import BitsAndBytesConfig

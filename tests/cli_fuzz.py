@@ -453,6 +453,10 @@ ALLOWED_NULL = {
     # `advisor plan`: inputs a user may leave out, echoed as not given.
     "request.prompt_len", "request.completion_len", "request.beta", "request.samples",
     "request.dataset",
+    # only GRPO / RLOO generate: other methods have no completions per prompt
+    "request.num_generations",
+    # fp32 runs, and DeepSpeed (which casts the model itself), have no autocast
+    "precision.autocast",
     # set only when the model was given as a size shorthand such as 7b
     "model.representative_of",
     # no --samples / --dataset: no run length (DESIGN.md: total_hours is null then)

@@ -24,9 +24,44 @@ def states(**settings):
     return model_states(LLAMA7, PlanRequest(**settings))
 
 
-def test_full_bf16_adamw_holds_weights_grads_and_two_bf16_states():
-    s = states(method="sft", tuning="full")
+def test_full_bf16_true_adamw_holds_weights_grads_and_two_bf16_states():
+    s = states(method="sft", tuning="full", precision="bf16-true")
     assert (s.weights, s.gradients, s.optimizer) == (2 * P, 2 * P, 4 * P)
+
+
+def test_full_bf16_mixed_is_trls_default_fp32_weights_grads_and_moments():
+    """TRL loads float32 unless dtype is given and autocasts with bf16: 4 + 4 + 8 bytes."""
+    s = states(method="sft", tuning="full")
+    assert (s.weights, s.gradients, s.optimizer) == (4 * P, 4 * P, 8 * P)
+    assert states(method="sft", tuning="full", precision="bf16") == s  # alias of bf16-mixed
+
+
+@pytest.mark.parametrize("stage", ["zero1", "zero2", "zero3"])
+def test_deepspeed_counts_twelve_optimizer_bytes_per_param_per_shard(stage):
+    """ZeRO: 16-bit weights and gradients, fp32 master + fp32 moments = 12 B (ZeRO paper)."""
+    for precision in ("bf16-mixed", "bf16-true"):
+        s = states(method="sft", tuning="full", num_gpus=8, sharding=stage, precision=precision)
+        assert s.optimizer == pytest.approx(12 * P / 8)
+        assert s.gradients == pytest.approx(2 * P / (8 if stage != "zero1" else 1))
+        assert s.weights == pytest.approx(2 * P / (8 if stage == "zero3" else 1))
+
+
+def test_deepspeed_offload_moves_the_twelve_bytes_to_the_cpu():
+    m = mem(method="sft", tuning="full", num_gpus=8, sharding="zero3", offload="optimizer")
+    assert m.components["optimizer"] == 0
+    assert m.cpu_offload >= 12 * P / 8
+
+
+def test_ppo_value_model_is_sharded_and_offloaded_with_the_policy():
+    value = parameters.value_model_params(LLAMA7)
+    sharded = mem(method="ppo", tuning="full", num_gpus=8, sharding="zero3")
+    assert sharded.components["value_model"] == pytest.approx((2 + 2 + 12) * value / 8)
+    offloaded = mem(
+        method="ppo", tuning="full", num_gpus=8, sharding="zero3", offload="optimizer+params"
+    )
+    assert offloaded.components["value_model"] == 0
+    on_gpu = mem(method="ppo", tuning="full", num_gpus=8, sharding="zero3")
+    assert offloaded.cpu_offload > on_gpu.cpu_offload + 12 * value / 8
 
 
 def test_fp32_training_holds_sixteen_bytes_per_param():
@@ -36,14 +71,16 @@ def test_fp32_training_holds_sixteen_bytes_per_param():
 
 def test_fused_adamw_step_allocates_no_state_sized_buffer():
     m = mem(method="sft", tuning="full", seq_len=512)
-    assert m.components["optimizer"] == 4 * P
-    assert m.phases["optimizer step"] == 2 * P + 2 * P + 4 * P
+    assert m.components["optimizer"] == 8 * P
+    assert m.phases["optimizer step"] == 4 * P + 4 * P + 8 * P
 
 
 def test_full_dpo_loads_a_frozen_reference_copy():
     m = mem(method="dpo", tuning="full")
-    assert m.components["reference_model"] == 2 * P
+    assert m.components["reference_model"] == 4 * P  # TRL loads it with the policy's dtype
     assert "reference_model" in m.live_at_peak
+    true = mem(method="dpo", tuning="full", precision="bf16-true")
+    assert true.components["reference_model"] == 2 * P
 
 
 def test_lora_dpo_uses_no_second_model_copy():
@@ -66,13 +103,13 @@ def test_dpo_saves_activations_for_twice_the_rows_of_sft():
 def test_orpo_and_simpo_have_no_reference_but_kto_has_one():
     assert mem(method="orpo", tuning="full").components["reference_model"] == 0
     assert mem(method="simpo", tuning="full").components["reference_model"] == 0
-    assert mem(method="kto", tuning="full").components["reference_model"] == 2 * P
+    assert mem(method="kto", tuning="full").components["reference_model"] == 4 * P
 
 
 def test_reward_training_has_no_vocabulary_logits():
     m = mem(method="reward", tuning="full")
     assert m.components["logits"] < 0.01 * GIB
-    assert m.components["weights"] == 2 * parameters.reward_model_params(LLAMA7)
+    assert m.components["weights"] == 4 * parameters.reward_model_params(LLAMA7)
 
 
 def test_ppo_holds_policy_reference_reward_and_value_models_and_a_kv_cache():
@@ -80,13 +117,13 @@ def test_ppo_holds_policy_reference_reward_and_value_models_and_a_kv_cache():
     for component in ("reference_model", "reward_model", "value_model", "generation_kv_cache"):
         assert m.components[component] > 0, component
     # The value model trains: weights, gradients and AdamW states of a sequence classifier.
-    assert m.components["value_model"] == 8 * parameters.value_model_params(LLAMA7)
+    assert m.components["value_model"] == 16 * parameters.value_model_params(LLAMA7)
 
 
 def test_grpo_loads_a_reference_only_when_beta_is_positive():
     assert mem(method="grpo", tuning="full").components["reference_model"] == 0
-    assert mem(method="grpo", tuning="full", beta=0.04).components["reference_model"] == 2 * P
-    assert mem(method="rloo", tuning="full").components["reference_model"] == 2 * P
+    assert mem(method="grpo", tuning="full", beta=0.04).components["reference_model"] == 4 * P
+    assert mem(method="rloo", tuning="full").components["reference_model"] == 4 * P
 
 
 def test_grpo_kv_cache_grows_with_completion_length():

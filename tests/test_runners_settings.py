@@ -46,9 +46,9 @@ def _spec(method="dpo", device="cuda", supports_bf16=True, **request):
 def test_precision_is_bf16_on_ampere_fp16_on_t4_and_fp32_on_cpu():
     from planner.specs import Precision
 
-    assert precision_fields(Precision.bf16, "cuda", True) == {"bf16": True, "fp16": False}
-    assert precision_fields(Precision.bf16, "cuda", False) == {"bf16": False, "fp16": True}
-    cpu = precision_fields(Precision.bf16, "cpu", True)
+    assert precision_fields(Precision.bf16_mixed, "cuda", True) == {"bf16": True, "fp16": False}
+    assert precision_fields(Precision.bf16_mixed, "cuda", False) == {"bf16": False, "fp16": True}
+    cpu = precision_fields(Precision.bf16_mixed, "cpu", True)
     assert cpu == {"use_cpu": True, "bf16": False, "fp16": False}
 
 

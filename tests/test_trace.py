@@ -72,12 +72,18 @@ def test_lora_dpo_gradients_are_only_the_adapters():
 
 
 def test_full_dpo_has_a_reference_model_as_big_as_the_policy():
-    r = traced(method="dpo", tuning="full")
+    r = traced(method="dpo", tuning="full", precision="bf16-true")
     assert r.reference_params == r.model_params == r.trainable_params
     assert r.at_peak_bytes["reference_model"] == r.at_peak_bytes["params"] == 2 * r.model_params
     # bf16 model: bf16 grads, AdamW's two states in bf16.
     assert r.max_bytes["grads"] == 2 * r.model_params
     assert r.at_peak_bytes["optimizer"] >= 4 * r.model_params
+    # TRL's default (bf16-mixed): fp32 weights, reference, grads and states.
+    mixed = traced(method="dpo", tuning="full")
+    assert mixed.weight_dtype == "float32"
+    assert mixed.at_peak_bytes["reference_model"] == mixed.at_peak_bytes["params"]
+    assert mixed.at_peak_bytes["params"] == 4 * mixed.model_params
+    assert mixed.max_bytes["grads"] == 4 * mixed.model_params
 
 
 @pytest.mark.parametrize("tuning", ["full", "lora"])
@@ -105,8 +111,8 @@ def test_kto_runs_the_kl_batch_and_both_references():
 
 
 def test_grad_accumulation_keeps_earlier_gradients_live():
-    one = traced(method="orpo", tuning="full", grad_accum=1)
-    many = traced(method="orpo", tuning="full", grad_accum=4)
+    one = traced(method="orpo", tuning="full", grad_accum=1, precision="bf16-true")
+    many = traced(method="orpo", tuning="full", grad_accum=4, precision="bf16-true")
     assert many.phase_peaks["forward"] - one.phase_peaks["forward"] == 2 * one.model_params
 
 
@@ -129,12 +135,13 @@ def test_precisions_load_the_weights_as_the_runners_do():
 def test_fused_adamw_step_holds_no_temporary(monkeypatch):
     """The runners' adamw_torch_fused steps in one kernel; adamw_torch (foreach on CUDA) would
     hold exp_avg_sq.sqrt() for a whole group."""
-    r = traced(method="sft", tuning="full")
+    r = traced(method="sft", tuning="full", precision="bf16-true")
     states = 2 * 2 * r.model_params  # two bf16 states
     assert r.at_peak_bytes["optimizer"] == pytest.approx(states, abs=4096)
     assert r.max_bytes["optimizer"] == pytest.approx(states, rel=0.01)
     monkeypatch.setattr(trace, "ADAMW_IMPLEMENTATION", "adamw_torch")
-    foreach = traced.__wrapped__(method="sft", tuning="full")  # not the cached fused trace
+    # not the cached fused trace
+    foreach = traced.__wrapped__(method="sft", tuning="full", precision="bf16-true")
     assert foreach.max_bytes["optimizer"] == pytest.approx(1.5 * states, rel=0.01)
 
 

@@ -27,6 +27,9 @@ def request_for(method: str, arch: str, seq: int, checkpointing: bool) -> PlanRe
     return PlanRequest(
         method=name,
         tuning=tuning or "full",
+        # Full tuning traced in pure bf16 (bf16-true) as when this matrix was set; LoRA in
+        # TRL's default (bf16 base, fp32 adapters).
+        precision="bf16-true" if not tuning else "bf16-mixed",
         seq_len=seq,
         grad_checkpointing=checkpointing,
         batch_size=2,

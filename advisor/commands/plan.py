@@ -8,6 +8,7 @@ import sys
 
 from planner.errors import PlanError
 from planner.specs import (
+    PRECISION_ALIASES,
     Attention,
     LoraTargets,
     Method,
@@ -62,7 +63,13 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--completion-len", type=int)
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="micro-batch per GPU")
     parser.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    parser.add_argument("--precision", default=d.precision.value, choices=_values(Precision))
+    parser.add_argument(
+        "--precision",
+        default=d.precision.value,
+        choices=[*_values(Precision), *PRECISION_ALIASES],
+        help="bf16-mixed (TRL's default: fp32 master weights), bf16-true (all bf16), "
+        "fp16-mixed, fp32; bf16 / fp16 mean the mixed forms",
+    )
     parser.add_argument("--optimizer", default=d.optimizer.value, choices=_values(Optimizer))
     parser.add_argument(
         "--grad-checkpointing", action=argparse.BooleanOptionalAction, default=d.grad_checkpointing
@@ -73,7 +80,9 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=None)
     parser.add_argument("--sharding", default=d.sharding.value, choices=_values(Sharding))
     parser.add_argument("--offload", default=d.offload.value, choices=_values(Offload))
-    parser.add_argument("--num-generations", type=int, default=d.num_generations)
+    parser.add_argument(
+        "--num-generations", type=int, help="GRPO/RLOO completions per prompt (TRL's default)"
+    )
     parser.add_argument(
         "--precompute-ref-log-probs", action="store_true", help="DPO/KTO: no reference at step time"
     )
