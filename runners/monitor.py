@@ -13,21 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from planner.recipes import RECIPES
 from planner.specs import Method
 from runners.lifecycle import EXIT_STOPPED, LAUNCHER_PID, read_progress
 
-KEY_METRICS: dict[Method, tuple[str, ...]] = {
-    Method.sft: ("loss", "mean_token_accuracy"),
-    Method.dpo: ("loss", "rewards/margins", "rewards/accuracies"),
-    Method.kto: ("loss", "kl", "rewards/chosen"),
-    Method.orpo: ("loss", "nll_loss", "log_odds_ratio"),
-    Method.simpo: ("loss", "rewards/margins", "rewards/accuracies"),
-    Method.reward: ("loss", "accuracy", "margin"),
-    Method.grpo: ("reward", "reward_std", "completions/mean_length"),
-    Method.rloo: ("reward", "kl", "completions/mean_length"),
-    Method.ppo: ("objective/rlhf_reward", "objective/kl", "loss/policy_avg"),
-}
-"""What the live view shows per method, and what a run's metrics.jsonl must hold."""
+KEY_METRICS: dict[Method, tuple[str, ...]] = {m: r.key_metrics for m, r in RECIPES.items()}
+"""What the live view shows per method, and what a run's metrics.jsonl must hold: each
+recipe's `key_metrics`."""
 
 CHILD_ENV = {
     "TRL_EXPERIMENTAL_SILENCE": "1",
