@@ -15,10 +15,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from planner.errors import PlanError
+from planner.recipes import PREFERENCE_COLUMNS, PROMPT_COLUMNS, RECIPES, recipe, sft_columns
 from planner.specs import Method
 
-PREFERENCE = (Method.dpo, Method.orpo, Method.simpo, Method.reward)
-PROMPT_ONLY = (Method.ppo, Method.grpo, Method.rloo)
+PREFERENCE = tuple(m for m, r in RECIPES.items() if r.columns == PREFERENCE_COLUMNS)
+"""Methods trained on chosen/rejected pairs (their recipes' columns)."""
+PROMPT_ONLY = tuple(m for m, r in RECIPES.items() if r.columns == PROMPT_COLUMNS)
+"""Methods that generate their own completions from prompts (their recipes' columns)."""
 SHOW_ROWS = 10
 TOKEN_SAMPLE = 5000
 """Rows tokenized for the length, template and EOS checks; larger sets are sampled evenly."""
@@ -77,18 +80,16 @@ class PreflightReport(BaseModel):
 
 
 def required_columns(method: Method, columns: list[str]) -> list[str]:
-    """The columns TRL needs for method (SFT accepts text, messages or prompt + completion)."""
-    if method in PREFERENCE:
-        return ["chosen", "rejected"]
-    if method is Method.kto:
-        return ["prompt", "completion", "label"]
-    if method in PROMPT_ONLY:
-        return ["prompt"]
-    if "messages" in columns:
-        return ["messages"]
-    if "text" in columns:
-        return ["text"]
-    return ["prompt", "completion"]
+    """The columns TRL needs for method: its recipe's (SFT accepts text, messages or prompt +
+    completion: `sft_columns`)."""
+    if method is Method.sft:
+        return sft_columns(columns)
+    return list(recipe(method).columns)
+
+
+def _labelled(method: Method) -> bool:
+    """The method trains on per-row labels (KTO's thumbs-up / thumbs-down)."""
+    return "label" in recipe(method).columns
 
 
 def _is_conversation(value: Any) -> bool:
@@ -208,7 +209,7 @@ def check_rows(
                     rows=same,
                 )
             )
-    if method is Method.kto and "label" in columns:
+    if _labelled(method) and "label" in columns:
         bad = [n for n, row in enumerate(rows, 1) if not isinstance(row.get("label"), bool)]
         if bad:
             problems.append(
@@ -252,7 +253,7 @@ def check_rows(
         )
 
     lengths = None
-    label_counts = counts if method is Method.kto and "label" in columns else {}
+    label_counts = counts if _labelled(method) and "label" in columns else {}
     if tokenizer is not None and not missing and fmt != "mixed":
         lengths = _token_checks(rows, method, fmt, tokenizer, max_length, problems)
     return PreflightReport(
