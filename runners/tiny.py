@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from planner.recipes import PROMPT_COLUMNS, recipe
 from planner.specs import Method
 
 CHAT_TEMPLATE = (
@@ -137,22 +138,24 @@ def _assistant(text: str) -> list[dict[str, str]]:
 
 
 def demo_rows(method: Method | str, *, conversational: bool = False) -> list[dict]:
-    """Demo rows in the format TRL expects for method (plain text unless conversational)."""
-    method = Method(method)
+    """Demo rows in the format TRL expects for method (plain text unless conversational), shaped
+    by the columns its recipe names: pairs, labelled completions, prompts only, or (SFT) prompt
+    + completion, one of the forms `sft_columns` accepts."""
+    columns = recipe(method).columns
     rows: list[dict] = []
     for question, good, bad in QUESTIONS:
         prompt = _user(question) if conversational else question
         chosen = _assistant(good) if conversational else " " + good
         rejected = _assistant(bad) if conversational else " " + bad
-        if method in (Method.dpo, Method.orpo, Method.simpo, Method.reward):
+        if "chosen" in columns:
             rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
-        elif method is Method.kto:
+        elif "label" in columns:
             rows.append({"prompt": prompt, "completion": chosen, "label": True})
             rows.append({"prompt": prompt, "completion": rejected, "label": False})
-        elif method is Method.sft:
-            rows.append({"prompt": prompt, "completion": chosen})
-        else:  # ppo, grpo, rloo: prompts only
+        elif columns == PROMPT_COLUMNS:
             rows.append({"prompt": prompt})
+        else:
+            rows.append({"prompt": prompt, "completion": chosen})
     return rows
 
 
