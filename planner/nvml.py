@@ -7,7 +7,8 @@ its MIG instances, each a device of its own. `device_reader()` gives the launche
 every device it can train on (GPUs, or the MIG instances of GPUs in MIG mode), with the
 processes NVML attributes memory to. NVML has no high-water mark, so callers poll and work with
 deltas from a reading taken before launch. pynvml is imported inside `PynvmlBackend` only:
-`advisor plan` never loads it.
+`advisor plan` loads it only with `--fit` and no `--num-gpus`, to count the GPUs here
+(`planner.fit.probed_gpu_count`).
 """
 
 from __future__ import annotations
