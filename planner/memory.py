@@ -504,6 +504,19 @@ def generation_batch(request: PlanRequest, lp: Loop) -> int:
     return recipe(lp.method).generation_chunk(request)
 
 
+def generation_gathered_bytes(spec: ModelSpec, request: PlanRequest, lp: Loop) -> float:
+    """Under ZeRO-3, TRL generates rollouts inside `deepspeed.zero.GatheredParameters` over the
+    whole trained module (policy, and PPO's value model with it): every parameter is gathered in
+    the compute dtype for the rollout (trl/models/utils.py `_unwrap_model_for_generation`,
+    `ds3_gather_for_generation` defaults to True in GRPO, RLOO and PPO configs)."""
+    if effective_sharding(request) is not Sharding.zero3 or not lp.generates:
+        return 0.0
+    params = parameters.count_params(spec)
+    if lp.value_model:
+        params += parameters.value_model_params(spec)
+    return params * compute_bytes(request)
+
+
 def kv_cache_bytes(spec: ModelSpec, request: PlanRequest, rows: int) -> float:
     """KV cache: 2 (k, v) × layers × kv_heads × head_dim × w per token, over prompt +
     completion for every generated sequence (Pope et al. 2022, "Efficiently Scaling
@@ -630,7 +643,13 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
     # Each decoding step holds the fp32 next-token logits and their softmax per sequence.
     gen_logits = generation_batch(request, lp) * spec.vocab_size * 4 * 2 if lp.generates else 0.0
     if lp.generates:
-        phases["rollout generation"] = base + kv + gen_logits + states.gathered
+        gathered = generation_gathered_bytes(spec, request, lp) or states.gathered
+        if gathered > states.gathered:
+            notes.append(
+                "ZeRO-3: rollouts run with the whole trained model gathered on every GPU "
+                "(TRL's unwrap_model_for_generation, ds3_gather_for_generation=True)"
+            )
+        phases["rollout generation"] = base + kv + gen_logits + gathered
         members["rollout generation"] = [*resident_names, "generation_kv_cache", "logits"]
     scoring = lp.reference != "none" or bool(lp.no_grad_rows_per_sample) or lp.reward_model
     no_grad = act.no_grad_forward if scoring else 0.0
