@@ -72,6 +72,8 @@ class Recipe:
     """The KL (or odds-ratio / margin) weight, as its TRL field with the starting value."""
     reference: str = "never"
     """When a frozen reference is loaded: 'never', 'always' or 'when-kl' (only when kl > 0)."""
+    reference_from_init_kwargs: bool = True
+    """TRL builds the reference itself from `model_init_kwargs` (PPO's is built by the runner)."""
     precomputable_reference: bool = False
     """Reference log-probs can be computed once before training (offline data only)."""
     rows_per_sample: int = 1
@@ -416,6 +418,7 @@ RECIPES: dict[Method, Recipe] = {
         ),
         kl=Knob("kl_coef", 0.05, "TRL PPOConfig default; raise if KL grows fast"),
         reference="always",
+        reference_from_init_kwargs=False,
         reward_model=True,
         value_model=True,
         generates=True,

@@ -176,7 +176,7 @@ def trl_fields(
         # FSDP checkpoints activations itself (accelerate's fsdp_activation_checkpointing);
         # transformers' gradient checkpointing on top would re-gather weights twice.
         fields["gradient_checkpointing"] = False
-    if method.reference != "never":
+    if method.reference != "never" and method.reference_from_init_kwargs:
         # TRL builds the reference from `model_init_kwargs`, float32 unless dtype is given:
         # the reference loads as the policy does.
         fields["model_init_kwargs"] = {"dtype": precision_plan(request).load_dtype}

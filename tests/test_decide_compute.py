@@ -40,8 +40,8 @@ def test_ppo_on_7b_with_one_24gb_card_does_not_fit_as_full_tuning_and_says_what_
     assert not ppo.fits
     assert "does not fit on 1× RTX-4090" in ppo.summary
     assert f"full tuning needs {full.per_gpu_peak_gib:.1f} GiB" in ppo.summary
-    # What would: full tuning on more cards, and LoRA, with the planner's numbers.
-    assert ppo.would_take[0].startswith("full tuning on ")
+    # What would, with the planner's numbers: full PPO (fp32 masters for policy and value
+    # model, as TRL runs it) fits no 8 × 24 GB node, so adapters on more cards.
     assert any(text.startswith("LoRA on ") for text in ppo.would_take)
     assert all("GiB per GPU" in text for text in ppo.would_take)
     # And the ranking says so: PPO is demoted below the methods that fit.

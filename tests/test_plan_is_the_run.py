@@ -89,7 +89,7 @@ def check_agreement(files: dict) -> None:
     assert spec["precision"]["load_dtype"] == precision.load_dtype
     if files["trl_cli"] is not None:
         assert files["trl_cli"]["dtype"] == precision.load_dtype
-    if recipe.reference != "never":
+    if recipe.reference != "never" and recipe.reference_from_init_kwargs:
         assert trl["model_init_kwargs"]["dtype"] == precision.load_dtype  # TRL's reference
     half = request.precision.half
     assert trl["bf16"] is (half == "bf16") and trl["fp16"] is (half == "fp16")
