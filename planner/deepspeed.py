@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from planner.precision import effective_sharding, is_deepspeed
-from planner.specs import Offload, PlanRequest, Sharding
+from planner.specs import Offload, PlanRequest
 
 REDUCE_BUCKET = 500_000_000
 ALLGATHER_BUCKET = 500_000_000
@@ -98,7 +98,3 @@ def gathered_params(request: PlanRequest, largest_layer: int) -> float:
     return min(
         largest_layer + zero["stage3_prefetch_bucket_size"], zero["stage3_max_live_parameters"]
     )
-
-
-def uses_fsdp(request: PlanRequest) -> bool:
-    return effective_sharding(request) is Sharding.fsdp

@@ -43,13 +43,8 @@ def policy_weight_bytes(request: PlanRequest) -> float:
     """Bytes per policy weight as held on the GPU (`planner.precision.trained_bytes`); a LoRA
     base is frozen in the compute dtype."""
     if request.tuning is not Tuning.full:
-        return precision.frozen_bytes(request)
+        return precision.compute_bytes(request)
     return precision.trained_bytes(request)[0]
-
-
-def optimizer_bytes_per_param(request: PlanRequest, state_bytes: int) -> float:
-    """Optimizer moments per trainable parameter (`planner.precision.adam_moments_bytes`)."""
-    return precision.adam_moments_bytes(request, state_bytes)
 
 
 def nf4_bytes_per_param() -> float:
@@ -144,10 +139,10 @@ def frozen_model_bytes_per_param(request: PlanRequest) -> float:
     `dtype` (TRL builds the reference from `model_init_kwargs`), and DeepSpeed casts it to
     16 bits (`trl.models.utils.prepare_deepspeed`); a LoRA base is in the compute dtype."""
     if request.tuning is not Tuning.full:
-        return precision.frozen_bytes(request)
+        return precision.compute_bytes(request)
     if is_deepspeed(effective_sharding(request)) and request.precision.half:
         return 2
-    return 2 if precision.precision_plan(request).load_dtype != "float32" else 4
+    return 2 if precision.load_dtype(request) != "float32" else 4
 
 
 def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
@@ -490,12 +485,6 @@ def value_model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
     states at the run's bytes per trained parameter, sharded and offloaded as the policy's."""
     full = request.model_copy(update={"tuning": Tuning.full, "method": Method.reward})
     return model_states(spec, full)
-
-
-def value_model_bytes(spec: ModelSpec, request: PlanRequest) -> float:
-    """The value model's GPU bytes: weights + gradients + optimizer states (+ gathered layers)."""
-    s = value_model_states(spec, request)
-    return s.weights + s.gradients + s.optimizer
 
 
 def generation_batch(request: PlanRequest, lp: Loop) -> int:

@@ -168,6 +168,7 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
         total_steps = max(1, math.ceil(samples * request.epochs / samples_per_step(request)))
         total_hours = round(total_steps * step.seconds / 3600, 3)
     capacity = gpu.memory_bytes
+    held = precision_plan(request)
     fits = breakdown.peak <= capacity
     memory = MemoryEstimate(
         per_gpu_peak_gib=_gib(breakdown.peak),
@@ -208,11 +209,11 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
             nodes=request.nodes,
         ),
         request=request,
-        precision=precision_plan(request),
+        precision=held,
         memory=memory,
         time=time,
         fits=fits,
         suggestions=suggestions(spec, request, breakdown, capacity),
         warnings=warnings,
-        assumptions=precision_plan(request).notes + breakdown.notes + data_notes,
+        assumptions=held.notes + breakdown.notes + data_notes,
     )

@@ -1,7 +1,7 @@
 """How a run holds its numbers: load dtype, autocast, master weights and optimizer-state dtype,
 and the bytes per trained parameter that follow, for each precision, tuning and sharding.
 
-The memory model counts these bytes and the runners write the same facts into the configs
+The memory model counts these bytes and the runners write the same settings into the configs
 (TRL's `dtype`, `bf16`/`fp16`, accelerate's `mixed_precision`, DeepSpeed's `bf16`/`fp16`
 blocks): both read `precision_plan`. Sources, one line each:
 
@@ -77,15 +77,18 @@ def trained_bytes(request: PlanRequest, adapters: bool = False) -> tuple[float, 
     return 2.0, 2.0, adam_moments_bytes(request, 2)  # pure bf16: weights, grads, states
 
 
-def frozen_bytes(request: PlanRequest) -> int:
-    """Bytes per weight of a frozen model (LoRA base, reference, reward model): the compute
-    dtype, as the written `dtype` loads it; fp32 runs hold fp32."""
-    return 2 if request.precision.half else 4
-
-
 def compute_bytes(request: PlanRequest) -> int:
-    """Bytes per element of activations: 2 under bf16/fp16 (autocast or 16-bit weights), else 4."""
+    """Bytes per element of activations and of a frozen LoRA base: 2 under bf16/fp16 (autocast
+    or 16-bit weights), else 4."""
     return 2 if request.precision.half else 4
+
+
+def load_dtype(request: PlanRequest) -> str:
+    """The dtype the weights are loaded in (TRL's `dtype`): fp32 for mixed-precision full
+    tuning, bf16 for bf16-true, the compute dtype for a LoRA / QLoRA base."""
+    if request.tuning is not Tuning.full:
+        return DTYPE[request.precision.half]
+    return "bfloat16" if request.precision is Precision.bf16_true else "float32"
 
 
 def precision_plan(request: PlanRequest) -> PrecisionPlan:
@@ -94,12 +97,6 @@ def precision_plan(request: PlanRequest) -> PrecisionPlan:
     half = request.precision.half
     full = request.tuning is Tuning.full
     notes: list[str] = []
-    if full and request.precision is Precision.bf16_true:
-        load = "bfloat16"
-    elif full:
-        load = "float32"
-    else:
-        load = DTYPE[half]
     weight, grad, optimizer = trained_bytes(request, adapters=not full)
     autocast = half
     master = half is None or request.precision is not Precision.bf16_true or not full
@@ -131,7 +128,7 @@ def precision_plan(request: PlanRequest) -> PrecisionPlan:
     if request.precision is Precision.bf16_true and not full:
         notes.append("bf16-true with LoRA: peft still keeps the adapters in fp32")
     return PrecisionPlan(
-        load_dtype=load,
+        load_dtype=load_dtype(request),
         autocast=autocast,
         master_weights=master,
         optimizer_state_dtype="float32" if optimizer >= 8 or half is None else "bfloat16",

@@ -7,7 +7,7 @@ micro-step runs, whether a reference model is loaded and when it can be precompu
 columns, its key metrics and the knobs the advisor explains.
 
 The planner (memory, time, fit, trace), the runners (TRL fields, pre-flight, monitor) and the
-advisor's guidance read it; no other module switches on the method for these facts. It is data
+advisor's guidance read it; no other module switches on the method for any of this. It is data
 plus pure functions: the TRL import lives only where a trainer is built (`runners.train`).
 
 Adding a method: one `Recipe` here, its decision rules in `advisor/decision_rules.py`, a step in
@@ -101,7 +101,7 @@ class Recipe:
     )
     """The method's own TRL fields beyond the KL knob and extra knobs (lengths, PPO's loop)."""
 
-    # ------------------------------------------------------------------ derived facts
+    # ------------------------------------------------------------------ derived from the fields
 
     def kl_value(self, request: PlanRequest) -> float | None:
         """The KL weight the run uses: `--beta`, else the recipe's starting value."""

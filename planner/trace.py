@@ -51,7 +51,7 @@ from pydantic import BaseModel, Field
 
 from planner.errors import PlanError
 from planner.memory import ADAMW_OPTIM
-from planner.precision import precision_plan
+from planner.precision import load_dtype
 from planner.recipes import LORA_ALPHA_PER_RANK, LORA_DROPOUT, RECIPES
 from planner.specs import (
     Attention,
@@ -260,7 +260,7 @@ def _build(request: PlanRequest, hf_config: dict[str, Any], fake_mode: Any) -> _
     attention = _attention(request, model_type, notes)
 
     # Dtypes as the runners load the model (see the module docstring).
-    load = precision_plan(request).load_dtype
+    load = load_dtype(request)
     weight_dtype = getattr(torch, load)
     half = request.precision.half
     autocast_dtype = None

@@ -21,7 +21,7 @@ from planner.deepspeed import deepspeed_config, offload_targets, zero_stage
 from planner.errors import PlanError
 from planner.memory import ADAMW_OPTIM
 from planner.parameters import lora_target_modules
-from planner.precision import DTYPE, learning_rate_warning, precision_plan
+from planner.precision import DTYPE, learning_rate_warning, load_dtype, precision_plan
 from planner.recipes import LORA_ALPHA_PER_RANK, LORA_DROPOUT, RECIPES, StartingValue, recipe
 from planner.specs import (
     Method,
@@ -179,7 +179,7 @@ def trl_fields(
     if method.reference != "never" and method.reference_from_init_kwargs:
         # TRL builds the reference from `model_init_kwargs`, float32 unless dtype is given:
         # the reference loads as the policy does.
-        fields["model_init_kwargs"] = {"dtype": precision_plan(request).load_dtype}
+        fields["model_init_kwargs"] = {"dtype": load_dtype(request)}
     ds = deepspeed_config(request) if device != "cpu" else None
     if ds is not None:
         fields["deepspeed"] = ds
