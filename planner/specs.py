@@ -99,7 +99,7 @@ class Attention(StrEnum):
 
 
 class ModelSpec(BaseModel):
-    """Architecture facts of a decoder-only transformer and its exact parameter count."""
+    """Architecture of a decoder-only transformer and its exact parameter count."""
 
     model_config = ConfigDict(frozen=True)
 
