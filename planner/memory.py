@@ -223,7 +223,46 @@ def norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     (4 + w)·h; Gemma-style: the fp32 input and the fp32 normalised value, 8·h. Counted from
     autograd's saved tensors of one decoder layer (tests/test_activations.py)."""
     w = compute_bytes(request)
-    return (8 if gemma_style(spec) else 4 + w) * spec.hidden_size
+    if gemma_style(spec) or residual_bytes(request) == 4:
+        return 8 * spec.hidden_size  # fp32 input and fp32 normalised value
+    return (4 + w) * spec.hidden_size
+
+
+def residual_bytes(request: PlanRequest) -> int:
+    """Bytes per element of the residual stream between decoder layers: fp32 when fp32
+    weights run under autocast (precision.autocast_over_fp32), else the compute dtype."""
+    return 4 if precision.autocast_over_fp32(request) else compute_bytes(request)
+
+
+def pre_norm_linear_inputs(spec: ModelSpec, request: PlanRequest) -> int:
+    """Saved 16-bit inputs of the linears that read the two pre-norms' outputs. With 16-bit
+    weights the norm's output is shared (one per norm: 2); under autocast over fp32 weights each
+    linear casts the fp32 norm output itself and saves its own copy (q, k, v and gate, up: 5;
+    fused qkv / gate_up: 2; a MoE layer's router and its expert input: 2)."""
+    if not precision.autocast_over_fp32(request):
+        return 2
+    names = [name for name, _, _ in parameters.linear_shapes(spec)]
+    attention = sum(1 for n in names if n.startswith("self_attn.") and "o_proj" not in n)
+    if spec.is_moe:
+        return attention + 2
+    mlp = sum(1 for n in names if n.startswith("mlp.") and "down_proj" not in n)
+    return attention + mlp
+
+
+def autocast_weight_copies(
+    spec: ModelSpec, request: PlanRequest, lp: Loop
+) -> tuple[float, float]:
+    """(one decoder layer's, the output head's) 16-bit weight casts kept for backward when fp32
+    weights run under autocast: each linear saves the cast it multiplied by (2 bytes per
+    weight). With recomputation a layer's casts live only while it is recomputed. A sequence
+    classifier's score head is a single row per label (negligible)."""
+    if not precision.autocast_over_fp32(request):
+        return 0.0, 0.0
+    layer = sum(n_in * n_out for _, n_in, n_out in parameters.linear_shapes(spec))
+    # SFT's chunked loss multiplies by the fp32 lm_head itself, outside autocast's casts.
+    no_cast = lp.sequence_classifier or lp.method is Method.sft
+    head = 0.0 if no_cast else 2.0 * spec.vocab_size * spec.hidden_size
+    return 2.0 * layer, head
 
 
 ATTENTION_REPEATS_KV = True
@@ -269,7 +308,7 @@ def layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq:
         return lora_layer_activation_bytes_per_token(spec, request, seq)
     w = compute_bytes(request)
     norms = spec.norms_per_layer * norm_bytes_per_token(spec, request)
-    linear_inputs = 2 * w * spec.hidden_size
+    linear_inputs = pre_norm_linear_inputs(spec, request) * w * spec.hidden_size
     return (
         norms
         + linear_inputs
@@ -330,8 +369,8 @@ def outside_layers_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> flo
 
 def checkpointed_layer_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     """With full recomputation each layer keeps only its input, s·b·h·w (Korthikanti et al.
-    2022 §5; exactly B·S·h·2 per layer in a traced step)."""
-    return spec.hidden_size * compute_bytes(request)
+    2022 §5; exactly B·S·h·2 per layer in a traced step), in the residual stream's dtype."""
+    return spec.hidden_size * residual_bytes(request)
 
 
 SFT_LOSS_CHUNK_TOKENS = 256
@@ -371,6 +410,8 @@ def sft_chunked_loss_bytes(spec: ModelSpec, request: PlanRequest, tokens: int) -
     traced step), plus tanh's output under Gemma-2's softcapping."""
     weight = spec.vocab_size * spec.hidden_size * 4
     weight_grad = weight if request.tuning is Tuning.full else 0.0
+    if residual_bytes(request) == 4:
+        weight = 0.0  # the lm_head is already fp32: `.float()` makes no copy
     chunk = min(tokens, SFT_LOSS_CHUNK_TOKENS) * spec.vocab_size * 4
     softcap = chunk if softcap_bytes(spec, request) else 0.0
     # Before lm_head's backward: log-probs, their gradient, the logits and the logits'
@@ -436,7 +477,12 @@ def activations(spec: ModelSpec, request: PlanRequest, lp: Loop | None = None) -
     else:
         saved = tokens * spec.num_layers * per_layer
         recompute = 0.0
-    saved += tokens * outside
+    layer_casts, head_cast = autocast_weight_copies(spec, request, lp)
+    if request.grad_checkpointing:
+        recompute += layer_casts
+    else:
+        saved += spec.num_layers * layer_casts
+    saved += tokens * outside + head_cast
     transient = tokens * backward_transient_bytes_per_token(spec, request, seq)
     if lp.sequence_classifier:
         logits = logits_grad = 0.0
@@ -452,12 +498,19 @@ def activations(spec: ModelSpec, request: PlanRequest, lp: Loop | None = None) -
         no_grad += no_grad_rows * logit_tokens * spec.vocab_size * (w + 4)
     residue = 0.0
     if lp.method is Method.sft:
-        residue = tokens * (2 * w + 4) * h
+        residue = tokens * (2 * residual_bytes(request) + 4) * h
         if request.tuning is not Tuning.full:
             # A frozen lm_head's fp32 copy stays referenced by the loss graph (traced).
             residue += spec.vocab_size * h * 4
     return Activations(
-        saved, recompute, logits, logits_grad, transient, tokens * outside, residue, no_grad
+        saved,
+        recompute,
+        logits,
+        logits_grad,
+        transient,
+        tokens * outside + head_cast,
+        residue,
+        no_grad,
     )
 
 

@@ -83,6 +83,22 @@ def compute_bytes(request: PlanRequest) -> int:
     return 2 if request.precision.half else 4
 
 
+def autocast_over_fp32(request: PlanRequest) -> bool:
+    """Full tuning with fp32 weights run under 16-bit autocast (TRL's default without DeepSpeed
+    or FSDP, which cast or gather the weights in 16-bit). Then the residual stream stays fp32
+    (the fp32 embedding output plus each block's 16-bit output promotes), every linear casts
+    its input to 16-bit on its own, and each weight's 16-bit cast is kept for backward
+    (torch.amp autocast: `cached_cast` caches casts of leaf weights until the region exits)."""
+    sharding = effective_sharding(request)
+    return (
+        request.tuning is Tuning.full
+        and request.precision.half is not None
+        and request.precision is not Precision.bf16_true
+        and not is_deepspeed(sharding)
+        and sharding is not Sharding.fsdp
+    )
+
+
 def load_dtype(request: PlanRequest) -> str:
     """The dtype the weights are loaded in (TRL's `dtype`): fp32 for mixed-precision full
     tuning, bf16 for bf16-true, the compute dtype for a LoRA / QLoRA base."""

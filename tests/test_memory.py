@@ -95,9 +95,28 @@ def test_precomputed_reference_log_probs_drop_the_reference():
 
 
 def test_dpo_saves_activations_for_twice_the_rows_of_sft():
-    sft = activations(LLAMA7, PlanRequest(method="sft", tuning="full", grad_checkpointing=False))
-    dpo = activations(LLAMA7, PlanRequest(method="dpo", tuning="full", grad_checkpointing=False))
-    assert dpo.saved == pytest.approx(2 * sft.saved)
+    """Per-token activations double; the 16-bit weight casts autocast keeps for backward (fp32
+    weights, TRL's default) do not depend on the rows. DPO's lm_head runs under autocast and
+    keeps its cast; SFT's chunked loss multiplies by the fp32 lm_head itself."""
+    from planner.memory import autocast_weight_copies
+    from planner.methods import loop
+
+    sft_request = PlanRequest(method="sft", tuning="full", grad_checkpointing=False)
+    dpo_request = PlanRequest(method="dpo", tuning="full", grad_checkpointing=False)
+    sft, dpo = activations(LLAMA7, sft_request), activations(LLAMA7, dpo_request)
+    layer, sft_head = autocast_weight_copies(LLAMA7, sft_request, loop(sft_request))
+    _, dpo_head = autocast_weight_copies(LLAMA7, dpo_request, loop(dpo_request))
+    casts = LLAMA7.num_layers * layer
+    assert layer > 0 and sft_head == 0 and dpo_head == 2 * LLAMA7.vocab_size * LLAMA7.hidden_size
+    assert dpo.saved - casts - dpo_head == pytest.approx(2 * (sft.saved - casts))
+
+
+def test_pure_bf16_keeps_no_weight_casts():
+    request = PlanRequest(method="dpo", tuning="full", precision="bf16-true")
+    from planner.memory import autocast_weight_copies
+    from planner.methods import loop
+
+    assert autocast_weight_copies(LLAMA7, request, loop(request)) == (0.0, 0.0)
 
 
 def test_orpo_and_simpo_have_no_reference_but_kto_has_one():

@@ -20,16 +20,26 @@ from tests.tiny_architectures import GEMMA2_TINY, LLAMA_TINY, QWEN2_TINY
 ARCHITECTURES = {"llama": LLAMA_TINY, "qwen2": QWEN2_TINY, "gemma2": GEMMA2_TINY}
 METHODS = ["sft", "dpo", "dpo+lora", "kto", "orpo", "reward"]
 MATRIX = list(itertools.product(METHODS, ARCHITECTURES, (256, 1024), (False, True)))
+FULL_METHODS = [m for m in METHODS if "+" not in m]
+MIXED_MATRIX = list(itertools.product(FULL_METHODS, ARCHITECTURES, (256, 1024), (False, True)))
+KNOWN_GAPS = {
+    ("sft", "gemma2", 1024, True): (
+        "eager attention's backward under autocast over fp32 weights holds more than the "
+        "estimate counts (about -7%); not yet attributed tensor by tensor"
+    ),
+}
 
 
-def request_for(method: str, arch: str, seq: int, checkpointing: bool) -> PlanRequest:
+def request_for(
+    method: str, arch: str, seq: int, checkpointing: bool, precision: str | None = None
+) -> PlanRequest:
+    """Full tuning traced in pure bf16 (bf16-true) by default, as when this matrix was set;
+    LoRA in TRL's default (bf16 base, fp32 adapters)."""
     name, _, tuning = method.partition("+")
     return PlanRequest(
         method=name,
         tuning=tuning or "full",
-        # Full tuning traced in pure bf16 (bf16-true) as when this matrix was set; LoRA in
-        # TRL's default (bf16 base, fp32 adapters).
-        precision="bf16-true" if not tuning else "bf16-mixed",
+        precision=precision or ("bf16-true" if not tuning else "bf16-mixed"),
         seq_len=seq,
         grad_checkpointing=checkpointing,
         batch_size=2,
@@ -49,6 +59,33 @@ def test_analytic_peak_within_5_percent_of_traced_step(method, arch, seq, checkp
     config = ARCHITECTURES[arch]
     request = request_for(method, arch, seq, checkpointing)
     traced = trace_step(request, config)
+    estimated = estimate_memory(spec_from_config(config, arch, "test"), request)
+    error = estimated.tensor_peak / traced.peak_bytes - 1
+    assert abs(error) <= 0.05, (
+        f"estimate {estimated.tensor_peak / 2**20:.1f} MiB ({estimated.peak_phase}) vs traced "
+        f"{traced.peak_bytes / 2**20:.1f} MiB ({traced.peak_phase}): {error:+.1%}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "arch", "seq", "checkpointing"),
+    [
+        pytest.param(*row, marks=pytest.mark.xfail(reason=KNOWN_GAPS[row], strict=True))
+        if row in KNOWN_GAPS
+        else row
+        for row in MIXED_MATRIX
+    ],
+    ids=[f"{m}-{a}-s{s}-{'ckpt' if c else 'nockpt'}" for m, a, s, c in MIXED_MATRIX],
+)
+def test_default_precision_peak_within_5_percent_of_traced_step(method, arch, seq, checkpointing):
+    """Full tuning as TRL runs it by default: fp32 weights under bf16 autocast (fp32 residual
+    stream, a 16-bit input cast per linear, the weights' 16-bit casts kept for backward)."""
+    from planner.trace import trace_step
+
+    config = ARCHITECTURES[arch]
+    request = request_for(method, arch, seq, checkpointing, precision="bf16-mixed")
+    traced = trace_step(request, config)
+    assert traced.weight_dtype == "float32"
     estimated = estimate_memory(spec_from_config(config, arch, "test"), request)
     error = estimated.tensor_peak / traced.peak_bytes - 1
     assert abs(error) <= 0.05, (
