@@ -249,9 +249,7 @@ def pre_norm_linear_inputs(spec: ModelSpec, request: PlanRequest) -> int:
     return attention + mlp
 
 
-def autocast_weight_copies(
-    spec: ModelSpec, request: PlanRequest, lp: Loop
-) -> tuple[float, float]:
+def autocast_weight_copies(spec: ModelSpec, request: PlanRequest, lp: Loop) -> tuple[float, float]:
     """(one decoder layer's, the output head's) 16-bit weight casts kept for backward when fp32
     weights run under autocast: each linear saves the cast it multiplied by (2 bytes per
     weight). With recomputation a layer's casts live only while it is recomputed. A sequence
