@@ -107,6 +107,17 @@ def load_dtype(request: PlanRequest) -> str:
     return "bfloat16" if request.precision is Precision.bf16_true else "float32"
 
 
+def optimizer_state_dtype(request: PlanRequest, optimizer_bytes: float) -> str:
+    """The dtype of the optimizer's moments: bitsandbytes' 8-bit AdamW keeps them as uint8
+    blocks with fp32 scales; SGD without momentum keeps none; AdamW keeps them in fp32 unless
+    pure bf16 put them in bf16."""
+    if request.optimizer in (Optimizer.adamw8bit, Optimizer.paged_adamw8bit):
+        return "uint8 (blockwise, fp32 scales)"
+    if request.optimizer is Optimizer.sgd:
+        return "none"
+    return "float32" if optimizer_bytes >= 8 or request.precision.half is None else "bfloat16"
+
+
 def precision_plan(request: PlanRequest) -> PrecisionPlan:
     """The run's precision as it will really hold it."""
     sharding = effective_sharding(request)
@@ -147,7 +158,7 @@ def precision_plan(request: PlanRequest) -> PrecisionPlan:
         load_dtype=load_dtype(request),
         autocast=autocast,
         master_weights=master,
-        optimizer_state_dtype="float32" if optimizer >= 8 or half is None else "bfloat16",
+        optimizer_state_dtype=optimizer_state_dtype(request, optimizer),
         weight_bytes=weight,
         gradient_bytes=grad,
         optimizer_bytes=optimizer,

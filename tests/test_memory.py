@@ -230,3 +230,28 @@ def test_fit_holds_the_effective_batch():
     for plan in search(request):
         r = plan.request
         assert r.batch_size * r.grad_accum * r.world_size == 16
+
+
+def test_zero_offload_keeps_fp32_gradient_partitions_on_the_cpu():
+    """ZeRO-Offload: the fp32 master weights and Adam moments (12 B) and an fp32 gradient
+    partition (4 B) per trained parameter, 1/g each, on the CPU; the GPU keeps bf16 weights."""
+    from planner.memory import estimate_memory, trained_model_params
+
+    request = PlanRequest(
+        method="sft",
+        tuning="full",
+        num_gpus=8,
+        sharding="zero2",
+        offload="optimizer",
+        precision="bf16-mixed",
+    )
+    params = trained_model_params(LLAMA7, request)
+    assert estimate_memory(LLAMA7, request).cpu_offload == pytest.approx(params * (12 + 4) / 8)
+
+
+def test_eight_bit_adamw_states_are_not_called_bfloat16():
+    from planner.precision import precision_plan
+
+    plan = precision_plan(PlanRequest(method="dpo", tuning="full", optimizer="adamw8bit"))
+    assert plan.optimizer_state_dtype.startswith("uint8")
+    assert precision_plan(PlanRequest(optimizer="sgd")).optimizer_state_dtype == "none"
