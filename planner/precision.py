@@ -99,6 +99,14 @@ def autocast_over_fp32(request: PlanRequest) -> bool:
     )
 
 
+def outputs_in_fp32(request: PlanRequest) -> bool:
+    """Whether accelerate runs the forward under its native AMP: autocast, then the model's
+    outputs (logits) converted to fp32 (`convert_outputs_to_fp32`). accelerate turns native AMP
+    on for bf16 / fp16 except under DeepSpeed, whose engine holds the model in 16-bit itself
+    (accelerate/accelerator.py, `self.native_amp`)."""
+    return request.precision.half is not None and not is_deepspeed(effective_sharding(request))
+
+
 def load_dtype(request: PlanRequest) -> str:
     """The dtype the weights are loaded in (TRL's `dtype`): fp32 for mixed-precision full
     tuning, bf16 for bf16-true, the compute dtype for a LoRA / QLoRA base."""

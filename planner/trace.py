@@ -49,6 +49,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from planner import precision
 from planner.errors import PlanError
 from planner.memory import ADAMW_OPTIM
 from planner.precision import load_dtype
@@ -271,7 +272,7 @@ def _build(request: PlanRequest, hf_config: dict[str, Any], fake_mode: Any) -> _
             f"{half} autocast traced on CPU (op lists close to CUDA's); GradScaler's in-place "
             "unscale and inf checks are not traced (no memory of their own)"
         )
-    fp32_outputs = half is not None
+    fp32_outputs = precision.outputs_in_fp32(request)
     if fp32_outputs:
         notes.append("accelerate mixed precision: model outputs (logits) converted to fp32")
 
