@@ -4,7 +4,8 @@ Each expressible row's flags are parsed by the `advisor plan` subcommand's own a
 estimated in-process, exactly as the CLI does. Memory rows compare the measured per-GPU GiB with
 `memory.per_gpu_peak_gib` (what NVML shows), or with `memory.tensor_peak_gib` when the figure
 came from torch.cuda.max_memory_allocated. Fit rows compare "it ran" / "out of memory" with
-`plan.fits`. Rows the CLI cannot express are listed, not scored.
+`plan.fits`. Rows the CLI cannot express are listed, not scored, and so are statements that another row's
+measurement of the same per-GPU setup contradicts (`contradicted_by`; that row is scored).
 
 Usage: python benchmarks/alignment_accuracy.py [--json] [--check] [--data PATH]
   --json   print the summary as JSON
@@ -79,6 +80,8 @@ def row_problems(row: dict[str, Any]) -> list[str]:
         problems.append("fit rows need fits: true|false")
     if row.get("expressible") is False and not row.get("excluded_because"):
         problems.append("a row that is not expressible needs excluded_because")
+    if row.get("contradicted_by") and not row.get("excluded_because"):
+        problems.append("a contradicted row needs excluded_because (what contradicts it)")
     if "--precision" in str(row.get("flags", "")).split():
         problems.append("precision goes in the precision field, not in flags")
     return problems
@@ -148,7 +151,9 @@ def evaluate(row: dict[str, Any], parser: argparse.ArgumentParser) -> Result:
     if problems:
         result.error = "; ".join(problems)
         return result
-    if not result.expressible:
+    if not result.expressible or row.get("contradicted_by"):
+        # Not expressible, or refuted by another row's measurement of the same per-GPU setup
+        # (both are kept in the file; the contradicting row is scored).
         result.excluded_because = str(row["excluded_because"])
         return result
     try:
@@ -246,7 +251,7 @@ def print_table(summary: dict[str, Any]) -> None:
         f"fit statements called right: {summary['fit_statements_right']}"
         f"/{summary['fit_statements_total']}"
     )
-    print(f"excluded (not expressible, not scored): {len(summary['excluded'])}")
+    print(f"excluded (not expressible or contradicted; not scored): {len(summary['excluded'])}")
     for row in summary["excluded"]:
         print(f"  {row['id']}: {row['reason']}")
 

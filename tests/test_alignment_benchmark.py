@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import alignment_accuracy as bench  # noqa: E402
 
 ROWS = bench.load_rows()
-EXPRESSIBLE = [row for row in ROWS if row.get("expressible")]
+EXPRESSIBLE = [row for row in ROWS if row.get("expressible") and not row.get("contradicted_by")]
 
 
 def test_the_file_holds_rows_of_both_kinds():
@@ -68,5 +68,15 @@ def test_the_script_runs_and_prints_the_summary_as_json():
         assert key in summary
     assert summary["fit_statements_total"] == sum(1 for row in EXPRESSIBLE if row["kind"] == "fit")
     assert {row["id"] for row in summary["excluded"]} == {
-        row["id"] for row in ROWS if not row.get("expressible")
+        row["id"] for row in ROWS if not row.get("expressible") or row.get("contradicted_by")
     }
+
+
+def test_a_contradicted_row_names_a_scored_row_of_the_same_method():
+    by_id = {row["id"]: row for row in ROWS}
+    for row in ROWS:
+        other = row.get("contradicted_by")
+        if other:
+            assert other in by_id and by_id[other].get("expressible")
+            assert not by_id[other].get("contradicted_by")
+            assert by_id[other]["method"] == row["method"]
