@@ -199,11 +199,8 @@ def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
             # ZeRO-Offload keeps fp32 gradient partitions (1/g each) on the CPU as well, for
             # the CPU Adam step (Ren et al. 2021; DeepSpeed's estimate_zero2_model_states_mem_
             # needs counts them in its 2 + 4 + 12 CPU bytes per parameter).
-            grad_bytes = precision.trained_bytes(
-                request, adapters=request.tuning is not Tuning.full
-            )[1]
             partition = states.gradients if shards_grads(sharding) else states.gradients / g
-            states.cpu += partition * 4 / grad_bytes
+            states.cpu += partition * 4 / grad
             states.gradients = 0.0
         if request.offload is Offload.optimizer_params:
             states.cpu += states.weights + states.trainable_weights
