@@ -79,6 +79,15 @@ def _file(work: Workdir, name: str, text: str) -> str:
     return str(path)
 
 
+def _sparse(work: Workdir, name: str, size: int) -> str:
+    """A fresh sparse file of `size` bytes (the shared `work.huge` may have been overwritten by
+    an earlier fuzzed command that took it as an output path)."""
+    path = work.path(name)
+    with path.open("wb") as handle:
+        handle.truncate(size)
+    return str(path)
+
+
 def _config(work: Workdir, **fields) -> str:
     base = json.loads(Path(work.base_configs[0]).read_text())
     return _file(work, "config.json", json.dumps({**base, **fields}))
@@ -102,7 +111,10 @@ HAND_FOUND = {
     "model-nul": (lambda w: ["plan", "--model", "a\x00b"], "control character"),
     "model-dev-zero": (lambda w: ["plan", "--model", "/dev/zero"], "not a regular file"),
     "model-fifo": (lambda w: ["plan", "--model", str(w.fifo)], "not a regular file"),
-    "config-too-large": (lambda w: ["plan", "--model", str(w.huge)], "larger than"),
+    "config-too-large": (
+        lambda w: ["plan", "--model", _sparse(w, "huge.json", 17 * 2**20)],
+        "larger than",
+    ),
     "config-deep": (
         lambda w: ["plan", "--model", _file(w, "c.json", "[" * 100000 + "]" * 100000)],
         "nested deeper",
