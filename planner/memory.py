@@ -275,13 +275,15 @@ def attention_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -
     """Attention's saved tensors per token. SDPA / flash: q, k, v after RoPE, the output and
     its transposed copy for o_proj, w·(3·q + 2·kv), plus the fp32 logsumexp per head (Dao et
     al. 2022: no s×s matrix). Eager: q, the repeated k and v and o_proj's input, w·4·q, plus
-    per head s × (fp32 softmax + w probs [+ w softcapped scores, Gemma-2]) (Korthikanti et
-    al. 2022, the 5·a·s/h term)."""
+    per head s × (fp32 softmax + w probs [+ w softcapped scores, Gemma-2]; fp32 runs keep the
+    softmax itself as the probs) (Korthikanti et al. 2022, the 5·a·s/h term)."""
     w = compute_bytes(request)
     q = spec.num_heads * spec.head_dim
     kv = spec.num_kv_heads * spec.head_dim
     if request.attention is Attention.eager:
-        scores = 4 + w + (w if spec.model_type == "gemma2" else 0)
+        # fp32 softmax, its cast to w for the value matmul (none in fp32 runs: the cast is a
+        # no-op), and Gemma-2's tanh-softcapped scores.
+        scores = 4 + (w if w != 4 else 0) + (w if spec.model_type == "gemma2" else 0)
         return w * 4 * q + spec.num_heads * seq * scores
     if not ATTENTION_REPEATS_KV:
         return w * (3 * q + 2 * kv) + 4 * spec.num_heads
@@ -384,21 +386,56 @@ def softcap_bytes(spec: ModelSpec, request: PlanRequest) -> float:
     return compute_bytes(request) if spec.hf_config.get("final_logit_softcapping") else 0.0
 
 
+def logits_stay_16bit(request: PlanRequest, lp: Loop) -> bool:
+    """The loss sees 16-bit logits: a 16-bit run without accelerate's fp32 output conversion
+    (DeepSpeed; `precision.outputs_in_fp32`), for a method whose loss was traced that way."""
+    return (
+        lp.logit_copies_16bit is not None
+        and compute_bytes(request) != 4
+        and not precision.outputs_in_fp32(request)
+    )
+
+
 def logits_bytes_per_token(spec: ModelSpec, request: PlanRequest, lp: Loop) -> float:
     """Vocabulary-wide tensors per token live from the loss into backward: the w-dtype logits,
     accelerate's fp32 copy of the model outputs (convert_outputs_to_fp32) and the fp32
     log-softmax TRL saves for the per-token log-probs, V·(w + 4 + 4) (seen in a traced step);
-    ORPO adds the NLL's log-softmax over the chosen half (V·4/2); fp32 runs make no copy."""
+    ORPO adds the NLL's log-softmax over the chosen half (V·4/2). fp32 runs make no copy but
+    hold three fp32 logit-sized tensors as backward starts.
+    When the logits stay 16-bit (DeepSpeed), the recipe's count of w-dtype copies at the
+    loss's high point, which also covers the gradient (traced)."""
     w = compute_bytes(request)
-    per_logit = w + 4 + (4 if w != 4 else 0) + softcap_bytes(spec, request)
+    if logits_stay_16bit(request, lp):
+        assert lp.logit_copies_16bit is not None
+        return spec.vocab_size * (lp.logit_copies_16bit * w + softcap_bytes(spec, request))
+    if w == 4:
+        # fp32 logits from the start: at backward's high point the logits (kept by the
+        # log-probs' logsumexp), the per-row gradients stacked, the gather's scattered gradient
+        # and their sum, 3 × 4 bytes beside the 4-byte gradient (traced).
+        per_logit = 3 * 4 + softcap_bytes(spec, request)
+    else:
+        per_logit = w + 4 + 4 + softcap_bytes(spec, request)
     if lp.method is Method.orpo:
         per_logit += 4 / 2
     return spec.vocab_size * per_logit
 
 
-def logits_grad_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+ENTROPY_CHUNK_ROWS = 128
+"""Rows (tokens) per chunk of trl.trainer.utils.entropy_from_logits (TRL 1.12 default)."""
+
+
+def entropy_chunk_bytes(spec: ModelSpec, request: PlanRequest, tokens: int) -> float:
+    """The entropy metric's working set: one chunk's log-softmax, its exp and their product,
+    3 × 128 rows × V in the logits' dtype."""
+    return 3 * min(tokens, ENTROPY_CHUNK_ROWS) * spec.vocab_size * compute_bytes(request)
+
+
+def logits_grad_bytes_per_token(spec: ModelSpec, request: PlanRequest, lp: Loop) -> float:
     """Gradient of the logits at the start of backward: fp32, then cast to w for lm_head's
-    matmul, V·(4 + w)."""
+    matmul, V·(4 + w). With 16-bit logits the w-dtype gradient replaces copies the loss has
+    freed by then (counted in `logits_bytes_per_token`)."""
+    if logits_stay_16bit(request, lp):
+        return 0.0
     w = compute_bytes(request)
     return spec.vocab_size * (4 + (w if w != 4 else 0))
 
@@ -491,7 +528,9 @@ def activations(spec: ModelSpec, request: PlanRequest, lp: Loop | None = None) -
         logits, logits_grad = sft_chunked_loss_bytes(spec, request, tokens), 0.0
     else:
         logits = rows * logit_tokens * logits_bytes_per_token(spec, request, lp)
-        logits_grad = rows * logit_tokens * logits_grad_bytes_per_token(spec, request)
+        if lp.entropy_metric and logits_stay_16bit(request, lp):
+            logits += entropy_chunk_bytes(spec, request, rows * logit_tokens)
+        logits_grad = rows * logit_tokens * logits_grad_bytes_per_token(spec, request, lp)
     # A no-grad forward holds one layer's working set and the w-dtype + fp32 logits.
     no_grad_rows = request.batch_size * max(lp.rows_per_sample, lp.no_grad_rows_per_sample)
     no_grad = no_grad_rows * seq * (2 * h * w + spec.intermediate_size * w * 2)

@@ -6,6 +6,7 @@ a request (tuning, `--beta`, precomputed reference).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from planner.recipes import recipe
@@ -29,6 +30,11 @@ class Loop:
     sequence_classifier: bool = False
     """The trained model scores sequences (reward training): no vocabulary logits."""
     beta: float | None = None
+    logit_copies_16bit: float | None = None
+    """16-bit logit-sized tensors live at the loss's high point when the logits stay 16-bit
+    (the recipe's count, plus the reference's logits, which TRL keeps until the loss returns);
+    None when the method's loss was not traced."""
+    entropy_metric: bool = False
     notes: tuple[str, ...] = ()
 
 
@@ -46,5 +52,16 @@ def loop(request: PlanRequest) -> Loop:
         generates=r.generates,
         sequence_classifier=r.sequence_classifier,
         beta=r.kl_value(request),
+        logit_copies_16bit=_logit_copies(r.logit_copies_16bit, request, r.reference_kind(request)),
+        entropy_metric=r.entropy_metric,
         notes=tuple(r.loop_notes(request)),
     )
+
+
+def _logit_copies(
+    own: float | Callable[[PlanRequest], float] | None, request: PlanRequest, reference: str
+) -> float | None:
+    if own is None:
+        return None
+    count = own(request) if callable(own) else own
+    return count + (1 if reference != "none" else 0)

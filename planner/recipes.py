@@ -85,6 +85,14 @@ class Recipe:
     generates: bool = False
     sequence_classifier: bool = False
     """The trained model scores sequences (reward training): no vocabulary logits."""
+    logit_copies_16bit: float | Callable[[PlanRequest], float] | None = None
+    """Vocabulary-wide 16-bit tensors the loss holds at its high point, per logit, when the
+    logits stay 16-bit (DeepSpeed: accelerate makes no fp32 copy), the reference's logits not
+    included (`Loop.logit_copies_16bit` adds them). Counted in traced steps of TRL 1.12's
+    trainers (tests/test_trace_agreement.py); None: not traced, the fp32-copy count is used."""
+    entropy_metric: bool = False
+    """The loss logs the policy's entropy over the full logits, 128 rows at a time
+    (trl.trainer.utils.entropy_from_logits): a chunk's log-softmax, its exp and their product."""
     num_generations: int | None = None
     """Completions per prompt, TRL's default (GRPO 8, RLOO 2)."""
     rollout_chunk: int | None = None
@@ -198,6 +206,11 @@ class Recipe:
 # ----------------------------------------------------------------------------- method fields
 
 
+def _completion_share(request: PlanRequest) -> float:
+    prompt, completion = request.prompt_and_completion()
+    return completion / (prompt + completion)
+
+
 def _lengths(request: PlanRequest, _: int | None) -> dict[str, Any]:
     return {"max_length": request.seq_len}
 
@@ -270,6 +283,10 @@ RECIPES: dict[Method, Recipe] = {
         reference="always",
         precomputable_reference=True,
         rows_per_sample=2,
+        # The logits, the per-row log-softmax kept for backward (selective_log_softmax's
+        # 16-bit branch) and the entropy metric's reshape copy of the shifted logits.
+        logit_copies_16bit=3,
+        entropy_metric=True,
         notes=("chosen and rejected run as one doubled batch (TRL concatenated_forward)",),
         fields=_lengths,
     ),
@@ -290,6 +307,11 @@ RECIPES: dict[Method, Recipe] = {
         reference="always",
         precomputable_reference=True,
         no_grad_rows_per_sample=1,
+        # The logits and the per-row log-softmax; then, after the entropy metric's copy is
+        # freed, chosen and rejected rows copied out with index_select (one copy together)
+        # while each set's completion tokens are copied out by a boolean mask.
+        logit_copies_16bit=lambda request: 3 + _completion_share(request) / 2,
+        entropy_metric=True,
         notes=("KTO's KL term runs a mismatched batch through policy and reference without grad",),
         fields=_lengths,
     ),
@@ -308,6 +330,9 @@ RECIPES: dict[Method, Recipe] = {
         ),
         kl=Knob("beta", 0.1, "ORPO's λ for the odds-ratio term; paper uses 0.1"),
         rows_per_sample=2,
+        # The logits, the per-row log-softmax, and the NLL's contiguous shifted copy of the
+        # chosen half with its cross-entropy log-softmax (½ + ½).
+        logit_copies_16bit=3,
         notes=("ORPO: chosen + rejected in one batch, odds-ratio term, no reference model",),
         experimental="ORPO lives in trl.experimental.orpo",
         fields=_pair_lengths,
@@ -328,6 +353,8 @@ RECIPES: dict[Method, Recipe] = {
         ),
         kl=Knob("beta", 2.0, "SimPO paper: β 2.0–2.5 with length-normalised rewards"),
         rows_per_sample=2,
+        # The logits and the per-row log-softmax (cpo_alpha=0: no NLL, no entropy metric).
+        logit_copies_16bit=2,
         extra_knobs=(
             Knob("simpo_gamma", 1.0, "SimPO paper: γ/β ≈ 0.5"),
             Knob("cpo_alpha", 0.0, "SimPO has no behaviour-cloning term (CPOConfig docs)"),

@@ -91,7 +91,7 @@ def test_simpo_is_credited_where_the_reference_model_is_the_constraint():
             reward_model="none",
             priority="cost",
             model="8b",
-            gpus="2x a100-80gb",
+            gpus="4x a100-40gb",
         )
     )
     simpo = next(r for r in recommendation.ranking if r.method is Method.simpo)

@@ -2,8 +2,10 @@
 
 Matrix: sft / dpo / dpo+lora / kto / orpo / reward × Llama-, Qwen2- and Gemma-2-style
 architectures scaled down to trace in about a second × sequence 256 and 1024 × gradient
-checkpointing on and off. The trace builds the real transformers architecture on fake
-tensors (planner.trace); the estimate is planner.memory, which never imports torch.
+checkpointing on and off; then the same at TRL's default precision (fp32 weights under bf16
+autocast), with the logits left in bf16 as under DeepSpeed, and in fp32. The trace builds the
+real transformers architecture on fake tensors (planner.trace); the estimate is
+planner.memory, which never imports torch.
 """
 
 from __future__ import annotations
@@ -22,6 +24,21 @@ METHODS = ["sft", "dpo", "dpo+lora", "kto", "orpo", "reward"]
 MATRIX = list(itertools.product(METHODS, ARCHITECTURES, (256, 1024), (False, True)))
 FULL_METHODS = [m for m in METHODS if "+" not in m]
 MIXED_MATRIX = list(itertools.product(FULL_METHODS, ARCHITECTURES, (256, 1024), (False, True)))
+DEEPSPEED_METHODS = ["dpo", "dpo+lora", "kto", "orpo", "simpo"]
+DEEPSPEED_MATRIX = list(
+    itertools.product(DEEPSPEED_METHODS, ARCHITECTURES, (256, 1024), (False, True))
+)
+FP32_MATRIX = list(itertools.product([*METHODS, "simpo"], ARCHITECTURES, (1024,), (False, True)))
+FP32_KNOWN_GAPS = {
+    ("sft", "qwen2", 1024, True): (
+        "SFT's backward on the tied-embedding Qwen2 layout in fp32 with checkpointing holds "
+        "about 6% more than the estimate counts; not yet attributed tensor by tensor"
+    ),
+    ("reward", "gemma2", 1024, True): (
+        "eager attention's recomputed layer in fp32 holds less than the estimate counts "
+        "(about +8%); not yet attributed tensor by tensor"
+    ),
+}
 KNOWN_GAPS = {
     ("sft", "gemma2", 1024, True): (
         "eager attention's backward under autocast over fp32 weights holds more than the "
@@ -86,6 +103,60 @@ def test_default_precision_peak_within_5_percent_of_traced_step(method, arch, se
     request = request_for(method, arch, seq, checkpointing, precision="bf16-mixed")
     traced = trace_step(request, config)
     assert traced.weight_dtype == "float32"
+    estimated = estimate_memory(spec_from_config(config, arch, "test"), request)
+    error = estimated.tensor_peak / traced.peak_bytes - 1
+    assert abs(error) <= 0.05, (
+        f"estimate {estimated.tensor_peak / 2**20:.1f} MiB ({estimated.peak_phase}) vs traced "
+        f"{traced.peak_bytes / 2**20:.1f} MiB ({traced.peak_phase}): {error:+.1%}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "arch", "seq", "checkpointing"),
+    DEEPSPEED_MATRIX,
+    ids=[f"{m}-{a}-s{s}-{'ckpt' if c else 'nockpt'}" for m, a, s, c in DEEPSPEED_MATRIX],
+)
+def test_16bit_logits_peak_within_5_percent_of_traced_step(
+    method, arch, seq, checkpointing, monkeypatch
+):
+    """The loss as it runs under DeepSpeed: the engine holds the model in bf16 and accelerate
+    makes no fp32 copy of the outputs (no native AMP), so TRL's loss sees bf16 logits. Traced
+    on one GPU as a bf16 model with accelerate's conversion off, the same forward and loss;
+    the estimate counts the recipe's 16-bit logit copies (`Recipe.logit_copies_16bit`)."""
+    from planner import precision
+    from planner.trace import trace_step
+
+    monkeypatch.setattr(precision, "outputs_in_fp32", lambda request: False)
+    config = ARCHITECTURES[arch]
+    request = request_for(method, arch, seq, checkpointing, precision="bf16-true")
+    traced = trace_step(request, config)
+    assert traced.weight_dtype == "bfloat16"
+    estimated = estimate_memory(spec_from_config(config, arch, "test"), request)
+    error = estimated.tensor_peak / traced.peak_bytes - 1
+    assert abs(error) <= 0.05, (
+        f"estimate {estimated.tensor_peak / 2**20:.1f} MiB ({estimated.peak_phase}) vs traced "
+        f"{traced.peak_bytes / 2**20:.1f} MiB ({traced.peak_phase}): {error:+.1%}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "arch", "seq", "checkpointing"),
+    [
+        pytest.param(*row, marks=pytest.mark.xfail(reason=FP32_KNOWN_GAPS[row], strict=True))
+        if row in FP32_KNOWN_GAPS
+        else row
+        for row in FP32_MATRIX
+    ],
+    ids=[f"{m}-{a}-s{s}-{'ckpt' if c else 'nockpt'}" for m, a, s, c in FP32_MATRIX],
+)
+def test_fp32_peak_within_5_percent_of_traced_step(method, arch, seq, checkpointing):
+    """--precision fp32 (TRL's default without bf16/fp16): fp32 logits from the start, no
+    autocast copies; eager attention keeps the fp32 softmax itself as the probabilities."""
+    from planner.trace import trace_step
+
+    config = ARCHITECTURES[arch]
+    request = request_for(method, arch, seq, checkpointing, precision="fp32")
+    traced = trace_step(request, config)
     estimated = estimate_memory(spec_from_config(config, arch, "test"), request)
     error = estimated.tensor_peak / traced.peak_bytes - 1
     assert abs(error) <= 0.05, (
