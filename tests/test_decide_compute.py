@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from advisor.answers import Answers
 from advisor.cli import main
-from advisor.compute_check import check_method, layout
-from advisor.decide import decide
+from advisor.decision.answers import Answers
+from advisor.decision.compute_check import check_method, layout
+from advisor.decision.decide import decide
 from planner.errors import PlanError
 from planner.specs import Method, Sharding, Tuning
 

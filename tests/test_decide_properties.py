@@ -8,7 +8,7 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from advisor.answers import (
+from advisor.decision.answers import (
     LEVEL_ORDER,
     Answers,
     Feedback,
@@ -17,8 +17,8 @@ from advisor.answers import (
     RewardModel,
     UseCase,
 )
-from advisor.decide import Recommendation, decide, rank
-from advisor.decision_rules import (
+from advisor.decision.decide import Recommendation, decide, rank
+from advisor.decision.rules import (
     CANDIDATES,
     DPO_DEFAULT_USE_CASES,
     PREFERENCE_METHODS,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from advisor.answers import load_answers
-from advisor.decide import decide
+from advisor.decision.answers import load_answers
+from advisor.decision.decide import decide
 from planner.paths import profiles_dir
 from planner.specs import Method, Tuning
 

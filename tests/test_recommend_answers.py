@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from advisor.answers import Answers, load_answers, parse_gpus, valid_values
+from advisor.decision.answers import Answers, load_answers, parse_gpus, valid_values
 from planner.errors import PlanError
 
 GOOD = {

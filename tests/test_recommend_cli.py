@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from advisor.answers import load_answers
 from advisor.cli import main
-from advisor.decide import Recommendation, decide
-from advisor.decision_record import decision_record
-from advisor.recommend_view import render_recommendation
+from advisor.decision.answers import load_answers
+from advisor.decision.decide import Recommendation, decide
+from advisor.views.decision_record import decision_record
+from advisor.views.recommend_view import render_recommendation
 from planner.paths import profiles_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,7 +202,7 @@ def test_recommend_answers_quickly_and_imports_no_heavy_library():
 
 def test_the_engine_imports_neither_textual_nor_rich():
     script = (
-        "import sys, json\nimport advisor.decide, advisor.answers\n"
+        "import sys, json\nimport advisor.decision.decide, advisor.decision.answers\n"
         "print(json.dumps(sorted(sys.modules)))"
     )
     result = subprocess.run(

@@ -211,7 +211,7 @@ def test_validate_prints_how_the_peak_was_measured(tmp_path, capsys):
 
 
 def test_the_live_view_reads_what_the_sampler_writes(tmp_path):
-    from advisor.run_watch import RunWatch
+    from advisor.wizard.run_watch import RunWatch
     from planner.specs import Method
 
     _sampled("gpu1-lost.json", tmp_path, 3)

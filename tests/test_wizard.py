@@ -16,13 +16,13 @@ import pytest
 from rich.console import Console
 from textual.widgets import Input, Select, Static
 
-from advisor.answers import load_answers, read_answers_file
 from advisor.cli import main
-from advisor.decide import decide
-from advisor.interview import QUESTIONS, answers_yaml, save_answers
-from advisor.method_choice import override_warning
-from advisor.plan_view import command_line
-from advisor.session_record import session_record
+from advisor.decision.answers import load_answers, read_answers_file
+from advisor.decision.decide import decide
+from advisor.decision.interview import QUESTIONS, answers_yaml, save_answers
+from advisor.decision.method_choice import override_warning
+from advisor.views.plan_view import command_line
+from advisor.views.session_record import session_record
 from advisor.wizard.app import WizardApp
 from planner.fit import search
 from planner.paths import profiles_dir
@@ -486,7 +486,7 @@ async def test_stop_sends_ctrl_c_to_the_run_and_back_waits_for_it_to_end(tmp_pat
 
 
 def test_run_watch_reads_steps_metrics_and_eta(tmp_path):
-    from advisor.run_watch import RunWatch
+    from advisor.wizard.run_watch import RunWatch
     from planner.specs import Method
 
     lines = [{"step": s, "max_steps": 10, "time": 100 + 2 * s, "loss": 1 / s} for s in (1, 2, 3)]

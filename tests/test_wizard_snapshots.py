@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
-from advisor.answers import read_answers_file
+from advisor.decision.answers import read_answers_file
 from advisor.wizard.app import WizardApp
 from planner.paths import profiles_dir
 from planner.specs import Plan

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from advisor.answers import Answers
-from advisor.compute_check import default_request
-from advisor.decide import decide
-from advisor.decision_rules import label
+from advisor.decision.answers import Answers
+from advisor.decision.compute_check import default_request
+from advisor.decision.decide import decide
+from advisor.decision.names import label
 from planner.plan import estimate
 
 ADVISOR = Path(sys.executable).with_name("advisor")

@@ -129,7 +129,7 @@ def _fit(args: argparse.Namespace, request: PlanRequest) -> int:
         )
         sys.stdout.write("[" + payload + "]\n")
     else:
-        from advisor.plan_view import print_fit
+        from advisor.views.plan_view import print_fit
 
         print_fit(request, plans, objective=objective, space=space)
     return 0 if plans else 1
@@ -137,7 +137,7 @@ def _fit(args: argparse.Namespace, request: PlanRequest) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.list_models or args.list_gpus:
-        from advisor import plan_view
+        from advisor.views import plan_view
 
         if args.json:
             rows = plan_view.model_rows() if args.list_models else plan_view.gpu_rows()
@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             payload["trace"] = trace.model_dump(mode="json")
             sys.stdout.write(json.dumps(payload) + "\n")
         return 0
-    from advisor.plan_view import print_plan, print_trace
+    from advisor.views.plan_view import print_plan, print_trace
 
     print_plan(plan)
     if trace is not None:

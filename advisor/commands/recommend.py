@@ -29,12 +29,12 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the answers, decide, print the recommendation, and write the record if asked."""
-    from advisor.answers import load_answers
-    from advisor.decide import decide
+    from advisor.decision.answers import load_answers
+    from advisor.decision.decide import decide
 
     if args.report and not args.force:
-        from advisor.decision_record import FORCE_HINT
-        from advisor.output_file import FileExists, existing_file
+        from advisor.decision.output_file import FileExists, existing_file
+        from advisor.views.decision_record import FORCE_HINT
         from planner.files import shown
 
         # Refused before deciding, so the user is not shown a recommendation that was not saved.
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
             raise FileExists(f"--report {shown(args.report)}: the file exists; {FORCE_HINT}")
     recommendation = decide(load_answers(args.answers))
     if args.report:
-        from advisor.decision_record import write_decision_record
+        from advisor.views.decision_record import write_decision_record
 
         path = write_decision_record(
             recommendation, args.report, source=args.answers, overwrite=args.force
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from rich.console import Console
 
-        from advisor.recommend_view import render_recommendation
+        from advisor.views.recommend_view import render_recommendation
 
         Console().print(render_recommendation(recommendation))
     if args.report:

@@ -17,7 +17,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 def check_partial_answers(data: object, source: str) -> dict:
     """The answers a file gives, checked as `advisor recommend` checks them (PlanError if bad),
     except that missing fields are allowed: the interview asks for them."""
-    from advisor.answers import SCENARIO_KEYS, Answers, answers_from_mapping, valid_values
+    from advisor.decision.answers import SCENARIO_KEYS, Answers, answers_from_mapping, valid_values
 
     if not isinstance(data, dict):
         answers_from_mapping(data, source=source)  # raises, saying what a file should hold
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     """Check the answers file (if any) before the screen changes, then run the wizard."""
     answers = None
     if args.answers:
-        from advisor.answers import read_answers_file
+        from advisor.decision.answers import read_answers_file
         from planner.files import shown
 
         answers = check_partial_answers(read_answers_file(args.answers), shown(args.answers))

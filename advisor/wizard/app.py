@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from textual.app import App
 from textual.binding import Binding, BindingType
 
-from advisor.interview import answers_from_raw, raw_from_mapping
+from advisor.decision.interview import answers_from_raw, raw_from_mapping
 from advisor.wizard.palette import WizardCommands
 from advisor.wizard.screens.interview import InterviewScreen
 
@@ -72,7 +72,7 @@ class WizardApp(App[None]):
     def recommend(self) -> str | None:
         """Decide on the interview's answers (`advisor recommend`) and show the result; returns
         the engine's message instead where `advisor recommend` would stop with one."""
-        from advisor.decide import decide
+        from advisor.decision.decide import decide
         from advisor.wizard.screens.recommendation import RecommendationScreen
         from planner.errors import PlanError
 
@@ -89,7 +89,7 @@ class WizardApp(App[None]):
 
     def choose_method(self, method) -> str | None:
         """Train `method` instead; returns the engine's warning when it is not the winner."""
-        from advisor.method_choice import override_warning
+        from advisor.decision.method_choice import override_warning
 
         if method is not self.method:
             self.method = method
@@ -98,7 +98,7 @@ class WizardApp(App[None]):
 
     def initial_request(self):
         """The plan to start from: the chosen method's default setup on the team's GPUs."""
-        from advisor.compute_check import default_request
+        from advisor.decision.compute_check import default_request
         from planner.errors import PlanError
         from planner.gpus import resolve_gpu
         from planner.specs import Tuning
@@ -144,7 +144,7 @@ class WizardApp(App[None]):
 
     def record(self) -> str:
         """The Markdown record of this session (answers, recommendation, plan)."""
-        from advisor.session_record import session_record
+        from advisor.views.session_record import session_record
 
         return session_record(
             self.recommendation,

@@ -11,7 +11,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from advisor.output_file import existing_file
+from advisor.decision.output_file import existing_file
 from planner.files import shown
 
 

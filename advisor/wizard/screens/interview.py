@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from advisor.interview import QUESTIONS, Question
+from advisor.decision.interview import QUESTIONS, Question
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 
@@ -166,7 +166,7 @@ def _check_free_text(field: str, value: str) -> str | None:
 
             resolve_model(value)
         elif field == "gpus":
-            from advisor.answers import parse_gpus
+            from advisor.decision.answers import parse_gpus
             from planner.gpus import resolve_gpu
 
             resolve_gpu(parse_gpus(value)[0])

@@ -21,8 +21,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Input, Label, Static
 
-from advisor.plan_view import command_line
-from advisor.session_record import duration, launch_command
+from advisor.views.plan_view import command_line, duration
+from advisor.views.session_record import launch_command
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.errors import PlanError

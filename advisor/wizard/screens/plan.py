@@ -12,9 +12,9 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.suggester import SuggestFromList
 from textual.widgets import Footer, Input, Label, Select, Static
 
-from advisor.compute_check import layout
-from advisor.decision_rules import label
-from advisor.wizard.estimate_view import estimate_renderable
+from advisor.decision.compute_check import layout
+from advisor.decision.names import label
+from advisor.views.estimate_view import estimate_renderable
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.errors import PlanError

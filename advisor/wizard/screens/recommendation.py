@@ -11,10 +11,10 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
-from advisor.decide import Recommendation
-from advisor.decision_rules import label
-from advisor.method_choice import override_warning
-from advisor.recommend_view import advice_parts, bullets, headline, runner_up_panel
+from advisor.decision.decide import Recommendation
+from advisor.decision.method_choice import override_warning
+from advisor.decision.names import label
+from advisor.views.recommend_view import advice_parts, bullets, headline, runner_up_panel
 from advisor.wizard.confirm import save_asking_first
 from advisor.wizard.path_prompt import PathPrompt
 from advisor.wizard.screens.base import WizardScreen
@@ -131,7 +131,7 @@ class RecommendationScreen(WizardScreen):
 
     def write(self, path: str, *, overwrite: bool) -> None:
         """Write the answers to `path`, saying where (or why not) in a notification."""
-        from advisor.interview import save_answers
+        from advisor.decision.interview import save_answers
 
         try:
             written = save_answers(self.rec.answers, path, overwrite=overwrite)

@@ -10,7 +10,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, Input, Label, Static
 
-from advisor.session_record import write_session_record
+from advisor.views.session_record import write_session_record
 from advisor.wizard.confirm import save_asking_first
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar

@@ -19,9 +19,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, ProgressBar, Sparkline, Static
 
-from advisor.decision_rules import label
-from advisor.run_watch import RunWatch
-from advisor.session_record import duration
+from advisor.decision.names import label
+from advisor.views.plan_view import duration
+from advisor.wizard.run_watch import RunWatch
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.errors import PlanError

@@ -7,8 +7,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from advisor.decide import Confidence, Recommendation
-from advisor.decision_rules import label, strongest_reasons
+from advisor.decision.decide import Confidence, Recommendation
+from advisor.decision.names import label
+from advisor.decision.rules import strongest_reasons
 
 CONFIDENCE_STYLE = {Confidence.high: "green", Confidence.medium: "yellow", Confidence.low: "red"}
 

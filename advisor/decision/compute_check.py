@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field, ValidationError
 
-from advisor.decision_rules import label
+from advisor.decision.names import label, tuning_label
 from planner.errors import PlanError
 from planner.specs import Method, Plan, PlanRequest, Sharding, Tuning, request_problem
 
@@ -104,14 +104,10 @@ def _quiet_estimate(request: PlanRequest) -> Plan | None:
         return None
 
 
-def _label(tuning: Tuning) -> str:
-    return {Tuning.full: "full tuning", Tuning.lora: "LoRA", Tuning.qlora: "QLoRA"}[tuning]
-
-
 def describe_change(plan: Plan, default: PlanRequest) -> str:
     """A fitting plan from the planner's search, as what differs from the default setup."""
     req = plan.request
-    parts = [f"{_label(plan.tuning)} on {req.world_size}× {plan.gpu.name}"]
+    parts = [f"{tuning_label(plan.tuning)} on {req.world_size}× {plan.gpu.name}"]
     if req.sharding is not default.sharding:
         parts.append(req.sharding.value)
     if req.offload is not default.offload:
@@ -187,7 +183,7 @@ def _summary(
     """The verdict in one sentence, with GiB needed against GiB on the card."""
     where = f"{count}× {gpu}"
     misses = [
-        f"{_label(t.tuning)} needs {t.per_gpu_peak_gib:.1f} GiB per GPU"
+        f"{tuning_label(t.tuning)} needs {t.per_gpu_peak_gib:.1f} GiB per GPU"
         for t in tried
         if not t.fits
     ]
@@ -198,8 +194,8 @@ def _summary(
     hit = next(t for t in tried if t.tuning is setup)
     numbers = f"{hit.per_gpu_peak_gib:.1f} of {hit.capacity_gib:.1f} GiB per GPU"
     if not misses:
-        return f"{name} fits on {where} as {_label(setup)}: {numbers}"
+        return f"{name} fits on {where} as {tuning_label(setup)}: {numbers}"
     return (
         f"{name} does not fit on {where} as full tuning ({'; '.join(misses)}); "
-        f"{_label(setup)} fits: {numbers}"
+        f"{tuning_label(setup)} fits: {numbers}"
     )

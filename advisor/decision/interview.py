@@ -1,7 +1,7 @@
 """The interview's questions, one line per option, and the answers file the wizard writes.
 
 Pure data and YAML: the wizard shows these questions one at a time; what it saves is a file
-that `advisor recommend --answers` reads back (`advisor.answers.load_answers`).
+that `advisor recommend --answers` reads back (`advisor.decision.answers.load_answers`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from advisor.answers import Answers, answers_from_mapping
-from advisor.output_file import write_text
+from advisor.decision.answers import Answers, answers_from_mapping
+from advisor.decision.output_file import write_text
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,8 @@ GIB = 2**30
 
 def key_metrics(method: Method) -> tuple[str, ...]:
     """The metrics `advisor launch`'s live view shows for a method."""
-    try:
-        from runners.monitor import KEY_METRICS
-    except ImportError:
-        return ("loss",)
+    from runners.monitor import KEY_METRICS
+
     return KEY_METRICS.get(method, ("loss",))
 
 

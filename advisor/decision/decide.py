@@ -1,6 +1,6 @@
 """The decision engine: interview answers in, a ranked and explained recommendation out.
 
-`decide` scores every candidate with the rules in `decision_rules`, asks the planner whether
+`decide` scores every candidate with the rules in `rules`, asks the planner whether
 each fits the team's GPUs when the answers name a model and GPUs, and assembles what a review
 board reads. Pure Python: no Textual, no Rich; the CLI, the wizard and the report call it.
 """
@@ -11,9 +11,10 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from advisor.answers import Answers, Feedback, Level, Priority, RewardModel, UseCase
-from advisor.compute_check import ComputeCheck, layout
-from advisor.decision_rules import (
+from advisor.decision.answers import Answers, Feedback, Level, Priority, RewardModel, UseCase
+from advisor.decision.compute_check import ComputeCheck, layout
+from advisor.decision.guidance import caveats, evaluation_plan
+from advisor.decision.rules import (
     CANDIDATES,
     CONTROL_USE_CASES,
     PREFERENCE_METHODS,
@@ -24,7 +25,6 @@ from advisor.decision_rules import (
     label,
     score,
 )
-from advisor.guidance import caveats, evaluation_plan
 from planner.specs import Method
 
 
@@ -124,7 +124,7 @@ def run_compute_checks(
     except ImportError as error:
         skipped.append(f"compute check unavailable: the planner could not be imported ({error})")
         return {}
-    from advisor.compute_check import check_method
+    from advisor.decision.compute_check import check_method
 
     return {m: check_method(m, model, gpu, count) for m in CANDIDATES}
 

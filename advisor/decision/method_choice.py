@@ -6,8 +6,9 @@ already gave), so the wizard and the decision record say the same thing.
 
 from __future__ import annotations
 
-from advisor.decide import Recommendation
-from advisor.decision_rules import label, reason_points
+from advisor.decision.decide import Recommendation
+from advisor.decision.names import label
+from advisor.decision.rules import reason_points
 from planner.specs import Method
 
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from advisor.answers import Answers, Feedback, Level, Priority, RewardModel, UseCase
+from advisor.decision.answers import Answers, Feedback, Level, Priority, RewardModel, UseCase
+from advisor.decision.names import label
 from planner.specs import Method, Tuning
 
-if TYPE_CHECKING:  # compute_check imports this module for `label`
-    from advisor.compute_check import ComputeCheck
+if TYPE_CHECKING:
+    from advisor.decision.compute_check import ComputeCheck
 
 CANDIDATES = (
     Method.dpo,
@@ -64,22 +65,6 @@ CONTROL_USE_CASES = frozenset(
     }
 )
 """Where explicit reward optimisation can outperform preference learning (Xu et al. 2024)."""
-
-LABELS = {
-    Method.sft: "SFT",
-    Method.dpo: "DPO",
-    Method.ppo: "PPO",
-    Method.grpo: "GRPO",
-    Method.rloo: "RLOO",
-    Method.kto: "KTO",
-    Method.orpo: "ORPO",
-    Method.simpo: "SimPO",
-}
-
-
-def label(method: Method) -> str:
-    """A method's name as people write it (SimPO, not simpo)."""
-    return LABELS.get(method, method.value.upper())
 
 
 def _words(value: StrEnum) -> str:

@@ -6,8 +6,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from advisor.plan_view import command_line, headline
-from advisor.session_record import duration
+from advisor.views.plan_view import command_line, duration, headline
 from planner.specs import COMPONENTS, Plan
 
 SHORT = {

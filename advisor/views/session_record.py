@@ -3,7 +3,7 @@
 The outcome is read from the run folder `advisor launch` wrote (its validation.json), as JSON,
 so the record needs nothing from the runners.
 
-Built on `advisor.decision_record`, so a record from the wizard reads like one from
+Built on `advisor.views.decision_record`, so a record from the wizard reads like one from
 `advisor recommend --report`, with the capacity plan and the launch command added.
 """
 
@@ -13,27 +13,18 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from advisor.decide import Recommendation
-from advisor.decision_record import decision_record
-from advisor.decision_rules import label
-from advisor.method_choice import override_warning
-from advisor.output_file import write_text
-from advisor.plan_view import LABELS, command_line, headline
+from advisor.decision.decide import Recommendation
+from advisor.decision.method_choice import override_warning
+from advisor.decision.names import label
+from advisor.decision.output_file import write_text
+from advisor.views.decision_record import decision_record
+from advisor.views.plan_view import LABELS, command_line, duration, headline
 from planner.specs import COMPONENTS, Method, Plan, PlanRequest
 
 
 def launch_command(request: PlanRequest) -> str:
     """The `advisor launch` line for a request: the same flags as its `advisor plan` line."""
     return "advisor launch" + command_line(request).removeprefix("advisor plan")
-
-
-def duration(seconds: float) -> str:
-    """Seconds as a person reads them: seconds, minutes or hours."""
-    if seconds < 120:
-        return f"{seconds:.2f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def plan_section(plan: Plan) -> list[str]:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from advisor.decide import Recommendation
-from advisor.decision_rules import label, strongest_reasons
-from advisor.output_file import write_text
+from advisor.decision.decide import Recommendation
+from advisor.decision.names import label
+from advisor.decision.output_file import write_text
+from advisor.decision.rules import strongest_reasons
 
 FORCE_HINT = "pass --force to overwrite it"
 

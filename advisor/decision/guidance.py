@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from advisor.answers import Answers, Level, UseCase
+from advisor.decision.answers import Answers, Level, UseCase
 from planner import recipes
 from planner.recipes import RECIPES, recipe
 from planner.specs import Method

@@ -25,7 +25,8 @@ LABELS = {
 }
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """Seconds as a person reads them: seconds, minutes or hours."""
     if seconds < 120:
         return f"{seconds:.2f} s"
     if seconds < 7200:
@@ -97,17 +98,17 @@ def plan_renderable(plan: Plan) -> Group:
     t = plan.time
     timing = Text()
     timing.append(
-        f"Step {_duration(t.step_seconds)} · {t.tokens_per_second:,.0f} tokens/s "
+        f"Step {duration(t.step_seconds)} · {t.tokens_per_second:,.0f} tokens/s "
         f"(MFU {t.mfu:.0%} assumed)"
     )
     if t.total_hours is not None:
         timing.append(
             f" · {t.total_steps:,} steps for {t.samples:,} rows × {plan.request.epochs:g} epochs"
-            f" ≈ {_duration(t.total_hours * 3600)}"
+            f" ≈ {duration(t.total_hours * 3600)}"
         )
     else:
         timing.append(" · pass --samples N or --dataset PATH for the run's total")
-    phases = ", ".join(f"{k} {_duration(v)}" for k, v in t.phases_seconds.items())
+    phases = ", ".join(f"{k} {duration(v)}" for k, v in t.phases_seconds.items())
     timing.append(f"\n  {phases}", style="dim")
 
     parts: list = [Text(headline(plan), style="bold"), precision_line(plan), table, verdict, timing]
@@ -175,7 +176,7 @@ def _runners_up(plans: list[Plan], objective: Objective) -> Text:
     for place, plan in enumerate(plans, start=2):
         r = plan.request
         step = plan.time.step_seconds
-        ranked = f"{_duration(step)}/step on {r.world_size}× {plan.gpu.name}"
+        ranked = f"{duration(step)}/step on {r.world_size}× {plan.gpu.name}"
         if r.nodes > 1:
             ranked += f" ({r.nodes} nodes of {r.num_gpus})"
         if objective is Objective.gpu_hours:

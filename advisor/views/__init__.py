@@ -1,0 +1,1 @@
+"""Rich and Markdown renderers of plans, recommendations and records; no Textual here."""
