@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from planner import deepspeed, parameters, precision
+from planner.architectures import architecture
 from planner.constants import runtime
 from planner.errors import PlanError
 from planner.methods import Loop, loop
@@ -22,7 +23,6 @@ from planner.specs import (
     Method,
     ModelSpec,
     Offload,
-    Optimizer,
     PlanRequest,
     Sharding,
     Tuning,
@@ -216,15 +216,17 @@ def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
 
 
 def gemma_style(spec: ModelSpec) -> bool:
-    """Gemma's RMSNorm computes in fp32 and scales by (1 + weight) in fp32 too."""
-    return spec.model_type in ("gemma", "gemma2", "gemma3_text")
+    """Gemma's RMSNorm computes in fp32 and scales by (1 + weight) in fp32 too (the
+    architecture's `norm` trait)."""
+    return architecture(spec.model_type).norm == "gemma"
 
 
 def norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     """One RMSNorm's saved tensors per token. Llama-style (HF LlamaRMSNorm): the fp32 input
     (4·h, the input itself in fp32 runs) and the w-dtype normalised value before the weight,
     (4 + w)·h; Gemma-style: the fp32 input and the fp32 normalised value, 8·h. Counted from
-    autograd's saved tensors of one decoder layer (tests/test_activations.py)."""
+    autograd's saved tensors of one decoder layer (checked against the traced step in
+    tests/test_trace_agreement.py)."""
     w = compute_bytes(request)
     if gemma_style(spec) or residual_bytes(request) == 4:
         return 8 * spec.hidden_size  # fp32 input and fp32 normalised value
@@ -266,27 +268,23 @@ def autocast_weight_copies(spec: ModelSpec, request: PlanRequest, lp: Loop) -> t
     return 2.0 * layer, head
 
 
-ATTENTION_REPEATS_KV = True
-"""TRL pads its batches, so SDPA gets a mask and transformers repeats k and v to every query
-head (`use_gqa_in_sdpa` needs attention_mask=None for the GQA kernel path)."""
-
-
 def attention_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
     """Attention's saved tensors per token. SDPA / flash: q, k, v after RoPE, the output and
-    its transposed copy for o_proj, w·(3·q + 2·kv), plus the fp32 logsumexp per head (Dao et
-    al. 2022: no s×s matrix). Eager: q, the repeated k and v and o_proj's input, w·4·q, plus
-    per head s × (fp32 softmax + w probs [+ w softcapped scores, Gemma-2]; fp32 runs keep the
-    softmax itself as the probs) (Korthikanti et al. 2022, the 5·a·s/h term)."""
+    its transposed copy for o_proj, plus the fp32 logsumexp per head (Dao et al. 2022: no s×s
+    matrix). TRL pads its batches, so SDPA gets a mask and transformers repeats k and v to every
+    query head (`use_gqa_in_sdpa` needs attention_mask=None for the GQA kernel path): k and v
+    are a·d wide, w·(3·q + 2·q), and each layer keeps its own copy of the 4-D mask, w·s.
+    Eager: q, the repeated k and v and o_proj's input, w·4·q, plus per head s × (fp32 softmax
+    + w probs [+ w softcapped scores, Gemma-2]; fp32 runs keep the softmax itself as the probs)
+    (Korthikanti et al. 2022, the 5·a·s/h term)."""
     w = compute_bytes(request)
     q = spec.num_heads * spec.head_dim
-    kv = spec.num_kv_heads * spec.head_dim
     if request.attention is Attention.eager:
         # fp32 softmax, its cast to w for the value matmul (none in fp32 runs: the cast is a
         # no-op), and Gemma-2's tanh-softcapped scores.
-        scores = 4 + (w if w != 4 else 0) + (w if spec.model_type == "gemma2" else 0)
+        softcapped = w if architecture(spec.model_type).attention_softcapping else 0
+        scores = 4 + (w if w != 4 else 0) + softcapped
         return w * 4 * q + spec.num_heads * seq * scores
-    if not ATTENTION_REPEATS_KV:
-        return w * (3 * q + 2 * kv) + 4 * spec.num_heads
     # Padded batch: k and v repeated to every head, and each layer keeps its own copy of the
     # 4-D mask (rows × 1 × s × s), i.e. w·s per token.
     return w * (3 * q + 2 * q) + 4 * spec.num_heads + w * seq
@@ -325,7 +323,8 @@ def adapted_linear_inputs(spec: ModelSpec, request: PlanRequest) -> list[tuple[s
     targets = parameters.lora_target_modules(spec, request.lora_targets.value)
     shapes = [(name, n_in) for name, n_in, _ in parameters.linear_shapes(spec)]
     if targets == "all-linear":
-        return [(name, n_in) for name, n_in in shapes if name != "mlp.gate"]
+        router = architecture(spec.model_type).moe_router
+        return [(name, n_in) for name, n_in in shapes if name != router]
     return [(name, n_in) for name, n_in in shapes if name.rsplit(".", 1)[-1] in targets]
 
 
@@ -338,11 +337,8 @@ def lora_layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest,
     w = compute_bytes(request)
     norms = spec.norms_per_layer * 4 * spec.hidden_size
     q = spec.num_heads * spec.head_dim
-    if request.attention is Attention.eager:
-        attention = attention_bytes_per_token(spec, request, seq) - w * q  # no o_proj input
-    else:
-        # What full tuning's attention keeps, less o_proj's input (frozen base linear).
-        attention = attention_bytes_per_token(spec, request, seq) - w * q
+    # What full tuning's attention keeps, less o_proj's input (frozen base linear).
+    attention = attention_bytes_per_token(spec, request, seq) - w * q
     width = spec.intermediate_size * (spec.num_experts_per_tok if spec.is_moe else 1)
     mlp = 3 * width * w
     adapters = 0.0
@@ -382,8 +378,10 @@ chunks of 256 valid tokens (trl.trainer.sft_trainer._chunked_cross_entropy_loss)
 
 
 def softcap_bytes(spec: ModelSpec, request: PlanRequest) -> float:
-    """Gemma-2's final logit softcapping keeps tanh's w-dtype output per logit."""
-    return compute_bytes(request) if spec.hf_config.get("final_logit_softcapping") else 0.0
+    """Gemma-2's final logit softcapping keeps tanh's w-dtype output per logit (when the
+    architecture has one and the config sets it)."""
+    key = architecture(spec.model_type).final_logit_softcapping
+    return compute_bytes(request) if key is not None and spec.hf_config.get(key) else 0.0
 
 
 def logits_stay_16bit(request: PlanRequest, lp: Loop) -> bool:
@@ -647,15 +645,6 @@ ADAMW_OPTIM = "adamw_torch_fused"
 torch's fused AdamW (transformers' own default for torch >= 2.8), one kernel per step."""
 
 
-def optimizer_step_temporary(request: PlanRequest, states: ModelStates) -> float:
-    """Buffers the optimizer step allocates: none for fused AdamW, DeepSpeed's fused Adam,
-    bitsandbytes' 8-bit kernels or SGD; foreach AdamW (`adamw_torch`) would allocate one
-    state-sized buffer for sqrt(v) (torch.optim.adamw._multi_tensor_adamw)."""
-    if request.optimizer is not Optimizer.adamw or is_deepspeed(effective_sharding(request)):
-        return 0.0
-    return states.optimizer / 2 if ADAMW_OPTIM == "adamw_torch" else 0.0
-
-
 def late_backward_bytes(
     spec: ModelSpec, request: PlanRequest, act: Activations, gradients: float, accumulating: bool
 ) -> tuple[float, float]:
@@ -760,8 +749,10 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
     )
     members["forward / backward"] = list(dict.fromkeys(members["forward / backward"]))
 
-    step_temporary = optimizer_step_temporary(request, states)
-    phases["optimizer step"] = base + states.gradients + step_temporary
+    # The step itself allocates nothing: fused AdamW (ADAMW_OPTIM), DeepSpeed's fused Adam,
+    # bitsandbytes' 8-bit kernels and SGD update in place (foreach AdamW, `adamw_torch`, would
+    # hold a state-sized sqrt(v): torch.optim.adamw._multi_tensor_adamw).
+    phases["optimizer step"] = base + states.gradients
     members["optimizer step"] = list(dict.fromkeys([*resident_names, "gradients"]))
 
     peak_phase = max(phases, key=lambda name: phases[name])
@@ -771,7 +762,7 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         "weights": states.weights + states.gathered,
         "trainable_weights": states.trainable_weights,
         "gradients": states.gradients + states.buckets,
-        "optimizer": states.optimizer + step_temporary,
+        "optimizer": states.optimizer,
         "activations": max(act.saved, late_act) + value_act,
         "logits": max(act.logits + act.logits_grad, no_grad, gen_logits),
         "reference_model": reference,

@@ -15,14 +15,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from planner.architectures import SUPPORTED_TYPES, architecture
 from planner.errors import PlanError
 from planner.files import parse_json, read_text, short, shown
 from planner.parameters import count_params
 from planner.paths import profiles_dir
 from planner.specs import ModelSpec
-
-SUPPORTED_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3")
-"""Decoder-only architectures whose parameter layout planner.parameters models exactly."""
 
 ENCODER_ONLY_TYPES = frozenset(
     {"bert", "roberta", "xlm-roberta", "deberta", "deberta-v2", "distilbert", "albert",
@@ -31,14 +29,6 @@ ENCODER_ONLY_TYPES = frozenset(
 ENCODER_DECODER_TYPES = frozenset({"t5", "mt5", "umt5", "bart", "mbart", "pegasus", "marian"})
 
 LIST_HINT = "(see `advisor plan --list-models`)"
-
-# Defaults of the transformers 5.24 config classes for keys a config.json may leave out.
-_MAX_POSITIONS = {"llama": 2048, "mistral": 131072, "mixtral": 131072, "qwen2": 32768,
-                  "qwen3": 32768, "gemma": 8192, "gemma2": 8192, "phi3": 4096}  # fmt: skip
-_KV_HEADS = {"mistral": 8, "mixtral": 8, "gemma2": 4}  # others: one kv head per query head
-_HEAD_DIM = {"gemma": 256, "gemma2": 256, "qwen3": 128}  # others: hidden_size // heads
-_TIED = frozenset({"gemma", "gemma2"})  # tie_word_embeddings defaults to True
-_ACTIVATION = {"gemma": "gelu_pytorch_tanh", "gemma2": "gelu_pytorch_tanh"}  # others: silu
 
 
 @dataclass(frozen=True)
@@ -156,19 +146,22 @@ def spec_from_config(
             )
         config, model_type, name = dict(inner), inner_type, f"{name} (text model)"
     _check_model_type(model_type, where)
+    traits = architecture(model_type)
 
     hidden = _positive_int(config, "hidden_size", where)
     layers = _positive_int(config, "num_hidden_layers", where)
     heads = _positive_int(config, "num_attention_heads", where)
     intermediate = _positive_int(config, "intermediate_size", where)
     vocab = _positive_int(config, "vocab_size", where)
-    kv_heads = _positive_int(config, "num_key_value_heads", where, _KV_HEADS.get(model_type, heads))
+    kv_heads = _positive_int(
+        config, "num_key_value_heads", where, traits.num_key_value_heads or heads
+    )
     if heads % kv_heads:
         raise PlanError(
             f"{where}: num_attention_heads ({heads}) is not a multiple of "
             f"num_key_value_heads ({kv_heads})"
         )
-    default_head_dim = _HEAD_DIM.get(model_type)
+    default_head_dim = traits.head_dim
     if default_head_dim is None and config.get("head_dim") is None and hidden % heads:
         raise PlanError(
             f"{where}: hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}) "
@@ -176,26 +169,24 @@ def spec_from_config(
         )
     head_dim = _positive_int(config, "head_dim", where, default_head_dim or hidden // heads)
     max_positions = _positive_int(
-        config, "max_position_embeddings", where, _MAX_POSITIONS[model_type]
+        config, "max_position_embeddings", where, traits.max_position_embeddings
     )
 
     experts = top_k = 0
-    if model_type == "mixtral":
-        experts = _positive_int(config, "num_local_experts", where, 8)
-        top_k = _positive_int(config, "num_experts_per_tok", where, 2)
+    if traits.experts_key is not None:
+        experts_key, top_k_key = traits.experts_key, traits.experts_per_token_key
+        experts = _positive_int(config, experts_key, where, traits.default_experts)
+        top_k = _positive_int(config, top_k_key, where, traits.default_experts_per_token)
         if top_k > experts:
-            raise PlanError(
-                f"{where}: num_experts_per_tok ({top_k}) exceeds num_local_experts ({experts})"
-            )
+            raise PlanError(f"{where}: {top_k_key} ({top_k}) exceeds {experts_key} ({experts})")
 
     # Which projections carry biases, as each transformers 5.24 module builds them.
-    attention_bias = bool(config.get("attention_bias") or False)
-    out_bias = attention_bias
-    if model_type == "qwen2":
-        attention_bias, out_bias = True, False  # Qwen2Attention: qkv bias=True, o_proj bias=False
-    elif model_type in ("mistral", "mixtral", "phi3"):
+    attention_bias = out_bias = bool(config.get("attention_bias") or False)
+    if traits.attention_bias == "qkv":
+        attention_bias, out_bias = True, False
+    elif traits.attention_bias == "none":
         attention_bias = out_bias = False
-    mlp_bias = model_type == "llama" and bool(config.get("mlp_bias") or False)
+    mlp_bias = traits.mlp_bias_from_config and bool(config.get("mlp_bias") or False)
 
     tied = config.get("tie_word_embeddings")
     spec = ModelSpec(
@@ -210,14 +201,14 @@ def spec_from_config(
         intermediate_size=intermediate,
         vocab_size=vocab,
         max_position_embeddings=max_positions,
-        tie_word_embeddings=(model_type in _TIED) if tied is None else bool(tied),
+        tie_word_embeddings=traits.tie_word_embeddings if tied is None else bool(tied),
         attention_bias=attention_bias,
         attention_out_bias=out_bias,
         mlp_bias=mlp_bias,
-        norms_per_layer=4 if model_type == "gemma2" else 2,
+        norms_per_layer=traits.norms_per_layer,
         num_experts=experts,
         num_experts_per_tok=top_k,
-        hidden_act=_activation(config, model_type, where),
+        hidden_act=_activation(config, traits.hidden_act, where),
         params=0,
         hf_config=config,
     )
@@ -255,12 +246,8 @@ def _check_model_type(model_type: str | None, where: str) -> None:
     )
 
 
-def _activation(config: dict[str, Any], model_type: str, where: str) -> str:
-    act = (
-        config.get("hidden_activation")
-        or config.get("hidden_act")
-        or _ACTIVATION.get(model_type, "silu")
-    )
+def _activation(config: dict[str, Any], default: str, where: str) -> str:
+    act = config.get("hidden_activation") or config.get("hidden_act") or default
     if not isinstance(act, str):
         raise PlanError(f"{where}: 'hidden_act' must be a string such as 'silu', got {short(act)}")
     return act

@@ -8,14 +8,9 @@ V vocabulary, E experts, r LoRA rank.
 
 from __future__ import annotations
 
+from planner.architectures import ArchitectureTraits, architecture
 from planner.errors import PlanError
 from planner.specs import LoraTargets, ModelSpec
-
-QK_NORM_TYPES = frozenset({"qwen3"})
-"""Model types with an RMSNorm over the head dim on queries and keys (Qwen3Attention)."""
-
-FUSED_TYPES = frozenset({"phi3"})
-"""Model types whose layers fuse q/k/v into `qkv_proj` and gate/up into `gate_up_proj`."""
 
 
 def q_width(spec: ModelSpec) -> int:
@@ -49,7 +44,7 @@ def dense_mlp_params(spec: ModelSpec) -> int:
 
 
 def router_params(spec: ModelSpec) -> int:
-    """MoE router: h·E (Mixtral's `gate`, no bias); 0 for a dense model."""
+    """MoE router: h·E (Mixtral's `mlp.gate`, no bias); 0 for a dense model."""
     return spec.hidden_size * spec.num_experts if spec.is_moe else 0
 
 
@@ -64,7 +59,7 @@ def norm_params_per_layer(spec: ModelSpec) -> int:
     """norms: n·h (n = 2 for Llama/Qwen2/Phi-3, 4 for Gemma-2), ×2 with biases, plus 2·d for
     Qwen3's q_norm and k_norm."""
     per_norm = spec.hidden_size * (2 if spec.norm_has_bias else 1)
-    qk_norm = 2 * spec.head_dim if spec.model_type in QK_NORM_TYPES else 0
+    qk_norm = 2 * spec.head_dim if architecture(spec.model_type).qk_norm else 0
     return spec.norms_per_layer * per_norm + qk_norm
 
 
@@ -95,11 +90,6 @@ def count_params(spec: ModelSpec) -> int:
     )
 
 
-def non_embedding_params(spec: ModelSpec) -> int:
-    """non-embedding: total − V·h − lm_head (the count Qwen and Kaplan et al. 2020 quote)."""
-    return count_params(spec) - embedding_params(spec) - lm_head_params(spec)
-
-
 def active_params(spec: ModelSpec) -> int:
     """active per token: total − L·(E − top-k)·3·h·I for MoE (only top-k experts run); total if dense."""
     if not spec.is_moe:
@@ -116,7 +106,8 @@ def linear_shapes(spec: ModelSpec) -> list[tuple[str, int, int]]:
     transformers 5.24 stores them as stacked 3-D parameters, not nn.Linear modules.
     """
     h, i, q, kv = spec.hidden_size, spec.intermediate_size, q_width(spec), kv_width(spec)
-    if spec.model_type in FUSED_TYPES:
+    traits = architecture(spec.model_type)
+    if traits.fused_projections:
         attention = [("self_attn.qkv_proj", h, q + 2 * kv), ("self_attn.o_proj", q, h)]
     else:
         attention = [
@@ -126,14 +117,14 @@ def linear_shapes(spec: ModelSpec) -> list[tuple[str, int, int]]:
             ("self_attn.o_proj", q, h),
         ]
     if spec.is_moe:
-        mlp = [("mlp.gate", h, spec.num_experts)]
+        mlp = [(traits.moe_router, h, spec.num_experts)]
         for e in range(spec.num_experts):
             mlp += [
-                (f"mlp.experts.{e}.gate_proj", h, i),
-                (f"mlp.experts.{e}.up_proj", h, i),
-                (f"mlp.experts.{e}.down_proj", i, h),
+                (f"{traits.moe_experts}.{e}.gate_proj", h, i),
+                (f"{traits.moe_experts}.{e}.up_proj", h, i),
+                (f"{traits.moe_experts}.{e}.down_proj", i, h),
             ]
-    elif spec.model_type in FUSED_TYPES:
+    elif traits.fused_projections:
         mlp = [("mlp.gate_up_proj", h, 2 * i), ("mlp.down_proj", i, h)]
     else:
         mlp = [("mlp.gate_proj", h, i), ("mlp.up_proj", h, i), ("mlp.down_proj", i, h)]
@@ -184,10 +175,16 @@ def lora_target_modules(spec: ModelSpec, targets: str) -> str | list[str]:
     Phi-3 fuses q, k and v into `qkv_proj`, so "qv" there adapts the whole fused projection
     (peft's own default target for phi3).
     """
+    return lora_modules(architecture(spec.model_type), targets)
+
+
+def lora_modules(traits: ArchitectureTraits, targets: str) -> str | list[str]:
+    """`lora_target_modules` from an architecture's traits alone (the trace builds model types
+    that have no spec)."""
     target = _targets(targets)
     if target is LoraTargets.all_linear:
         return "all-linear"
-    fused = spec.model_type in FUSED_TYPES
+    fused = traits.fused_projections
     if target is LoraTargets.qv:
         return ["qkv_proj"] if fused else ["q_proj", "v_proj"]
     return ["qkv_proj", "o_proj"] if fused else ["q_proj", "k_proj", "v_proj", "o_proj"]

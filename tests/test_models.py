@@ -17,9 +17,15 @@ from pathlib import Path
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+from transformers import (
+    CONFIG_MAPPING,
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+)
 
 from planner import parameters
+from planner.architectures import ARCHITECTURES, ArchitectureTraits
 from planner.errors import PlanError
 from planner.models import (
     hf_hub_cache,
@@ -30,6 +36,7 @@ from planner.models import (
 )
 from planner.paths import profiles_dir
 from planner.specs import ModelSpec
+from tests.tiny_architectures import ARCHITECTURE_CONFIGS
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE_FILES = sorted((profiles_dir() / "models").glob("*.json"))
@@ -166,6 +173,46 @@ def test_moe_active_params_count_only_the_routed_experts():
 def test_spec_from_config_counts_architecture_variants_exactly(label, config):
     spec = spec_from_config(config, label, "config")
     assert spec.params == numel(build_on_meta(config)), label
+
+
+# --- architecture traits --------------------------------------------------------------------
+
+
+def test_every_architecture_has_a_tiny_config():
+    assert set(ARCHITECTURE_CONFIGS) == set(ARCHITECTURES)
+
+
+@pytest.mark.parametrize("traits", ARCHITECTURES.values(), ids=list(ARCHITECTURES))
+def test_architecture_defaults_are_the_transformers_config_defaults(traits: ArchitectureTraits):
+    """The defaults a record states for keys a config.json may leave out are its config class's."""
+    defaults = CONFIG_MAPPING[traits.model_type]()
+    assert defaults.max_position_embeddings == traits.max_position_embeddings
+    assert defaults.tie_word_embeddings == traits.tie_word_embeddings
+    kv_heads = traits.num_key_value_heads or defaults.num_attention_heads
+    assert defaults.num_key_value_heads == kv_heads
+    if traits.head_dim is not None:
+        assert defaults.head_dim == traits.head_dim
+    activation = getattr(defaults, "hidden_activation", None) or defaults.hidden_act
+    assert activation == traits.hidden_act
+    if traits.experts_key is not None:
+        assert getattr(defaults, traits.experts_key) == traits.default_experts
+        assert getattr(defaults, traits.experts_per_token_key) == traits.default_experts_per_token
+    if traits.final_logit_softcapping is not None:
+        assert getattr(defaults, traits.final_logit_softcapping)
+
+
+@pytest.mark.parametrize("model_type", list(ARCHITECTURES))
+def test_tiny_config_of_each_architecture_is_counted_exactly(model_type):
+    """Counts and module names from the traits match the real model, for every record."""
+    config = ARCHITECTURE_CONFIGS[model_type]
+    spec = spec_from_config(config, model_type, "config")
+    model = build_on_meta(config)
+    assert spec.params == numel(model)
+    assert parameters.decoder_layer_params(spec) == numel(model.model.layers[0])
+    layer = model.model.layers[0]
+    for name, n_in, n_out in parameters.linear_shapes(spec):
+        if ".experts." not in name:  # stacked 3-D expert parameters, no module per expert
+            assert tuple(layer.get_submodule(name).weight.shape) == (n_out, n_in), name
 
 
 # --- LoRA and the extra heads ---------------------------------------------------------------

@@ -97,3 +97,41 @@ TINY_ARCHITECTURES: dict[str, dict] = {
     "gemma2": GEMMA2_TINY,
 }
 """The three scaled-down configs by short name, in the order the trace matrix lists them."""
+
+
+def _variant(base: dict, model_type: str, architecture: str, **fields) -> dict:
+    config = {**base, "model_type": model_type, "architectures": [architecture], **fields}
+    return {k: v for k, v in config.items() if v is not None}
+
+
+# The other architectures of planner/architectures.py, each the Llama-style tiny config with
+# the keys its own config class reads (fewer layers: they are only built, counted and traced
+# once each).
+MISTRAL_TINY = _variant(LLAMA_TINY, "mistral", "MistralForCausalLM", sliding_window=None)
+MIXTRAL_TINY = _variant(
+    LLAMA_TINY, "mixtral", "MixtralForCausalLM", num_local_experts=4, num_experts_per_tok=2
+)
+QWEN3_TINY = _variant(QWEN2_TINY, "qwen3", "Qwen3ForCausalLM", head_dim=64)
+GEMMA_TINY = _variant(
+    GEMMA2_TINY,
+    "gemma",
+    "GemmaForCausalLM",
+    query_pre_attn_scalar=None,
+    sliding_window=None,
+    attn_logit_softcapping=None,
+    final_logit_softcapping=None,
+)
+PHI3_TINY = _variant(LLAMA_TINY, "phi3", "Phi3ForCausalLM", head_dim=None)
+
+ARCHITECTURE_CONFIGS: dict[str, dict] = {
+    "llama": LLAMA_TINY,
+    "mistral": MISTRAL_TINY,
+    "mixtral": MIXTRAL_TINY,
+    "qwen2": QWEN2_TINY,
+    "qwen3": QWEN3_TINY,
+    "gemma": GEMMA_TINY,
+    "gemma2": GEMMA2_TINY,
+    "phi3": PHI3_TINY,
+}
+"""One tiny config per record of planner/architectures.py, by model_type (a new architecture
+adds its own here; tests/test_models.py and tests/test_trace.py check each)."""

@@ -1,0 +1,130 @@
+"""What each supported architecture does differently, one record per Hugging Face `model_type`.
+
+Every switch on `model_type` in the planner reads this table: the config defaults a
+config.json may leave out (planner.models), the parameter layout (planner.parameters), the
+saved activations (planner.memory) and how a step is traced (planner.trace). Each record
+describes the transformers 5.24 implementation of that model type (its `configuration_*.py`
+defaults and `modeling_*.py` modules).
+
+Adding an architecture is one record here, plus a tiny config in tests/tiny_architectures.py
+for the traced checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class ArchitectureTraits:
+    """One decoder-only architecture as transformers 5.24 builds it."""
+
+    model_type: str
+    max_position_embeddings: int
+    """The config class's default for `max_position_embeddings`."""
+    num_key_value_heads: int | None = None
+    """The config class's default for `num_key_value_heads`; None: one per query head."""
+    head_dim: int | None = None
+    """The config class's default for `head_dim`; None: hidden_size // num_attention_heads."""
+    tie_word_embeddings: bool = False
+    """The config class's default for `tie_word_embeddings`."""
+    hidden_act: str = "silu"
+    """The config class's default activation (`hidden_activation` / `hidden_act`)."""
+    attention_bias: Literal["config", "qkv", "none"] = "config"
+    """Biases of the attention projections: 'config' (q, k, v and o all follow the config's
+    `attention_bias`), 'qkv' (always on q, k, v, never on o: Qwen2Attention) or 'none'."""
+    mlp_bias_from_config: bool = False
+    """The MLP's projections follow the config's `mlp_bias` (LlamaMLP); else never biased."""
+    norm: Literal["llama", "gemma"] = "llama"
+    """RMSNorm style: 'llama' (LlamaRMSNorm: fp32 variance, normalised value cast back before
+    the weight) or 'gemma' (GemmaRMSNorm: computed and scaled by (1 + weight) in fp32)."""
+    norms_per_layer: int = 2
+    """RMSNorms in one decoder layer (Gemma-2 adds a norm after attention and after the MLP)."""
+    qk_norm: bool = False
+    """An RMSNorm over the head dim on queries and keys (Qwen3Attention)."""
+    fused_projections: bool = False
+    """q/k/v fused into `qkv_proj` and gate/up into `gate_up_proj` (Phi-3)."""
+    experts_key: str | None = None
+    """The config key holding the number of experts of a mixture-of-experts MLP; None: dense."""
+    experts_per_token_key: str = "num_experts_per_tok"
+    """The config key holding how many experts each token runs through."""
+    default_experts: int = 0
+    default_experts_per_token: int = 0
+    """The config class's defaults for the two keys above."""
+    moe_router: str = "mlp.gate"
+    """The router's module name in a decoder layer (a linear h -> experts, no bias)."""
+    moe_experts: str = "mlp.experts"
+    """The experts' module name in a decoder layer (stacked 3-D parameters in transformers 5.24)."""
+    attention_softcapping: bool = False
+    """Eager attention tanh-softcaps its scores (`attn_logit_softcapping`), keeping one more
+    s x s tensor per head."""
+    final_logit_softcapping: str | None = None
+    """The config key of the final logit softcapping (tanh on the logits), when the model has one."""
+    eager_only: bool = False
+    """Traced with eager attention whatever is asked: Gemma-2 with sdpa raises in transformers
+    5.24 (softcapping), and eager is what its model card asks for."""
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts_key is not None
+
+
+ARCHITECTURES: dict[str, ArchitectureTraits] = {
+    t.model_type: t
+    for t in (
+        ArchitectureTraits("llama", max_position_embeddings=2048, mlp_bias_from_config=True),
+        ArchitectureTraits(
+            "mistral", max_position_embeddings=131072, num_key_value_heads=8, attention_bias="none"
+        ),
+        ArchitectureTraits(
+            "mixtral",
+            max_position_embeddings=131072,
+            num_key_value_heads=8,
+            attention_bias="none",
+            experts_key="num_local_experts",
+            default_experts=8,
+            default_experts_per_token=2,
+        ),
+        ArchitectureTraits("qwen2", max_position_embeddings=32768, attention_bias="qkv"),
+        ArchitectureTraits("qwen3", max_position_embeddings=32768, head_dim=128, qk_norm=True),
+        ArchitectureTraits(
+            "gemma",
+            max_position_embeddings=8192,
+            head_dim=256,
+            tie_word_embeddings=True,
+            hidden_act="gelu_pytorch_tanh",
+            norm="gemma",
+        ),
+        ArchitectureTraits(
+            "gemma2",
+            max_position_embeddings=8192,
+            num_key_value_heads=4,
+            head_dim=256,
+            tie_word_embeddings=True,
+            hidden_act="gelu_pytorch_tanh",
+            norm="gemma",
+            norms_per_layer=4,
+            attention_softcapping=True,
+            final_logit_softcapping="final_logit_softcapping",
+            eager_only=True,
+        ),
+        ArchitectureTraits(
+            "phi3", max_position_embeddings=4096, attention_bias="none", fused_projections=True
+        ),
+    )
+}
+"""The supported architectures, by `model_type`."""
+
+SUPPORTED_TYPES = tuple(ARCHITECTURES)
+"""Decoder-only architectures whose parameter layout planner.parameters models exactly."""
+
+OTHER = ArchitectureTraits("other", max_position_embeddings=2048)
+"""What the trace assumes of a model type transformers knows but this table does not
+(separate q/k/v projections, llama-style norms, sdpa)."""
+
+
+def architecture(model_type: str | None) -> ArchitectureTraits:
+    """The traits of `model_type`; `OTHER` for a type outside the table (the trace builds any
+    architecture transformers knows; the analytic plan refuses them in planner.models)."""
+    return ARCHITECTURES.get(model_type or "", OTHER)
