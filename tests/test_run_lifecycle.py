@@ -135,6 +135,7 @@ def test_two_processes_stop_at_the_same_step_and_resume_together(tiny_model, tmp
 
 def test_the_wizards_stop_saves_and_the_resume_finishes(tiny_model, tmp_path, monkeypatch):
     from advisor.wizard.screens.run import RunScreen
+    from advisor.wizard.session import WizardSession
     from planner.specs import PlanRequest
     from runners.launch import LaunchOptions
 
@@ -146,7 +147,9 @@ def test_the_wizards_stop_saves_and_the_resume_finishes(tiny_model, tmp_path, mo
     options = LaunchOptions(
         output=tmp_path / "runs", device="cpu", max_steps=40, save_steps=1000, quiet=True
     )
-    screen = RunScreen(request, options)  # the launch runs in the wizard's own process
+    screen = RunScreen(
+        WizardSession(request=request), options
+    )  # the launch runs in the wizard's own process
     monkeypatch.setattr(screen, "refresh_bindings", lambda: None)
     screen.start()
     _wait_for_step(tmp_path / "runs", 2)

@@ -19,11 +19,12 @@ from textual.widgets import Input, Select, Static
 from advisor.cli import main
 from advisor.decision.answers import load_answers, read_answers_file
 from advisor.decision.decide import decide
-from advisor.decision.interview import QUESTIONS, answers_yaml, save_answers
+from advisor.decision.interview import QUESTIONS, answers_yaml, raw_from_mapping, save_answers
 from advisor.decision.method_choice import override_warning
 from advisor.views.plan_view import command_line
 from advisor.views.session_record import session_record
 from advisor.wizard.app import WizardApp
+from advisor.wizard.session import WizardSession
 from planner.fit import search
 from planner.paths import profiles_dir
 from planner.plan import estimate
@@ -101,7 +102,7 @@ async def test_whole_flow_matches_recommend_and_plan_json(tmp_path, monkeypatch)
         await pilot.pause()
         assert answers_file.exists()
         cli = cli_json(["recommend", "--answers", "answers.yaml", "--json"])
-        assert cli == json.loads(app.recommendation.model_dump_json())
+        assert cli == json.loads(app.session.recommendation.model_dump_json())
         assert cli == json.loads(
             decide(load_answers(SCENARIOS / "ppo-7b-one-24gb-card.yaml")).model_dump_json()
         )
@@ -110,30 +111,35 @@ async def test_whole_flow_matches_recommend_and_plan_json(tmp_path, monkeypatch)
         await pilot.press("ctrl+n")
         await pilot.pause()
         assert type(app.screen).__name__ == "PlanScreen"
-        assert app.request.gpu == "rtx-4090" and app.request.method is app.recommendation.method
+        assert (
+            app.session.request.gpu == "rtx-4090"
+            and app.session.request.method is app.session.recommendation.method
+        )
         seq = app.screen.query_one("#seq_len", Input)
         seq.focus()
         await pilot.press("ctrl+u", "2", "0", "4", "8")
         app.screen.query_one("#samples", Input).focus()
         await pilot.press(*"12000")
         await pilot.pause()
-        assert app.request.seq_len == 2048 and app.request.samples == 12000
-        flags = shlex.split(command_line(app.request))[1:]
+        assert app.session.request.seq_len == 2048 and app.session.request.samples == 12000
+        flags = shlex.split(command_line(app.session.request))[1:]
         cli_plan = cli_json([*flags, "--json"])
-        assert cli_plan == app.plan.model_dump(mode="json")
-        assert app.plan == estimate(app.request)
+        assert cli_plan == app.session.plan.model_dump(mode="json")
+        assert app.session.plan == estimate(app.session.request)
         shown = estimate_text(app)
-        mem = app.plan.memory
+        mem = app.session.plan.memory
         assert f"{mem.per_gpu_peak_gib:.1f} of {mem.capacity_gib:.1f} GiB" in shown
         assert "Run " in shown and "12,000 rows" in shown
 
         # Fit it: the planner's best setup is applied, and the estimate follows.
-        before = app.request
+        before = app.session.request
         await pilot.press("ctrl+f")
         await pilot.pause()
-        assert app.request == search(before)[0].request
-        assert app.plan == estimate(app.request)
-        assert app.screen.query_one("#batch_size", Input).value == str(app.request.batch_size)
+        assert app.session.request == search(before)[0].request
+        assert app.session.plan == estimate(app.session.request)
+        assert app.screen.query_one("#batch_size", Input).value == str(
+            app.session.request.batch_size
+        )
 
         # Launch shows the commands; launching itself is disabled until the runners exist.
         await pilot.press("ctrl+n")
@@ -151,10 +157,14 @@ async def test_whole_flow_matches_recommend_and_plan_json(tmp_path, monkeypatch)
         await pilot.pause()
         text = record_file.read_text()
         assert text == session_record(
-            app.recommendation, app.method, app.plan, source="answers.yaml", today=TODAY
+            app.session.recommendation,
+            app.session.method,
+            app.session.plan,
+            source="answers.yaml",
+            today=TODAY,
         )
         assert "safety_critical_automation" in text and "## Capacity plan" in text
-        assert f"{app.plan.memory.per_gpu_peak_gib:.1f} GiB" in text
+        assert f"{app.session.plan.memory.per_gpu_peak_gib:.1f} GiB" in text
 
         # Esc walks back through every step.
         for name in ("LaunchScreen", "PlanScreen", "RecommendationScreen", "InterviewScreen"):
@@ -169,8 +179,8 @@ async def test_prefilled_answers_need_only_enter_and_give_decide_result():
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press(*["enter"] * len(QUESTIONS))
         await pilot.pause()
-        assert app.recommendation == decide(load_answers(path))
-        assert app.method.value == "dpo"
+        assert app.session.recommendation == decide(load_answers(path))
+        assert app.session.method.value == "dpo"
 
 
 async def test_recommend_key_jumps_ahead_when_the_file_answered_everything():
@@ -179,7 +189,7 @@ async def test_recommend_key_jumps_ahead_when_the_file_answered_everything():
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+n")
         await pilot.pause()
-        assert app.recommendation == decide(load_answers(path))
+        assert app.session.recommendation == decide(load_answers(path))
 
 
 async def test_recommend_key_names_the_questions_still_open():
@@ -198,7 +208,7 @@ async def test_escape_goes_back_one_question_and_keeps_the_answer():
         await pilot.press("down", "enter", "enter")
         assert app.screen.index == 2
         await pilot.press("escape")
-        assert app.screen.index == 1 and app.raw["use_case"] == "knowledge_assistant"
+        assert app.screen.index == 1 and app.session.raw["use_case"] == "knowledge_assistant"
         await pilot.press("escape", "escape")  # on the first question Esc stays put
         assert app.screen.index == 0
 
@@ -218,18 +228,18 @@ async def test_picking_another_method_carries_the_engines_warning_into_the_plan(
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+n")
         await pilot.pause()
-        rec = app.recommendation
+        rec = app.session.recommendation
         await pilot.press("down", "down", "enter")
         await pilot.pause()
         chosen = rec.ranking[2].method
-        assert app.method is chosen
+        assert app.session.method is chosen
         warning = override_warning(rec, chosen)
         assert warning and "behind DPO" in warning
         assert any(warning in n.message for n in app._notifications)
         await pilot.press("ctrl+n")
         await pilot.pause()
-        assert app.request.method is chosen and app.plan.method is chosen
-        assert "Method chosen" in app.record() and warning in app.record()
+        assert app.session.request.method is chosen and app.session.plan.method is chosen
+        assert "Method chosen" in app.session.record() and warning in app.session.record()
 
 
 async def test_a_bad_knob_value_says_so_and_a_good_one_restores_the_estimate():
@@ -240,11 +250,14 @@ async def test_a_bad_knob_value_says_so_and_a_good_one_restores_the_estimate():
         grad.focus()
         await pilot.press("ctrl+u", "0")
         await pilot.pause()
-        assert app.plan is None
+        assert app.session.plan is None
         assert "greater than 0" in estimate_text(app)
         await pilot.press("backspace", "4")
         await pilot.pause()
-        assert app.plan == estimate(app.request) and app.request.grad_accum == 4
+        assert (
+            app.session.plan == estimate(app.session.request)
+            and app.session.request.grad_accum == 4
+        )
 
 
 async def test_gpu_knobs_are_the_planners_layout():
@@ -255,34 +268,34 @@ async def test_gpu_knobs_are_the_planners_layout():
         app.screen.query_one("#gpus", Select).value = "16"
         app.screen.query_one("#sharding", Select).value = "zero3"
         await pilot.pause()
-        r = app.request
+        r = app.session.request
         assert (r.gpu, r.num_gpus, r.nodes, r.sharding.value) == ("h100-80gb", 8, 2, "zero3")
-        assert app.plan == estimate(r) and app.plan.gpu.count == 16
+        assert app.session.plan == estimate(r) and app.session.plan.gpu.count == 16
 
 
 async def test_nvml_gpu_prefills_the_gpus_answer():
     app = WizardApp(detect_gpu=lambda: ("h100-80gb", 8), today=TODAY)
-    app.raw.update(
+    app.session.raw.update(
         {
             k: v
             for k, v in read_answers_file(SCENARIOS / "support-copilot.yaml").items()
             if k in {q.field for q in QUESTIONS}
         }
     )
-    app.raw["sft_done"] = "true"
+    app.session.raw["sft_done"] = "true"
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press(*["enter"] * 8)
         assert app.screen.query_one("#free-text", Input).value == "8x h100-80gb"
         await pilot.press("enter")
         await pilot.pause()
-        assert app.recommendation.answers.gpus == "8x h100-80gb"
+        assert app.session.recommendation.answers.gpus == "8x h100-80gb"
 
 
 async def test_without_nvml_the_plan_starts_on_the_default_card():
     app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
     async with app.run_test(size=SIZE) as pilot:
         await forward(pilot, screens=2)
-        assert app.request == PlanRequest(model="7b", method="dpo", tuning="lora")
+        assert app.session.request == PlanRequest(model="7b", method="dpo", tuning="lora")
         assert app.screen.query_one("#gpu", Select).value == "a100-80gb"
 
 
@@ -361,6 +374,23 @@ def test_the_record_has_answers_recommendation_choice_plan_and_outcome():
     assert Path("a.yaml").name in text
 
 
+def test_the_session_recommends_plans_and_records_without_an_app():
+    """The wizard's state is a plain object: each step calls what the CLI calls."""
+    answers = read_answers_file(SCENARIOS / "support-copilot.yaml")
+    session = WizardSession(raw=raw_from_mapping(answers), detect_gpu=lambda: None, today=TODAY)
+    assert session.recommend() is None
+    assert session.recommendation == decide(load_answers(SCENARIOS / "support-copilot.yaml"))
+    assert session.method is session.recommendation.method
+    request = session.start_plan()
+    assert session.start_plan() is request and request.method is session.method
+    session.estimate(request)
+    assert session.plan == estimate(request)
+    other = next(r.method for r in session.recommendation.ranking if r.method is not session.method)
+    assert session.choose_method(other) == override_warning(session.recommendation, other)
+    assert session.method is other and session.request is None
+    assert "## Method chosen" in session.record()
+
+
 async def test_launch_preflight_counts_the_dataset_and_times_the_run(tmp_path):
     data = tmp_path / "pairs.jsonl"
     row = '{"prompt": "Hi", "chosen": "Hello! How can I help?", "rejected": "What."}\n'
@@ -375,8 +405,11 @@ async def test_launch_preflight_counts_the_dataset_and_times_the_run(tmp_path):
         await app.workers.wait_for_complete()
         await pilot.pause()
         assert "✓" in text_of(app.screen.query_one("#preflight", Static))
-        assert app.request.dataset == str(data)
-        assert app.plan == estimate(app.request) and app.plan.time.samples == 300
+        assert app.session.request.dataset == str(data)
+        assert (
+            app.session.plan == estimate(app.session.request)
+            and app.session.plan.time.samples == 300
+        )
         app.screen.query_one("#dataset", Input).value = str(tmp_path / "missing.jsonl")
         await pilot.press("enter")
         await app.workers.wait_for_complete()
@@ -390,7 +423,7 @@ async def test_a_method_changed_on_the_plan_shows_on_the_ranking():
         await forward(pilot, screens=2)
         app.screen.query_one("#method", Select).value = "kto"
         await pilot.pause()
-        assert app.method.value == "kto" and app.plan.method.value == "kto"
+        assert app.session.method.value == "kto" and app.session.plan.method.value == "kto"
         await pilot.press("escape")
         await pilot.pause()
         choice = text_of(app.screen.query_one("#choice", Static))
@@ -425,7 +458,7 @@ async def launch_ready_app(pilot, app, tmp_path) -> None:
 async def wait_for_run_end(pilot, app) -> None:
     for _ in range(200):
         await pilot.pause(0.05)
-        if app.launch_status is not None:
+        if app.session.launch_status is not None:
             return
     raise AssertionError("the run never ended")
 
@@ -443,20 +476,23 @@ async def test_launch_follows_the_run_live_and_the_report_reads_its_folder(tmp_p
         await pilot.pause()
         assert type(app.screen).__name__ == "RunScreen"
         ((request, options),) = calls  # the request itself, not a command line rebuilt
-        assert request == app.request
+        assert request == app.session.request
         assert options.output == tmp_path / "runs" and options.quiet and not options.dry_run
         assert options.recommendation["method"] == "dpo"
         await wait_for_run_end(pilot, app)
         await pilot.pause()
-        assert app.launch_status == 0
-        assert app.run_dir == tmp_path / "runs" / "dpo-20260101-000000"
+        assert app.session.launch_status == 0
+        assert app.session.run_dir == tmp_path / "runs" / "dpo-20260101-000000"
         metrics = text_of(app.screen.query_one("#run-metrics", Static))
         assert "step 4 / 4" in metrics and "rewards/margins" in metrics
         assert list(app.screen.query_one("#loss-chart").data) == [1.0, 0.5, 1 / 3, 0.25]
         assert list(app.screen.query_one("#gpu-chart").data) == [1.0, 2.0, 3.0, 4.0]
         gpu = text_of(app.screen.query_one("#gpu-title", Static))
-        assert "peak 4.0 GiB" in gpu and f"estimate {app.plan.memory.per_gpu_peak_gib:.1f}" in gpu
-        record = app.record()
+        assert (
+            "peak 4.0 GiB" in gpu
+            and f"estimate {app.session.plan.memory.per_gpu_peak_gib:.1f}" in gpu
+        )
+        record = app.session.record()
         assert "| peak memory per GPU | 3.1 GiB | 3.4 GiB |" in record
         assert "exit status: 0" in record
         await pilot.press("ctrl+n")
@@ -478,8 +514,8 @@ async def test_stop_sends_ctrl_c_to_the_run_and_back_waits_for_it_to_end(tmp_pat
         assert app.screen is screen  # Esc waits for the run to end
         await pilot.press("ctrl+x")
         await wait_for_run_end(pilot, app)
-        assert app.launch_status == 130
-        assert "No validation record" in app.record()
+        assert app.session.launch_status == 130
+        assert "No validation record" in app.session.record()
         await pilot.press("escape")
         await pilot.pause()
         assert type(app.screen).__name__ == "LaunchScreen"
@@ -511,7 +547,7 @@ async def test_launch_screen_shows_the_runners_trainer_settings():
         body = text_of(app.screen.query_one("#launch-body", Static))
         assert "DPOTrainer with DPOConfig" in body and "per_device_train_batch_size" in body
         assert "launch is off: --dataset PATH is required" in body
-        app.request = app.request.model_copy(update={"dataset": "pairs.jsonl"})
+        app.session.request = app.session.request.model_copy(update={"dataset": "pairs.jsonl"})
         app.screen.show_body()
         body = text_of(app.screen.query_one("#launch-body", Static))
         assert "launch is off: --model 7b: launch needs a model folder" in body
@@ -553,7 +589,7 @@ async def test_the_model_question_completes_profile_names():
         await pilot.pause()
         await pilot.press("right", "enter")
         await pilot.pause()
-        assert app.raw["model"] == "llama-3.1-70b"
+        assert app.session.raw["model"] == "llama-3.1-70b"
 
 
 async def test_saving_the_record_over_an_existing_file_asks_first(tmp_path, monkeypatch):
@@ -612,7 +648,7 @@ async def test_saving_the_answers_over_an_existing_file_asks_first(tmp_path, mon
         await pilot.press("enter")
         await pilot.pause()
         assert type(app.screen).__name__ == "RecommendationScreen"
-        assert load_answers(answers_file) == app.recommendation.answers
+        assert load_answers(answers_file) == app.session.recommendation.answers
 
 
 async def test_a_save_path_that_cannot_be_written_is_a_notification_not_a_crash(tmp_path):

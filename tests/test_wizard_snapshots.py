@@ -15,6 +15,7 @@ from textual.widgets import Input
 
 from advisor.decision.answers import read_answers_file
 from advisor.wizard.app import WizardApp
+from advisor.wizard.session import WizardSession
 from planner.paths import profiles_dir
 from planner.specs import Plan
 from tests.wizard_fakes import fake_launcher
@@ -30,11 +31,11 @@ FROZEN_PLAN = Plan.model_validate_json(
 def frozen_plan(monkeypatch):
     """Every estimate is the frozen one (for the request the screen holds)."""
 
-    def estimate(app, request):
-        app.request = request
-        app.plan = FROZEN_PLAN.model_copy(update={"request": request})
+    def estimate(session, request):
+        session.request = request
+        session.plan = FROZEN_PLAN.model_copy(update={"request": request})
 
-    monkeypatch.setattr(WizardApp, "estimate", estimate)
+    monkeypatch.setattr(WizardSession, "estimate", estimate)
 
 
 # Keys from the first question to each screen, with every answer pre-filled from SCENARIO.
@@ -122,7 +123,7 @@ def test_run_screen_after_a_run(snap_compare, tmp_path, monkeypatch, steady_runn
         await pilot.press("ctrl+l")
         for _ in range(200):
             await pilot.pause(0.05)
-            if pilot.app.launch_status is not None:
+            if pilot.app.session.launch_status is not None:
                 break
         await steady_cursor(pilot)
 

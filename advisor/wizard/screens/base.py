@@ -1,20 +1,20 @@
-"""What every wizard screen shares: its step's name and the app's session state, typed."""
+"""What every wizard screen shares: its step's name and the session it reads and writes."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from textual.screen import Screen
 
-if TYPE_CHECKING:
-    from advisor.wizard.app import WizardApp
+from advisor.wizard.session import WizardSession
 
 
 class WizardScreen(Screen):
-    """A step of the wizard; `self.wizard` is the app with the session's answers and plan."""
+    """A step of the wizard; `self.session` holds the answers, recommendation and plan so far,
+    and moving on pushes the next step's screen with the same session."""
 
     STEP: ClassVar[str] = ""
 
-    @property
-    def wizard(self) -> WizardApp:
-        return cast("WizardApp", self.app)
+    def __init__(self, session: WizardSession) -> None:
+        super().__init__()
+        self.session = session

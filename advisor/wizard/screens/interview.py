@@ -14,6 +14,7 @@ from textual.widgets.option_list import Option
 
 from advisor.decision.interview import QUESTIONS, Question
 from advisor.wizard.screens.base import WizardScreen
+from advisor.wizard.session import WizardSession
 from advisor.wizard.steps import StepBar
 
 
@@ -26,8 +27,8 @@ class InterviewScreen(WizardScreen):
         Binding("ctrl+n", "recommend", "Recommend", id="recommend"),
     ]
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, session: WizardSession) -> None:
+        super().__init__(session)
         self.index = 0
 
     def compose(self) -> ComposeResult:
@@ -57,7 +58,7 @@ class InterviewScreen(WizardScreen):
         """Show question `index`, pre-selecting its current answer."""
         self.index = index
         q = self.question
-        raw = self.wizard.raw
+        raw = self.session.raw
         self.query_one("#progress", Static).update(
             Text(f"Question {index + 1} of {len(QUESTIONS)}", style="dim")
         )
@@ -87,14 +88,14 @@ class InterviewScreen(WizardScreen):
 
     def _default(self, field: str) -> str:
         if field == "gpus":
-            detected = self.wizard.detected_gpu()
+            detected = self.session.detected_gpu()
             if detected:
                 return f"{detected[1]}x {detected[0]}"
         return ""
 
     def show_answers(self) -> None:
         """The answers so far, the current question marked."""
-        raw = self.wizard.raw
+        raw = self.session.raw
         table = Table.grid(padding=(0, 1))
         table.add_column(no_wrap=True)
         table.add_column(overflow="fold")
@@ -106,7 +107,7 @@ class InterviewScreen(WizardScreen):
     def answer(self, value: str) -> None:
         """Record an answer (checked where it can be) and move on."""
         q = self.question
-        raw = self.wizard.raw
+        raw = self.session.raw
         if q.optional and value:
             problem = _check_free_text(q.field, value)
             if problem:
@@ -134,16 +135,20 @@ class InterviewScreen(WizardScreen):
             self.show(self.index - 1)
 
     def action_recommend(self) -> None:
-        raw = self.wizard.raw
+        raw = self.session.raw
         missing = [q.field for q in QUESTIONS if not q.optional and q.field not in raw]
         if missing:
             self.query_one("#question-error", Static).update(
                 Text(f"Still to answer: {', '.join(missing)}", style="red")
             )
             return
-        problem = self.wizard.recommend()
+        problem = self.session.recommend()
         if problem:
             self.query_one("#question-error", Static).update(Text(problem, style="red"))
+            return
+        from advisor.wizard.screens.recommendation import RecommendationScreen
+
+        self.app.push_screen(RecommendationScreen(self.session))
 
 
 def _model_suggester():

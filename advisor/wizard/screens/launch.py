@@ -192,17 +192,17 @@ class LaunchScreen(WizardScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        request = self.wizard.request
+        request = self.session.request
         if request.dataset:
             self.query_one("#dataset", Input).value = request.dataset
         self.query_one("#preflight", Static).update(
-            self.wizard.dataset_check or Text("No dataset checked yet.", style="dim")
+            self.session.dataset_check or Text("No dataset checked yet.", style="dim")
         )
         self.show_body()
         self.query_one("#dataset", Input).focus()
 
     def show_body(self) -> None:
-        request = self.wizard.request
+        request = self.session.request
         commands = Text.assemble(
             (launch_command(request), "bold cyan"), "\n", (command_line(request), "cyan")
         )
@@ -227,9 +227,9 @@ class LaunchScreen(WizardScreen):
         path = event.value.strip()
         if not path:
             return
-        request = self.wizard.request.model_copy(update={"dataset": path, "samples": None})
+        request = self.session.request.model_copy(update={"dataset": path, "samples": None})
         try:
-            self.wizard.estimate(request)
+            self.session.estimate(request)
         except PlanError as error:
             self.show_preflight(Text(f"✗ {error}", style="red"))
             return
@@ -244,19 +244,19 @@ class LaunchScreen(WizardScreen):
         except Exception as error:  # a dataset loader's own error, said on screen
             result = Text(f"✗ {error}", style="red")
         else:
-            hours = self.wizard.plan.time.total_hours if self.wizard.plan else None
+            hours = self.session.plan.time.total_hours if self.session.plan else None
             if hours is not None:
                 result.append(f"\nThe run takes about {duration(hours * 3600)} on this plan.")
-        self.wizard.call_from_thread(self.show_preflight, result)
+        self.app.call_from_thread(self.show_preflight, result)
 
     def show_preflight(self, result: Text) -> None:
-        self.wizard.dataset_check = result
+        self.session.dataset_check = result
         self.query_one("#preflight", Static).update(result)
         self.show_body()
         self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "launch" and launch_blocker(self.wizard.request):
+        if action == "launch" and launch_blocker(self.session.request):
             return None  # shown, disabled, with the reason on screen
         return True
 
@@ -264,11 +264,13 @@ class LaunchScreen(WizardScreen):
         """Launch the request (`runners.launch.launch`) and follow it live on the run screen."""
         from advisor.wizard.screens.run import RunScreen
 
-        options = launch_options(self.wizard.recommendation)
-        self.wizard.push_screen(RunScreen(self.wizard.request, options))
+        options = launch_options(self.session.recommendation)
+        self.app.push_screen(RunScreen(self.session, options))
 
     def action_back(self) -> None:
-        self.wizard.pop_screen()
+        self.app.pop_screen()
 
     def action_next(self) -> None:
-        self.wizard.open_report()
+        from advisor.wizard.screens.report import ReportScreen
+
+        self.app.push_screen(ReportScreen(self.session))

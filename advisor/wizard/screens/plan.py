@@ -74,7 +74,7 @@ class PlanScreen(WizardScreen):
     ]
 
     def compose(self) -> ComposeResult:
-        v = knob_values(self.wizard.request)
+        v = knob_values(self.session.request)
         counts = sorted({*GPU_COUNTS, int(v["gpus"])})
         yield StepBar(self.STEP)
         with Horizontal(id="plan"):
@@ -124,7 +124,7 @@ class PlanScreen(WizardScreen):
 
     def sync_knobs(self) -> None:
         """Set every knob from the app's request, without re-running the estimate per knob."""
-        values = knob_values(self.wizard.request)
+        values = knob_values(self.session.request)
         gpus = self.query_one("#gpus", Select)
         count = int(values["gpus"])
         if count not in GPU_COUNTS:
@@ -138,24 +138,24 @@ class PlanScreen(WizardScreen):
         """Run the planner on the current request and draw the result (or its error)."""
         target = self.query_one("#estimate", Static)
         try:
-            self.wizard.estimate(self.wizard.request)
+            self.session.estimate(self.session.request)
         except PlanError as error:
             target.update(Text(f"Cannot estimate: {error}", style="bold red"))
             return
-        target.update(estimate_renderable(self.wizard.plan))
+        target.update(estimate_renderable(self.session.plan))
 
     def knob_changed(self, field: str, value: Any) -> None:
         try:
-            request = request_update(self.wizard.request, field, value)
+            request = request_update(self.session.request, field, value)
         except PlanError as error:
             self.query_one("#estimate", Static).update(Text(str(error), style="bold red"))
-            self.wizard.plan = None
+            self.session.plan = None
             return
-        if request == self.wizard.request and self.wizard.plan is not None:
+        if request == self.session.request and self.session.plan is not None:
             return  # a knob reporting the value it was given
-        self.wizard.request = request
+        self.session.request = request
         if field == "method":
-            self.wizard.method = request.method
+            self.session.method = request.method
         self.refresh_estimate()
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -172,7 +172,7 @@ class PlanScreen(WizardScreen):
         """Apply the fastest setup that fits, as `advisor plan --fit` finds it."""
         from planner.fit import search
 
-        request = self.wizard.request
+        request = self.session.request
         try:
             plans = search(request)
         except PlanError as error:
@@ -185,16 +185,18 @@ class PlanScreen(WizardScreen):
                 severity="error",
             )
             return
-        self.wizard.request = plans[0].request
+        self.session.request = plans[0].request
         self.sync_knobs()
         self.refresh_estimate()
         self.notify("Applied the fastest setup that fits.", title="Fit it")
 
     def action_back(self) -> None:
-        self.wizard.pop_screen()
+        self.app.pop_screen()
 
     def action_next(self) -> None:
-        self.wizard.open_launch()
+        from advisor.wizard.screens.launch import LaunchScreen
+
+        self.app.push_screen(LaunchScreen(self.session))
 
 
 def knob_values(r: PlanRequest) -> dict[str, str]:

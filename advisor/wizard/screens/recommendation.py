@@ -64,7 +64,7 @@ class RecommendationScreen(WizardScreen):
 
     @property
     def rec(self) -> Recommendation:
-        return self.wizard.recommendation
+        return self.session.recommendation
 
     def on_mount(self) -> None:
         table = self.query_one("#ranking", DataTable)
@@ -81,7 +81,7 @@ class RecommendationScreen(WizardScreen):
 
     def fill_table(self) -> None:
         table = self.query_one("#ranking", DataTable)
-        chosen = self.wizard.method
+        chosen = self.session.method
         table.clear()
         for place, row in enumerate(self.rec.ranking, start=1):
             mark = "● train" if row.method is chosen else ""
@@ -91,7 +91,7 @@ class RecommendationScreen(WizardScreen):
         self.show_choice()
 
     def show_choice(self) -> None:
-        chosen = self.wizard.method
+        chosen = self.session.method
         warning = override_warning(self.rec, chosen)
         text = Text.assemble(("Training: ", "bold"), (label(chosen), "bold cyan"))
         if warning:
@@ -105,7 +105,7 @@ class RecommendationScreen(WizardScreen):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         method = Method(event.row_key.value)
-        warning = self.wizard.choose_method(method)
+        warning = self.session.choose_method(method)
         cursor = self.query_one("#ranking", DataTable).cursor_row
         self.fill_table()
         self.query_one("#ranking", DataTable).move_cursor(row=cursor, animate=False)
@@ -113,14 +113,17 @@ class RecommendationScreen(WizardScreen):
             self.notify(warning, title=f"Training {label(method)}", severity="warning")
 
     def action_back(self) -> None:
-        self.wizard.pop_screen()
+        self.app.pop_screen()
 
     def action_next(self) -> None:
-        self.wizard.open_plan()
+        from advisor.wizard.screens.plan import PlanScreen
+
+        self.session.start_plan()
+        self.app.push_screen(PlanScreen(self.session))
 
     def action_save_answers(self) -> None:
-        default = self.wizard.answers_path or "answers.yaml"
-        self.wizard.push_screen(PathPrompt("Save the answers (YAML) to:", default), self._save)
+        default = self.session.answers_path or "answers.yaml"
+        self.app.push_screen(PathPrompt("Save the answers (YAML) to:", default), self._save)
 
     def _save(self, path: str | None) -> None:
         if not path:
@@ -138,5 +141,5 @@ class RecommendationScreen(WizardScreen):
         except PlanError as error:
             self.notify(str(error), severity="error")
             return
-        self.wizard.answers_path = str(written)
+        self.session.answers_path = str(written)
         self.notify(f"Answers written to {written}", title="Saved")

@@ -38,7 +38,7 @@ class ReportScreen(WizardScreen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.text = self.wizard.record()
+        self.text = self.session.record()
         self.query_one("#record", Static).update(Markdown(self.text))
         self.query_one("#report-path", Input).focus()
 
@@ -57,8 +57,8 @@ class ReportScreen(WizardScreen):
         except PlanError as error:
             self.notify(str(error), severity="error")
             return
-        self.wizard.report_path = str(written)
+        self.session.report_path = str(written)
         self.notify(f"Record written to {written}", title="Saved")
 
     def action_back(self) -> None:
-        self.wizard.pop_screen()
+        self.app.pop_screen()

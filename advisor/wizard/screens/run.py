@@ -28,6 +28,7 @@ from planner.errors import PlanError
 from planner.specs import PlanRequest
 
 if TYPE_CHECKING:
+    from advisor.wizard.session import WizardSession
     from runners.launch import LaunchOptions, Run
 
 POLL_SECONDS = 0.5
@@ -59,13 +60,14 @@ class RunScreen(WizardScreen):
         Binding("ctrl+n", "next", "Report", id="next"),
     ]
 
-    def __init__(self, request: PlanRequest, options: LaunchOptions) -> None:
+    def __init__(self, session: WizardSession, options: LaunchOptions) -> None:
+        """Launch the session's request as it stands now, with `options`."""
         from runners.launch import StopRequest
 
-        super().__init__()
-        self.request = request
+        super().__init__(session)
+        self.request: PlanRequest = session.request
         self.options = options
-        self.method = request.method
+        self.method = self.request.method
         self.stop_request = StopRequest()
         self.thread: threading.Thread | None = None
         self.run: Run | None = None
@@ -154,13 +156,13 @@ class RunScreen(WizardScreen):
         self.draw(ended)
         if ended:
             self.poll_timer.stop()
-            self.wizard.launch_status = self.exit_status
-            self.wizard.run_dir = self.run_watch.run_dir if self.run_watch else None
+            self.session.launch_status = self.exit_status
+            self.session.run_dir = self.run_watch.run_dir if self.run_watch else None
             self.refresh_bindings()
 
     def draw(self, ended: bool) -> None:
         w = self.run_watch
-        plan = self.wizard.plan
+        plan = self.session.plan
         where = f" · {_shown(w.run_dir)}" if w else ""
         if not ended:
             state = "stopping: saving a checkpoint …" if self.stopping else "running"
@@ -227,7 +229,9 @@ class RunScreen(WizardScreen):
         self.refresh_bindings()
 
     def action_back(self) -> None:
-        self.wizard.pop_screen()
+        self.app.pop_screen()
 
     def action_next(self) -> None:
-        self.wizard.open_report()
+        from advisor.wizard.screens.report import ReportScreen
+
+        self.app.push_screen(ReportScreen(self.session))
