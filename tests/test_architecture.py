@@ -1,4 +1,6 @@
-"""The import rules of DESIGN.md, checked on every test run."""
+"""The import rules, checked on every test run: `advisor.decision` (the engine) under
+`advisor.views` (the renderers) under `advisor.commands` and `advisor.wizard`; `planner` pure;
+`runners` never importing the user-facing program. The contracts are in pyproject.toml."""
 
 from __future__ import annotations
 
@@ -21,12 +23,26 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_import_contracts_hold():
-    """import-linter: planner imports no advisor/runners/torch; the decision engine no Textual."""
+    """import-linter: planner imports no advisor/runners/torch; the decision engine no Rich,
+    Textual, views, wizard, commands or runners; the views no Textual, wizard or commands."""
     lint = Path(sys.executable).with_name("lint-imports")
     result = subprocess.run(
         [str(lint)], capture_output=True, text=True, cwd=ROOT, env={**os.environ, "NO_COLOR": "1"}
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_deciding_loads_neither_rich_nor_textual_nor_the_runners():
+    """`advisor.decision` at run time, every module imported and a scenario decided."""
+    loaded = _modules_after(
+        "import importlib, pkgutil\nimport advisor.decision as engine\n"
+        "for m in pkgutil.iter_modules(engine.__path__):\n"
+        "    importlib.import_module(f'advisor.decision.{m.name}')\n"
+        "from advisor.decision.answers import load_answers\n"
+        "from advisor.decision.decide import decide\nfrom planner.paths import profiles_dir\n"
+        "decide(load_answers(profiles_dir() / 'scenarios' / 'support-copilot.yaml'))"
+    )
+    assert not {name for name in loaded if name.split(".")[0] in {*HEAVY, "rich", "runners"}}
 
 
 def test_plan_command_imports_no_heavy_library():
