@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from planner import trace
+from planner import parameters
+from planner.architectures import ARCHITECTURES, architecture
 from planner.errors import PlanError
+from planner.models import spec_from_config
 from planner.specs import PlanRequest
-from planner.trace import CATEGORIES, PHASES, TraceResult, trace_step
-from tests.tiny_architectures import GEMMA2_TINY, LLAMA_TINY, QWEN2_TINY
+from planner.trace import CATEGORIES, PHASES, TraceResult, build, result, trace_step
+from planner.trace.steps import common
+from tests.tiny_architectures import ARCHITECTURE_CONFIGS, GEMMA2_TINY, LLAMA_TINY, QWEN2_TINY
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHS = {"llama": LLAMA_TINY, "qwen2": QWEN2_TINY, "gemma2": GEMMA2_TINY}
@@ -121,6 +124,28 @@ def test_gemma2_is_traced_with_eager_attention():
     assert r.attention == "eager"
 
 
+@pytest.mark.parametrize(
+    "model_type", [t for t, traits in ARCHITECTURES.items() if not traits.is_moe]
+)
+def test_every_dense_architecture_traces_as_its_traits_say(model_type):
+    """Each record's tiny config traces: the counted parameters, the LoRA targets the traits
+    name (as the runners pass them to peft) and the attention implementation."""
+    config = ARCHITECTURE_CONFIGS[model_type]
+    request = PlanRequest(
+        method="dpo",
+        tuning="lora",
+        lora_targets="attention",
+        seq_len=64,
+        batch_size=1,
+        grad_accum=1,
+    )
+    r = trace_step(request, config)
+    spec = spec_from_config(config, model_type, "config")
+    assert r.model_params == spec.params
+    assert r.trainable_params == parameters.lora_params(spec, request.lora_rank, "attention")
+    assert r.attention == ("eager" if architecture(model_type).eager_only else "sdpa")
+
+
 def test_precisions_load_the_weights_as_the_runners_do():
     fp32 = traced(method="reward", tuning="full", precision="fp32")
     assert fp32.weight_dtype == "float32"
@@ -139,7 +164,7 @@ def test_fused_adamw_step_holds_no_temporary(monkeypatch):
     states = 2 * 2 * r.model_params  # two bf16 states
     assert r.at_peak_bytes["optimizer"] == pytest.approx(states, abs=4096)
     assert r.max_bytes["optimizer"] == pytest.approx(states, rel=0.01)
-    monkeypatch.setattr(trace, "ADAMW_IMPLEMENTATION", "adamw_torch")
+    monkeypatch.setattr(build, "ADAMW_IMPLEMENTATION", "adamw_torch")
     # not the cached fused trace
     foreach = traced.__wrapped__(method="sft", tuning="full", precision="bf16-true")
     assert foreach.max_bytes["optimizer"] == pytest.approx(1.5 * states, rel=0.01)
@@ -152,7 +177,7 @@ def test_lora_dropout_is_active_in_sft_only(monkeypatch):
     dpo = traced(
         method="dpo", tuning="lora", precompute_ref_log_probs=True, grad_checkpointing=False
     )
-    monkeypatch.setattr(trace, "LORA_DROPOUT", 0.0)
+    monkeypatch.setattr(build, "LORA_DROPOUT", 0.0)
     request = {
         "seq_len": 128,
         "batch_size": 2,
@@ -406,7 +431,7 @@ TRL_STEPS = {
 )
 def test_fake_trace_matches_trl_on_real_tensors(monkeypatch, arch, method, tuning, ckpt):
     # CUDA's hidden logsumexp buffer is emulated on fake tensors only; a CPU run has none.
-    monkeypatch.setattr(trace, "EMULATE_CUDA_WORKSPACES", False)
+    monkeypatch.setattr(common, "EMULATE_CUDA_WORKSPACES", False)
     request = PlanRequest(
         method=method,
         tuning=tuning,
@@ -419,7 +444,7 @@ def test_fake_trace_matches_trl_on_real_tensors(monkeypatch, arch, method, tunin
         precision="bf16-true" if tuning == "full" else "bf16-mixed",
     )
     fake = trace_step(request, ARCHS[arch])
-    real = trace._trace(request, ARCHS[arch], fake=False, step=TRL_STEPS[method])
+    real = result._trace(request, ARCHS[arch], fake=False, step=TRL_STEPS[method])
     # Equal up to a few scalars (metrics kept a little longer or shorter).
     assert abs(fake.peak_bytes - real.peak_bytes) <= 1024
     for category in CATEGORIES:
