@@ -123,7 +123,7 @@ class PlanScreen(WizardScreen):
         self.query_one("#model", Input).focus()
 
     def sync_knobs(self) -> None:
-        """Set every knob from the app's request, without re-running the estimate per knob."""
+        """Set every knob from the session's request, without re-running the estimate per knob."""
         values = knob_values(self.session.request)
         gpus = self.query_one("#gpus", Select)
         count = int(values["gpus"])
