@@ -26,7 +26,6 @@ from planner.plan import estimate_for, normalised
 from planner.recipes import recipe
 from planner.specs import (
     GpuSpec,
-    Method,
     ModelSpec,
     Offload,
     Plan,
@@ -194,7 +193,7 @@ def candidates(
     objective = Objective(objective)
     request = normalised(request, gpu)
     effective = request.batch_size * request.grad_accum * request.world_size
-    if request.method in (Method.grpo, Method.rloo) and effective % request.num_generations:
+    if recipe(request.method).generation_group_problem(request):
         return []  # no layout holding this effective batch fills whole generation groups
     fitting: list[Candidate] = []
     for tuning, checkpointing, layout in itertools.product(

@@ -16,7 +16,6 @@ from planner.specs import (
     GpuSpec,
     GpuSummary,
     MemoryEstimate,
-    Method,
     ModelSpec,
     ModelSummary,
     Offload,
@@ -60,13 +59,9 @@ def check_request(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[s
     )
     if lr_warning:
         warnings.append(lr_warning)
-    if request.method in (Method.grpo, Method.rloo):
-        per_step = request.batch_size * request.grad_accum * request.world_size
-        if per_step % request.num_generations:
-            raise PlanError(
-                f"{request.method.value}: the generation batch (batch-size × grad-accum × GPUs "
-                f"= {per_step}) must be divisible by --num-generations {request.num_generations}"
-            )
+    problem = recipe(request.method).generation_group_problem(request)
+    if problem:
+        raise PlanError(problem)
     if request.tuning is Tuning.qlora and request.sharding in (Sharding.zero3, Sharding.fsdp):
         warnings.append(
             "QLoRA with ZeRO-3/FSDP needs bnb_4bit_quant_storage set to the compute dtype"

@@ -10,7 +10,7 @@ The planner (memory, time, fit, trace), the runners (TRL fields, pre-flight, mon
 advisor's guidance read it; no other module switches on the method for any of this. It is data
 plus pure functions: the TRL import lives only where a trainer is built (`runners.train`).
 
-Adding a method: one `Recipe` here, its decision rules in `advisor/decision_rules.py`, a step in
+Adding a method: one `Recipe` here, its decision rules in `advisor/decision/rules.py`, a step in
 `planner/trace.py` if it can be traced, and its rows in the agreement tests
 (`tests/test_plan_is_the_run.py`), which then check the new method's written configs against
 its plan.
@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from planner.specs import Method, PlanRequest, Tuning
+from planner.trl_defaults import NUM_GENERATIONS
 
 LORA_ALPHA_PER_RANK = 2
 """LoRA alpha = 2 × rank: the scaling alpha/r = 2 that TRL's and peft's examples use."""
@@ -93,8 +94,6 @@ class Recipe:
     entropy_metric: bool = False
     """The loss logs the policy's entropy over the full logits, 128 rows at a time
     (trl.trainer.utils.entropy_from_logits): a chunk's log-softmax, its exp and their product."""
-    num_generations: int | None = None
-    """Completions per prompt, TRL's default (GRPO 8, RLOO 2)."""
     rollout_chunk: int | None = None
     """PPO: TRL's `local_rollout_forward_batch_size` default, the rows generated at once."""
     disables_dropout: bool = True
@@ -110,6 +109,12 @@ class Recipe:
     """The method's own TRL fields beyond the KL knob and extra knobs (lengths, PPO's loop)."""
 
     # ------------------------------------------------------------------ derived from the fields
+
+    @property
+    def num_generations(self) -> int | None:
+        """Completions per prompt, TRL's default (GRPO 8, RLOO 2), None for methods that do not
+        sample groups. Kept in `planner.trl_defaults`, where the request reads it as well."""
+        return NUM_GENERATIONS.get(self.method.value)
 
     def kl_value(self, request: PlanRequest) -> float | None:
         """The KL weight the run uses: `--beta`, else the recipe's starting value."""
@@ -176,6 +181,23 @@ class Recipe:
         if self.fields is not None:
             out.update(self.fields(request, max_steps))
         return out, values
+
+    def generation_group_problem(
+        self, request: PlanRequest, processes: int | None = None
+    ) -> str | None:
+        """Why the generation batch cannot be split into whole groups of completions, or None.
+        TRL requires the per-step batch (micro-batch × accumulation × processes) to be a multiple
+        of num_generations (GRPOConfig / RLOOConfig validation)."""
+        if self.num_generations is None or not request.num_generations:
+            return None
+        processes = processes or request.world_size
+        per_step = request.batch_size * request.grad_accum * processes
+        if per_step % request.num_generations == 0:
+            return None
+        return (
+            f"{self.method.value}: the generation batch (batch-size × grad-accum × processes "
+            f"= {per_step}) must be divisible by --num-generations {request.num_generations}"
+        )
 
     def loop_notes(self, request: PlanRequest) -> list[str]:
         """What the plan says about this method's loop."""
@@ -405,7 +427,6 @@ RECIPES: dict[Method, Recipe] = {
         kl=Knob("beta", 0.0, "TRL GRPO default: no KL term, so no reference model in memory"),
         reference="when-kl",
         generates=True,
-        num_generations=8,
         fields=_completion_length,
     ),
     Method.rloo: Recipe(
@@ -425,7 +446,6 @@ RECIPES: dict[Method, Recipe] = {
         kl=Knob("beta", 0.05, "TRL RLOO default: a small KL to the reference keeps outputs fluent"),
         reference="when-kl",
         generates=True,
-        num_generations=2,
         fields=_completion_length,
     ),
     Method.ppo: Recipe(

@@ -15,6 +15,8 @@ from pydantic import (
     model_validator,
 )
 
+from planner.trl_defaults import NUM_GENERATIONS
+
 
 class Method(StrEnum):
     """An alignment (or fine-tuning) method as TRL runs it."""
@@ -243,9 +245,7 @@ class PlanRequest(BaseModel):
         if self.prompt_len is not None and self.completion_len is not None:
             self.seq_len = self.prompt_len + self.completion_len
         if self.num_generations is None:
-            from planner.recipes import recipe
-
-            self.num_generations = recipe(self.method).num_generations
+            self.num_generations = NUM_GENERATIONS.get(self.method.value)
         return self
 
     @property

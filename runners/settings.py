@@ -359,12 +359,9 @@ def build_run_spec(
                 "than a task reward (pass --reward module:function or a reward-model folder)"
             )
         rewards = rewards or [RewardSource(kind="builtin", value="length")]
-        per_step = request.batch_size * request.grad_accum * processes
-        if per_step % request.num_generations:
-            raise PlanError(
-                f"{method.value}: batch-size × grad-accum × processes = {per_step} must be "
-                f"divisible by --num-generations {request.num_generations}"
-            )
+        problem = recipe(method).generation_group_problem(request, processes)
+        if problem:
+            raise PlanError(problem)
     if method is Method.ppo:
         warnings.append(
             "PPO runs on trl.experimental.ppo, removed upstream in trl 1.13: this project pins "

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from planner import deepspeed, recipes
+from planner import deepspeed, recipes, trl_defaults
 from planner.memory import estimate_memory, generation_batch, model_states
 from planner.methods import loop
 from planner.models import resolve_model
@@ -257,7 +257,9 @@ def test_a_changed_rollout_chunk_changes_the_plan_and_the_written_config(
 def test_a_changed_generation_count_changes_the_plan_and_the_written_config(
     monkeypatch, tmp_path, tiny_model, datasets
 ):
-    _edit(monkeypatch, Method.rloo, num_generations=4)
+    # The recipe reads the count from planner.trl_defaults, where the request reads it too.
+    monkeypatch.setitem(trl_defaults.NUM_GENERATIONS, Method.rloo.value, 4)
+    assert recipes.recipe(Method.rloo).num_generations == 4
     files = written(dry_run(tmp_path, tiny_model, datasets[Method.rloo], method="rloo"))
     assert files["plan"].request.num_generations == 4
     assert files["runspec"]["trl_config"]["num_generations"] == 4
