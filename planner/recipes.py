@@ -11,7 +11,7 @@ advisor's guidance read it; no other module switches on the method for any of th
 plus pure functions: the TRL import lives only where a trainer is built (`runners.train`).
 
 Adding a method: one `Recipe` here, its decision rules in `advisor/decision/rules.py`, a step in
-`planner/trace.py` if it can be traced, and its rows in the agreement tests
+`planner/trace/steps/` if it can be traced, and its rows in the agreement tests
 (`tests/test_plan_is_the_run.py`), which then check the new method's written configs against
 its plan.
 """

@@ -146,6 +146,16 @@ def test_every_dense_architecture_traces_as_its_traits_say(model_type):
     assert r.attention == ("eager" if architecture(model_type).eager_only else "sdpa")
 
 
+@pytest.mark.parametrize("tuning", ["full", "lora"])
+@pytest.mark.parametrize("model_type", [t for t, traits in ARCHITECTURES.items() if traits.is_moe])
+def test_moe_architectures_are_refused_with_a_one_line_reason(model_type, tuning):
+    """Grouped expert matmuls have no fake-tensor kernel: a PlanError before anything is
+    built, not a RuntimeError from inside torch."""
+    request = PlanRequest(method="dpo", tuning=tuning, seq_len=64, batch_size=1, grad_accum=1)
+    with pytest.raises(PlanError, match=f"cannot run {model_type} on fake tensors"):
+        trace_step(request, ARCHITECTURE_CONFIGS[model_type])
+
+
 def test_precisions_load_the_weights_as_the_runners_do():
     fp32 = traced(method="reward", tuning="full", precision="fp32")
     assert fp32.weight_dtype == "float32"

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from planner.architectures import architecture
 from planner.errors import PlanError
 from planner.specs import Method, Offload, Optimizer, PlanRequest, Sharding, Tuning
 from planner.trace.build import Setup, build
@@ -129,6 +130,12 @@ def _trace(
     """``trace_step``; ``fake=False`` runs the same step on real CPU tensors and ``step``
     replaces the method's step function (both only to check the emulation against TRL)."""
     check_traceable(request)
+    model_type = hf_config.get("model_type")
+    if fake and architecture(model_type).is_moe:
+        raise PlanError(
+            f"--trace cannot run {model_type} on fake tensors: its experts run as grouped "
+            "matmuls (GPU kernels) and a data-dependent routing; drop --trace"
+        )
     start = time.perf_counter()
 
     from torch._subclasses.fake_tensor import (
@@ -154,8 +161,15 @@ def _trace(
             raise
         except fake_failures as exc:
             raise PlanError(
-                f"--trace cannot run {hf_config.get('model_type', 'this model')} on fake tensors "
+                f"--trace cannot run {model_type or 'this model'} on fake tensors "
                 f"({type(exc).__name__}: data-dependent shapes, e.g. MoE routing); drop --trace"
+            ) from exc
+        except (RuntimeError, NotImplementedError) as exc:
+            # An operator with no fake-tensor (meta) implementation for this architecture.
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise PlanError(
+                f"--trace cannot run {model_type or 'this model'} on fake tensors "
+                f"({type(exc).__name__}: {first_line[:160]}); drop --trace"
             ) from exc
     return _result(setup, tracker, time.perf_counter() - start)
 
