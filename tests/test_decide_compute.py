@@ -46,7 +46,10 @@ def test_ppo_on_7b_with_one_24gb_card_does_not_fit_as_full_tuning_and_says_what_
     assert all("GiB per GPU" in text for text in ppo.would_take)
     # And the ranking says so: PPO is demoted below the methods that fit.
     row = next(r for r in recommendation.ranking if r.method is Method.ppo)
-    assert any(r.startswith("compute → -8: PPO does not fit") for r in row.reasons)
+    assert any(
+        e.factor == "compute" and e.points == -8 and e.why.startswith("PPO does not fit")
+        for e in row.effects
+    )
     assert recommendation.method is not Method.ppo
 
 
@@ -72,7 +75,10 @@ def test_a_method_that_fits_only_with_lora_loses_half_a_point_and_says_why():
     row = next(
         r for r in decide(answers(model="7b", gpus="1x rtx-4090")).ranking if r.method is Method.dpo
     )
-    assert any(r.startswith("compute → -0.5: DPO does not fit") for r in row.reasons)
+    assert any(
+        e.factor == "compute" and e.points == -0.5 and e.why.startswith("DPO does not fit")
+        for e in row.effects
+    )
 
 
 def test_a_method_that_fits_as_full_tuning_stops_there_with_no_advice_needed():
@@ -95,7 +101,10 @@ def test_simpo_is_credited_where_the_reference_model_is_the_constraint():
         )
     )
     simpo = next(r for r in recommendation.ranking if r.method is Method.simpo)
-    assert any("the reference model is the constraint" in r for r in simpo.reasons)
+    assert any(
+        e.factor == "compute" and "the reference model is the constraint" in e.why
+        for e in simpo.effects
+    )
     assert recommendation.method is Method.simpo
 
 

@@ -23,7 +23,6 @@ from advisor.decision.rules import (
     DPO_DEFAULT_USE_CASES,
     PREFERENCE_METHODS,
     effects,
-    reason_points,
     score,
 )
 from planner.specs import Method
@@ -94,10 +93,11 @@ def test_making_control_the_priority_never_lowers_ppo_score(answers):
 
 
 @given(answers_strategy)
-def test_every_score_is_the_sum_of_the_points_in_its_reasons(answers):
+def test_every_score_is_the_sum_of_the_points_of_its_effects(answers):
     for row in decide(answers).ranking:
-        assert round(sum(reason_points(r) for r in row.reasons), 2) == row.score
-        assert all(" → " in reason for reason in row.reasons)
+        assert row.effects
+        assert round(sum(e.points for e in row.effects), 2) == row.score
+        assert all(e.factor and e.why for e in row.effects)
 
 
 @given(answers_strategy)

@@ -14,7 +14,9 @@ from rich.console import Console
 from advisor.cli import main
 from advisor.decision.answers import load_answers
 from advisor.decision.decide import Recommendation, decide
+from advisor.decision.rules import CANDIDATES
 from advisor.views.decision_record import decision_record
+from advisor.views.reasons import reasons
 from advisor.views.recommend_view import render_recommendation
 from planner.paths import profiles_dir
 
@@ -35,17 +37,55 @@ def test_json_is_exactly_the_contract_and_the_models_dump(capsys):
     code, out, err = run_cli(["recommend", "--answers", str(SUPPORT), "--json"], capsys)
     assert code == 0 and err == ""
     payload = json.loads(out)
-    # DESIGN.md: {"method", "ranking": [{"method", "score", "reasons"}], "rationale", "caveats"}
+    # {"method", "ranking": [{"method", "score", "effects", "reasons"}], "rationale", "caveats", ...}
     assert payload["method"] == payload["ranking"][0]["method"] == "dpo"
     for row in payload["ranking"]:
-        assert set(row) == {"method", "score", "reasons"}
+        assert set(row) == {"method", "score", "effects", "reasons"}
         assert isinstance(row["score"], float | int)
+        assert row["effects"] and all(isinstance(e, dict) for e in row["effects"])
         assert row["reasons"] and all(isinstance(r, str) for r in row["reasons"])
     assert payload["rationale"] and all(isinstance(r, str) for r in payload["rationale"])
     assert payload["caveats"] and all(isinstance(c, str) for c in payload["caveats"])
-    # ... and it is the pydantic model's own dump, not a hand-built dict.
-    assert payload == json.loads(decide(load_answers(SUPPORT)).model_dump_json())
+    # ... and it is the pydantic model's own dump plus the reasons the views render, not a
+    # hand-built dict.
+    recommendation = decide(load_answers(SUPPORT))
+    dumped = json.loads(recommendation.model_dump_json())
+    for row, entry in zip(recommendation.ranking, dumped["ranking"], strict=True):
+        entry["reasons"] = reasons(row)
+    assert payload == dumped
     assert Recommendation.model_validate_json(out).method.value == "dpo"
+
+
+@pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_json_carries_every_ranked_methods_effects_as_records_that_add_up_to_its_score(
+    path, capsys
+):
+    code, out, _ = run_cli(["recommend", "--answers", str(path), "--json"], capsys)
+    assert code == 0
+    ranking = json.loads(out)["ranking"]
+    assert len(ranking) == len(CANDIDATES)
+    for row in ranking:
+        assert row["effects"], row["method"]
+        for effect in row["effects"]:
+            assert set(effect) == {"factor", "points", "why", "source"}
+            assert effect["factor"] and effect["why"]
+            assert isinstance(effect["points"], float | int)
+            assert effect["source"] is None or effect["source"].strip()
+        assert round(sum(e["points"] for e in row["effects"]), 2) == row["score"]
+        # `reasons` is the same effects in words, one sentence each, in the same order.
+        assert row["reasons"] == [
+            f"{e['factor']} → {e['points']:+g}: {e['why']}" for e in row["effects"]
+        ]
+
+
+def test_json_effects_name_the_paper_a_reason_cites(capsys):
+    code, out, _ = run_cli(["recommend", "--answers", str(SUPPORT), "--json"], capsys)
+    assert code == 0
+    dpo = next(r for r in json.loads(out)["ranking"] if r["method"] == "dpo")
+    prior = next(e for e in dpo["effects"] if e["factor"] == "starting point")
+    assert prior["source"].startswith("Rafailov et al. 2023") and "2305.18290" in prior["source"]
+    uncited = next(e for e in dpo["effects"] if e["factor"].startswith("feedback"))
+    assert uncited["source"] is None
 
 
 def test_json_carries_the_compute_check_when_model_and_gpus_are_given(capsys):

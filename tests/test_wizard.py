@@ -20,8 +20,8 @@ from advisor.cli import main
 from advisor.decision.answers import load_answers, read_answers_file
 from advisor.decision.decide import decide
 from advisor.decision.interview import QUESTIONS, answers_yaml, raw_from_mapping, save_answers
-from advisor.decision.method_choice import override_warning
 from advisor.views.plan_view import command_line
+from advisor.views.reasons import override_warning, recommendation_json
 from advisor.views.session_record import session_record
 from advisor.wizard.app import WizardApp
 from advisor.wizard.session import WizardSession
@@ -102,9 +102,9 @@ async def test_whole_flow_matches_recommend_and_plan_json(tmp_path, monkeypatch)
         await pilot.pause()
         assert answers_file.exists()
         cli = cli_json(["recommend", "--answers", "answers.yaml", "--json"])
-        assert cli == json.loads(app.session.recommendation.model_dump_json())
-        assert cli == json.loads(
-            decide(load_answers(SCENARIOS / "ppo-7b-one-24gb-card.yaml")).model_dump_json()
+        assert cli == recommendation_json(app.session.recommendation)
+        assert cli == recommendation_json(
+            decide(load_answers(SCENARIOS / "ppo-7b-one-24gb-card.yaml"))
         )
 
         # Plan: the estimate is `advisor plan --json` for the settings shown.

@@ -17,7 +17,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print the recommendation as JSON (method, ranking, rationale, caveats)",
+        help="print the recommendation as JSON (method, ranking with each effect, rationale, caveats)",
     )
     parser.add_argument(
         "--report", metavar="FILE.md", help="also write a Markdown decision record to this file"
@@ -48,7 +48,12 @@ def run(args: argparse.Namespace) -> int:
             recommendation, args.report, source=args.answers, overwrite=args.force
         )
     if args.json:
-        sys.stdout.write(recommendation.model_dump_json(indent=2) + "\n")
+        import json
+
+        from advisor.views.reasons import recommendation_json
+
+        payload = recommendation_json(recommendation)
+        sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     else:
         from rich.console import Console
 

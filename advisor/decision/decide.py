@@ -20,6 +20,7 @@ from advisor.decision.rules import (
     PREFERENCE_METHODS,
     STRONG,
     Effect,
+    ScoreEffect,
     compute_effects,
     effects,
     label,
@@ -35,11 +36,11 @@ class Confidence(StrEnum):
 
 
 class MethodScore(BaseModel):
-    """One method's place in the ranking: its score and the reasons that add up to it."""
+    """One method's place in the ranking: its score and the effects that add up to it."""
 
     method: Method
-    score: float
-    reasons: list[str]
+    score: float = Field(description="the sum of the effects' points")
+    effects: list[ScoreEffect] = Field(description="each answer's effect, in the rules' order")
 
 
 class Recommendation(BaseModel):
@@ -52,6 +53,11 @@ class Recommendation(BaseModel):
     confidence: Confidence = Field(description="from the margin between the top two scores")
     why_not_runner_up: str = Field(description="the factors where the runner-up fell behind")
     hybrid_path: str | None = Field(default=None, description="a staged path, where one fits")
+    hybrid_stages: list[Method] = Field(
+        default_factory=list,
+        description="the staged path's methods: the one to start with, then the one(s) to "
+        "move to (PPO, with RLOO as the alternative); empty where there is no staged path",
+    )
     notes: list[str] = Field(
         default_factory=list, description="what to do before or beside the chosen method"
     )
@@ -77,7 +83,7 @@ def rank(table: dict[Method, list[Effect]]) -> list[MethodScore]:
     order = {m: i for i, m in enumerate(CANDIDATES)}
     ranked = sorted(table, key=lambda m: (-score(table[m]), order[m]))
     return [
-        MethodScore(method=m, score=score(table[m]), reasons=[e.sentence() for e in table[m]])
+        MethodScore(method=m, score=score(table[m]), effects=[e.record() for e in table[m]])
         for m in ranked
     ]
 
@@ -96,17 +102,19 @@ def decide(answers: Answers, *, check_compute: bool = True) -> Recommendation:
         skipped.append("compute check skipped: it needs both `model` and `gpus` in the answers")
     ranking = rank(table)
     top, runner_up = ranking[0], ranking[1]
-    hybrid = hybrid_path(answers, top.method)
+    stages = hybrid_stages(answers, top.method)
+    hybrid = hybrid_path(answers, stages)
     lost = why_runner_up_lost(table, top.method, runner_up.method)
     extra = notes(answers, top.method, checks)
     return Recommendation(
         method=top.method,
         ranking=ranking,
         rationale=rationale(table, ranking, lost, hybrid, extra),
-        caveats=caveats(answers, [r.method for r in ranking[:3]], hybrid) + skipped,
+        caveats=caveats(answers, [r.method for r in ranking[:3]], stages) + skipped,
         confidence=confidence(top.score - runner_up.score),
         why_not_runner_up=lost,
         hybrid_path=hybrid,
+        hybrid_stages=stages,
         notes=extra,
         evaluation_plan=evaluation_plan(answers, top.method),
         next_command=next_command(answers, top.method, checks.get(top.method)),
@@ -196,15 +204,13 @@ def notes(answers: Answers, top: Method, checks: dict[Method, ComputeCheck]) -> 
     return lines
 
 
-def hybrid_path(answers: Answers, top: Method) -> str | None:
-    """The staged path: an offline method now, PPO later where control will matter."""
+def hybrid_stages(answers: Answers, top: Method) -> list[Method]:
+    """The staged path's methods in order, or none: an offline method now, PPO later where
+    control will matter (or, where PPO leads, a DPO baseline it must beat first)."""
     if answers.feedback is Feedback.demonstrations_only or answers.reward_model is RewardModel.none:
-        return None
+        return []
     if top is Method.ppo:
-        return (
-            "run DPO on the same preference data first as a baseline (days, not weeks); PPO must "
-            "beat it on the evaluation plan to justify its cost."
-        )
+        return [Method.dpo, Method.ppo]
     control_matters = (
         answers.use_case in CONTROL_USE_CASES
         or answers.use_case is UseCase.customer_automation
@@ -212,13 +218,26 @@ def hybrid_path(answers: Answers, top: Method) -> str | None:
         or answers.priority is Priority.control
     )
     if top not in (Method.dpo, Method.kto, Method.orpo, Method.simpo) or not control_matters:
+        return []
+    return [top, Method.ppo, Method.rloo]
+
+
+def hybrid_path(answers: Answers, stages: list[Method]) -> str | None:
+    """The staged path in words (`hybrid_stages` decides it), or None where there is none."""
+    if not stages:
         return None
+    if stages[-1] is Method.ppo:  # PPO leads: a DPO baseline it must beat comes first
+        return (
+            "run DPO on the same preference data first as a baseline (days, not weeks); PPO must "
+            "beat it on the evaluation plan to justify its cost."
+        )
+    first = stages[0]
     later = "once the reward model, KL monitoring and the evaluation plan are in place"
     if answers.ml_maturity is not Level.high:
         later += " and the team has run an RL loop end to end"
     return (
-        f"start with {label(top)} for fast alignment; refine with PPO (or RLOO) {later}, "
-        f"where the explicit reward adds control {label(top)} cannot."
+        f"start with {label(first)} for fast alignment; refine with PPO (or RLOO) {later}, "
+        f"where the explicit reward adds control {label(first)} cannot."
     )
 
 

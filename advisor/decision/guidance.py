@@ -31,13 +31,14 @@ DATA_QUALITY = (
 )
 
 
-def caveats(answers: Answers, in_play: list[Method], hybrid: str | None) -> list[str]:
-    """What matters in practice for the methods in play (best first) and a staged path."""
+def caveats(answers: Answers, in_play: list[Method], staged: list[Method]) -> list[str]:
+    """What matters in practice for the methods in play (best first) and the staged path's
+    methods (`hybrid_stages`, empty where there is none)."""
     top = in_play[0]
     lines = [DATA_QUALITY, recipes.first_knobs(top)]
-    if hybrid and Method.ppo is not top and "PPO" in hybrid:
+    if Method.ppo in staged and Method.ppo is not top:
         lines.append(recipes.first_knobs(Method.ppo))
-    if Method.ppo in in_play or (hybrid and "PPO" in hybrid):
+    if Method.ppo in in_play or Method.ppo in staged:
         lines.append(PPO_GOVERNANCE)
     for method, where in EXPERIMENTAL.items():
         if method in in_play:

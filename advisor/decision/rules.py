@@ -3,7 +3,9 @@
 Every method starts at zero and each answer adds or takes away points, with a sentence that
 says why (published comparisons of DPO and PPO and standard practice). A method's score is the sum of its
 effects, so every score can be checked by hand from its reasons. The strengths are named
-(SLIGHT ... DECISIVE, RULES_OUT) so a reader weighs a rule by word, not by number.
+(SLIGHT ... DECISIVE, RULES_OUT) so a reader weighs a rule by word, not by number. An effect
+that leans on a paper carries it as its `source`; the ranking holds the effects as data
+(`ScoreEffect`) and only the views turn them into sentences.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from advisor.decision.answers import Answers, Feedback, Level, Priority, RewardModel, UseCase
 from advisor.decision.names import label
@@ -71,32 +75,50 @@ def _words(value: StrEnum) -> str:
     return value.value.replace("_", " ")
 
 
+# What the rules cite, for the `source` of the effects that lean on them.
+RAFAILOV_2023 = "Rafailov et al. 2023, Direct Preference Optimization (arXiv:2305.18290)"
+OUYANG_2022 = (
+    "Ouyang et al. 2022, Training language models to follow instructions with human feedback "
+    "(arXiv:2203.02155)"
+)
+XU_2024 = (
+    "Xu et al. 2024, Is DPO Superior to PPO for LLM Alignment? A Comprehensive Study "
+    "(arXiv:2404.10719)"
+)
+
+
+class ScoreEffect(BaseModel):
+    """One effect on a ranked method's score, as data: views turn it into a sentence."""
+
+    model_config = ConfigDict(frozen=True)
+
+    factor: str = Field(description="the answer (or `compute`) behind it, e.g. `risk = high`")
+    points: float = Field(description="what it adds to the score (negative: takes away)")
+    why: str = Field(description="the reason in words, as the reader sees it")
+    source: str | None = Field(
+        default=None, description="the work the reason cites; null where it cites none"
+    )
+
+
 @dataclass(frozen=True)
 class Effect:
-    """One answer's effect on one method's score, and why."""
+    """One answer's effect on one method's score, why, and the work it cites (if any)."""
 
     method: Method
     factor: str
     points: float
     why: str
+    source: str | None = None
 
-    def sentence(self) -> str:
-        """The effect as a 'factor → effect: why' sentence for the ranking's reasons."""
-        return f"{self.factor} → {self.points:+g}: {self.why}"
-
-
-def reason_points(reason: str) -> float:
-    """The points in a 'factor → +2: why' reason sentence (0 where there are none)."""
-    try:
-        return float(reason.split(" → ", 1)[1].split(":", 1)[0])
-    except (IndexError, ValueError):
-        return 0.0
+    def record(self) -> ScoreEffect:
+        """The effect as the ranking carries it (the method is the ranking entry's)."""
+        return ScoreEffect(factor=self.factor, points=self.points, why=self.why, source=self.source)
 
 
-def strongest_reasons(reasons: list[str], n: int = 3) -> list[str]:
-    """The n reasons that moved a score the most, in either direction, in their listed order."""
-    keep = sorted(range(len(reasons)), key=lambda i: -abs(reason_points(reasons[i])))[:n]
-    return [reasons[i] for i in sorted(keep)]
+def strongest_reasons(effects: list[ScoreEffect], n: int = 3) -> list[ScoreEffect]:
+    """The n effects that moved a score the most, in either direction, in their listed order."""
+    keep = sorted(range(len(effects)), key=lambda i: -abs(effects[i].points))[:n]
+    return [effects[i] for i in sorted(keep)]
 
 
 Rule = Callable[[Answers], Iterator[Effect]]
@@ -119,6 +141,7 @@ def starting_point(a: Answers) -> Iterator[Effect]:
         CLEAR,
         "the usual default for enterprise assistants: one offline stage on preference pairs, "
         "no reward model, predictable convergence (Rafailov et al. 2023)",
+        RAFAILOV_2023,
     )
     yield Effect(
         Method.ppo,
@@ -301,6 +324,7 @@ def use_case(a: Answers) -> Iterator[Effect]:
             STRONG,
             "safety-sensitive, high-stakes automation is where explicit reward optimisation "
             "and KL control earn their cost (Ouyang et al. 2022; Xu et al. 2024)",
+            f"{OUYANG_2022}; {XU_2024}",
         )
         yield from _all(
             (Method.grpo, Method.rloo),
@@ -364,6 +388,7 @@ def ml_maturity(a: Answers) -> Iterator[Effect]:
             CLEAR,
             "with ML maturity still growing, DPO is the more resilient path: PPO's results "
             "depend on tuning experience (Xu et al. 2024)",
+            XU_2024,
         )
         yield from _all(
             (Method.kto, Method.sft), f, SOME, "{m} is a single supervised-style stage: easy to run"
@@ -488,6 +513,7 @@ def priority(a: Answers) -> Iterator[Effect]:
             f,
             -CLEAR,
             "PPO usually needs more experimentation cycles (Xu et al. 2024 list what it takes)",
+            XU_2024,
         )
         yield from _all((Method.grpo, Method.rloo), f, -SLIGHT, "online RL runs longer than DPO")
     elif a.priority is Priority.cost:
@@ -522,6 +548,7 @@ def priority(a: Answers) -> Iterator[Effect]:
             CLEAR,
             "PPO optimises for control depth: an explicit reward, KL-bounded updates "
             "(Ouyang et al. 2022)",
+            OUYANG_2022,
         )
         yield from _all(
             (Method.grpo, Method.rloo),

@@ -8,7 +8,7 @@ from pathlib import Path
 from advisor.decision.decide import Recommendation
 from advisor.decision.names import label
 from advisor.decision.output_file import write_text
-from advisor.decision.rules import strongest_reasons
+from advisor.views.reasons import reasons, strongest
 
 FORCE_HINT = "pass --force to overwrite it"
 
@@ -51,13 +51,13 @@ def decision_record(
         "|---|---|---|---|",
     ]
     for place, row in enumerate(rec.ranking, start=1):
-        reasons = "; ".join(strongest_reasons(row.reasons))
-        out.append(f"| {place} | {label(row.method)} | {row.score:g} | {_cell(reasons)} |")
-    out += ["", f"## Why {label(rec.method)}", "", *_list(top.reasons)]
+        strongest_three = "; ".join(strongest(row))
+        out.append(f"| {place} | {label(row.method)} | {row.score:g} | {_cell(strongest_three)} |")
+    out += ["", f"## Why {label(rec.method)}", "", *_list(reasons(top))]
     out += ["", f"## Why not {label(runner_up.method)}", ""]
     if rec.why_not_runner_up:
         out += [f"{rec.why_not_runner_up}.", ""]
-    out += _list(runner_up.reasons)
+    out += _list(reasons(runner_up))
     if rec.compute:
         first = rec.compute[0]
         out += [

@@ -9,7 +9,7 @@ from rich.text import Text
 
 from advisor.decision.decide import Confidence, Recommendation
 from advisor.decision.names import label
-from advisor.decision.rules import strongest_reasons
+from advisor.views.reasons import reasons, strongest
 
 CONFIDENCE_STYLE = {Confidence.high: "green", Confidence.medium: "yellow", Confidence.low: "red"}
 
@@ -37,7 +37,7 @@ def ranking_table(rec: Recommendation) -> Table:
             str(place),
             label(row.method),
             f"{row.score:g}",
-            strongest_reasons(row.reasons, 1)[0] if row.reasons else "",
+            strongest(row, 1)[0] if row.effects else "",
         )
     return table
 
@@ -54,7 +54,7 @@ def bullets(title: str, lines: list[str], style: str = "") -> Panel:
 
 def reasons_panel(rec: Recommendation) -> Panel:
     """Every factor → effect sentence behind the winner's score."""
-    return bullets(f"Why {label(rec.method)}", rec.ranking[0].reasons, "green")
+    return bullets(f"Why {label(rec.method)}", reasons(rec.ranking[0]), "green")
 
 
 def compute_table(rec: Recommendation) -> Table | None:

@@ -14,11 +14,11 @@ import json
 from pathlib import Path
 
 from advisor.decision.decide import Recommendation
-from advisor.decision.method_choice import override_warning
 from advisor.decision.names import label
 from advisor.decision.output_file import write_text
 from advisor.views.decision_record import decision_record
 from advisor.views.plan_view import LABELS, command_line, duration, headline
+from advisor.views.reasons import override_warning
 from planner.specs import COMPONENTS, Method, Plan, PlanRequest
 
 

@@ -80,7 +80,7 @@ class WizardSession:
 
     def choose_method(self, method: Method) -> str | None:
         """Train `method` instead; returns the engine's warning when it is not the winner."""
-        from advisor.decision.method_choice import override_warning
+        from advisor.views.reasons import override_warning
 
         if method is not self.method:
             self.method = method

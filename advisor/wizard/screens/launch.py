@@ -80,11 +80,13 @@ OUTPUT = Path("runs")
 def launch_options(recommendation) -> LaunchOptions:
     """What the wizard launches with: run folders under runs/, the recommendation recorded in
     the manifest, and no console view (the run screen draws the progress itself)."""
+    from advisor.views.reasons import recommendation_json
     from runners.launch import LaunchOptions
 
     return LaunchOptions(
         output=OUTPUT.resolve(),  # absolute: the training child runs from elsewhere
-        recommendation=recommendation.model_dump(mode="json") if recommendation else None,
+        # What `advisor recommend --json` prints, so a manifest reads the same either way.
+        recommendation=recommendation_json(recommendation) if recommendation else None,
         quiet=True,
     )
 

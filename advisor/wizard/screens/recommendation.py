@@ -12,8 +12,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
 from advisor.decision.decide import Recommendation
-from advisor.decision.method_choice import override_warning
 from advisor.decision.names import label
+from advisor.views.reasons import override_warning, reasons
 from advisor.views.recommend_view import advice_parts, bullets, headline, runner_up_panel
 from advisor.wizard.confirm import save_asking_first
 from advisor.wizard.path_prompt import PathPrompt
@@ -29,14 +29,14 @@ def method_details(rec: Recommendation, method: Method) -> RenderableType:
     if method is rec.method:
         return Group(
             headline(rec),
-            bullets(f"Why {label(method)}", row.reasons, "green"),
+            bullets(f"Why {label(method)}", reasons(row), "green"),
             runner_up_panel(rec),
             *advice_parts(rec),
         )
     warning = override_warning(rec, method) or ""
     return Group(
         Text(warning, style="yellow"),
-        bullets(f"{label(method)}: {row.score:g} points", row.reasons, "magenta"),
+        bullets(f"{label(method)}: {row.score:g} points", reasons(row), "magenta"),
         bullets("Caveats", rec.caveats, "yellow"),
     )
 
