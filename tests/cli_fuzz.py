@@ -464,12 +464,14 @@ ALLOWED_NULL = {
     # no measured run to learn from
     "memory.calibration",
     # `advisor recommend`: no staged path for this method; model and gpus are optional
-    # answers; a method that fits in no default setup has none
+    # answers; a method that fits in no default setup has none; a reason that cites no paper
     "hybrid_path", "answers.model", "answers.gpus", "compute.*.setup",
+    "ranking.*.effects.*.source",
 }  # fmt: skip
 ALLOWED_NEGATIVE = {
     "memory.headroom_gib",  # how far over the card a plan that does not fit is (fits: false)
     "ranking.*.score",  # a method's score is signed points for and against it
+    "ranking.*.effects.*.points",  # ... and each effect's points are one of them
 }
 
 
