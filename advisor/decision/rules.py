@@ -81,6 +81,11 @@ OUYANG_2022 = (
     "Ouyang et al. 2022, Training language models to follow instructions with human feedback "
     "(arXiv:2203.02155)"
 )
+ENTERPRISE_GUIDANCE = (
+    'enterprise alignment guidance: "DPO vs PPO: Which LLM Alignment Method is Better for '
+    'Enterprise AI?" (DPO the default for copilots and knowledge assistants, PPO for '
+    "high-risk workflows that need explicit reward modelling)"
+)
 XU_2024 = (
     "Xu et al. 2024, Is DPO Superior to PPO for LLM Alignment? A Comprehensive Study "
     "(arXiv:2404.10719)"
@@ -149,6 +154,7 @@ def starting_point(a: Answers) -> Iterator[Effect]:
         -SOME,
         "the premium path: reward model, value model, rollouts and KL control in one loop — "
         "more VRAM, longer training and more monitoring than DPO on the same model",
+        ENTERPRISE_GUIDANCE,
     )
 
 
@@ -255,6 +261,7 @@ def use_case(a: Answers) -> Iterator[Effect]:
             f,
             CLEAR,
             f"DPO is the usual default for {case}: one offline stage, so time-to-value is short",
+            ENTERPRISE_GUIDANCE,
         )
         yield Effect(
             Method.ppo,
@@ -262,6 +269,7 @@ def use_case(a: Answers) -> Iterator[Effect]:
             -STRONG,
             f"for {case}, PPO's added training burden (reward and value models, rollouts) "
             "rarely buys enough business value",
+            ENTERPRISE_GUIDANCE,
         )
         yield from _all(
             (Method.grpo, Method.rloo),
