@@ -1,6 +1,8 @@
-"""Benchmark: wall time of `advisor plan --model 7b` against `python -c pass`, same run.
+"""Benchmark: wall time of `advisor plan --model 7b` and `advisor recommend` against
+`python -c pass`, same run.
 
-Target (issue #2): the median under 0.3 s above Python's own start-up.
+Targets: `advisor plan --model 7b` under 0.3 s above Python's own start-up (median);
+`advisor recommend` of a scenario with a compute check under 1 s.
 Usage: python benchmarks/plan_startup.py [--runs N]
 """
 
@@ -13,6 +15,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "profiles" / "scenarios"
 
 
 def median_seconds(command: list[str], runs: int) -> float:
@@ -34,6 +38,12 @@ def main() -> None:
         "advisor plan --model 7b": [advisor, "plan", "--model", "7b"],
         "advisor plan --model 7b --json": [advisor, "plan", "--model", "7b", "--json"],
         "advisor plan --model 7b --fit": [advisor, "plan", "--model", "7b", "--fit"],
+        "advisor recommend (7B PPO, one 24 GB card)": [
+            advisor,
+            "recommend",
+            "--answers",
+            str(SCENARIOS / "ppo-7b-one-24gb-card.yaml"),
+        ],
     }
     results = {name: median_seconds(cmd, args.runs) for name, cmd in cases.items()}
     baseline = results["python -c pass"]
@@ -44,6 +54,11 @@ def main() -> None:
     verdict = "meets" if above < 0.3 else "MISSES"
     print(
         f"\n`advisor plan --model 7b` is {above:.3f} s above Python's start: {verdict} the 0.3 s target"
+    )
+    recommend = results["advisor recommend (7B PPO, one 24 GB card)"]
+    verdict = "meets" if recommend < 1.0 else "MISSES"
+    print(
+        f"`advisor recommend` (with its compute check) takes {recommend:.3f} s: {verdict} the 1 s target"
     )
 
 

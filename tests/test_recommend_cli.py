@@ -214,30 +214,24 @@ def test_report_into_a_folder_or_a_pipe_is_refused_even_with_force(tmp_path, cap
     assert code == 2 and "choose a file name" in err and err.count("\n") == 1
 
 
-def test_recommend_answers_quickly_and_imports_no_heavy_library():
-    """The whole command, planner-backed compute check included, in a fresh interpreter."""
+def test_recommend_imports_no_heavy_library():
+    """The whole command, planner-backed compute check included, in a fresh interpreter, loads
+    neither torch nor the training stack. Its speed target (under 1 s) is measured by
+    benchmarks/plan_startup.py, not here."""
     script = (
-        "import contextlib, io, json, sys, time\n"
-        "start = time.perf_counter()\n"
+        "import contextlib, io, json, sys\n"
         "from advisor.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         f"    assert main(['recommend', '--answers', {str(PPO_24GB)!r}]) == 0\n"
         f"    assert main(['recommend', '--answers', {str(SUPPORT)!r}, '--json']) == 0\n"
-        "elapsed = time.perf_counter() - start\n"
-        "print(json.dumps({'elapsed': elapsed, 'modules': sorted(sys.modules)}))\n"
+        "print(json.dumps({'modules': sorted(sys.modules)}))\n"
     )
-    best = None
-    for _ in range(3):  # the best of three, so a busy machine does not fail the test
-        result = subprocess.run(
-            [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
-        )
-        report = json.loads(result.stdout.strip().splitlines()[-1])
-        heavy = {m for m in report["modules"] if m.split(".")[0] in HEAVY}
-        assert not heavy
-        best = report["elapsed"] if best is None else min(best, report["elapsed"])
-        if best < 0.5:
-            break
-    assert best < 1.0, f"advisor recommend took {best:.2f} s"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    heavy = {m for m in report["modules"] if m.split(".")[0] in HEAVY}
+    assert not heavy
 
 
 def test_the_engine_imports_neither_textual_nor_rich():
