@@ -18,7 +18,6 @@ from advisor.decision.rules import (
     CANDIDATES,
     CONTROL_USE_CASES,
     PREFERENCE_METHODS,
-    STRONG,
     Effect,
     ScoreEffect,
     compute_effects,
@@ -26,6 +25,7 @@ from advisor.decision.rules import (
     label,
     score,
 )
+from advisor.decision.weights import weight
 from planner.specs import Method
 
 
@@ -71,9 +71,9 @@ class Recommendation(BaseModel):
 
 def confidence(margin: float) -> Confidence:
     """High when the winner leads by a clear gap, low when the top two are close."""
-    if margin >= STRONG:
+    if margin >= weight("confidence", "high_margin"):
         return Confidence.high
-    if margin >= 1.5:
+    if margin >= weight("confidence", "medium_margin"):
         return Confidence.medium
     return Confidence.low
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from advisor.decision.answers import Answers, Feedback, Level, Priority, RewardModel, UseCase
 from advisor.decision.names import label
+from advisor.decision.weights import weight
 from planner.specs import Method, Tuning
 
 if TYPE_CHECKING:
@@ -39,13 +40,13 @@ CANDIDATES = (
 PREFERENCE_METHODS = frozenset(CANDIDATES) - {Method.sft}
 """Methods that need feedback beyond demonstrations (preferences, labels or rewards)."""
 
-# How strongly one answer counts for or against a method.
-SLIGHT = 0.5
-SOME = 1.0
-CLEAR = 2.0
-STRONG = 3.0
-DECISIVE = 4.0
-RULES_OUT = 8.0
+# How strongly one answer counts for or against a method (profiles/decision.toml [strength]).
+SLIGHT = weight("strength", "slight")
+SOME = weight("strength", "some")
+CLEAR = weight("strength", "clear")
+STRONG = weight("strength", "strong")
+DECISIVE = weight("strength", "decisive")
+RULES_OUT = weight("strength", "rules_out")
 """A missing prerequisite (no usable data, no reward, no team for it, no fit): it outweighs
 the other answers, so the method can still be listed but does not lead."""
 
@@ -658,8 +659,8 @@ def score(effect_list: Iterable[Effect]) -> float:
 # --- the compute check's effects -------------------------------------------------------------
 
 COMPUTE = "compute"
-NEEDS_LORA = SLIGHT
-NEEDS_QLORA = 1.5
+NEEDS_LORA = weight("compute", "needs_lora")
+NEEDS_QLORA = weight("compute", "needs_qlora")
 DOES_NOT_FIT = RULES_OUT
 
 
