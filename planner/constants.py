@@ -1,4 +1,5 @@
-"""The editable constants in `profiles/constants.toml`: runtime overheads, MFU, defaults."""
+"""The editable constants in `profiles/constants.toml` (runtime overheads, MFU, defaults), and
+the fixed units the planner counts in: binary byte multiples and the width of each dtype."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ import tomllib
 from typing import Any
 
 from planner.paths import profiles_dir
+
+KIB = 2**10
+MIB = 2**20
+GIB = 2**30
+"""Binary byte multiples (IEC 80000-13: KiB, MiB, GiB)."""
+
+FP32_BYTES = 4
+"""Bytes per float32 element."""
+HALF_BYTES = 2
+"""Bytes per 16-bit float element, bfloat16 or float16 alike."""
+INT8_BYTES = 1
+"""Bytes per 8-bit element (bitsandbytes' 8-bit optimizer states)."""
 
 
 @functools.cache

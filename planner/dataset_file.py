@@ -20,10 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from planner.constants import GIB, MIB
 from planner.errors import PlanError
-from planner.files import MIB, checked_path, nesting_depth, short, shown
+from planner.files import checked_path, nesting_depth, short, shown
 
-GIB = 2**30
 MAX_DATASET_BYTES = 16 * GIB
 """One dataset file: the pre-flight holds every row in memory (several times the file's size);
 public preference and SFT sets are well under 2 GiB, and a sparse 1 TB file is refused at once."""

@@ -13,9 +13,9 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from planner.constants import KIB, MIB
 from planner.errors import PlanError
 
-MIB = 2**20
 MAX_CONFIG_BYTES = 16 * MIB
 """config.json, answers files, plan and recommendation JSON: far above any real one."""
 MAX_NESTING = 64
@@ -166,7 +166,7 @@ _shown = shown
 
 def _size(count: int) -> str:
     """Bytes as MiB, or KiB below a MiB (a 64 KiB limit is not "0 MiB"), to one decimal."""
-    unit, name = (MIB, "MiB") if count >= MIB else (2**10, "KiB")
+    unit, name = (MIB, "MiB") if count >= MIB else (KIB, "KiB")
     return f"{count / unit:,.1f}".removesuffix(".0") + f" {name}"
 
 

@@ -7,13 +7,11 @@ import functools
 import re
 import tomllib
 
+from planner.constants import GIB, MIB
 from planner.errors import PlanError
 from planner.files import short
 from planner.paths import profiles_dir
 from planner.specs import GpuSpec
-
-MIB = 2**20
-GIB = 2**30
 
 
 def _key(name: str) -> str:

@@ -17,6 +17,8 @@ import struct
 import zipfile
 from pathlib import Path
 
+from planner.constants import MIB
+
 STAGING = ".incomplete"
 """Sub-folder of the checkpoint folder where a checkpoint is written before it is renamed."""
 PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -49,7 +51,7 @@ def _safetensors_problem(path: Path) -> str | None:
         if len(head) < 8:
             return "truncated"
         (length,) = struct.unpack("<Q", head)
-        if length > min(size - 8, 100 * 2**20):
+        if length > min(size - 8, 100 * MIB):
             return "header length is wrong (truncated or overwritten)"
         try:
             header = json.loads(handle.read(length))

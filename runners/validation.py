@@ -20,10 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from planner.constants import GIB
 from planner.nvml import NvmlBackend, device_label, device_reader, error_text
 from planner.specs import Plan
-
-GIB = 2**30
 
 MeasuredBy = Literal["per-process", "used minus baseline", "used"]
 PER_PROCESS: MeasuredBy = "per-process"
