@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.precision import effective_sharding, is_deepspeed
+from planner.precision import compute_bytes, effective_sharding, is_deepspeed
 from planner.specs import Offload, PlanRequest
 
 REDUCE_BUCKET = 500_000_000
@@ -83,7 +83,7 @@ def bucket_bytes(request: PlanRequest) -> float:
     if config is None:
         return 0.0
     zero = config["zero_optimization"]
-    element = 2 if request.precision.half else 4
+    element = compute_bytes(request)  # the gradient dtype: 16-bit under bf16 / fp16
     buffers = 2 if zero["overlap_comm"] and zero["stage"] < 3 else 1
     return buffers * zero["reduce_bucket_size"] * element
 

@@ -192,7 +192,7 @@ def candidates(
     """Every setting combination within `space` that fits, ranked best first by `objective`."""
     objective = Objective(objective)
     request = normalised(request, gpu)
-    effective = request.batch_size * request.grad_accum * request.world_size
+    effective = request.rows_per_step()
     if recipe(request.method).generation_group_problem(request):
         return []  # no layout holding this effective batch fills whole generation groups
     fitting: list[Candidate] = []

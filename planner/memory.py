@@ -6,6 +6,10 @@ optimizer step); the peak is the largest phase, and the components live in that 
 what `live_at_peak` lists. The tensor-level part is checked against a traced step on fake
 tensors (`planner.trace`); the runtime overhead (CUDA context, allocator slack, workspaces)
 comes from `profiles/constants.toml`.
+
+"Traced" below means counted tensor by tensor in a step run on fake tensors by `planner.trace`
+(transformers 5.24, TRL 1.12); tests/test_trace_agreement.py checks that the estimate's peak
+stays within 5% of the traced peak across methods, architectures and precisions.
 """
 
 from __future__ import annotations
@@ -14,9 +18,9 @@ from dataclasses import dataclass, field
 
 from planner import deepspeed, parameters, precision
 from planner.architectures import architecture
-from planner.constants import runtime
+from planner.constants import FP32_BYTES, GIB, HALF_BYTES, runtime
 from planner.errors import PlanError
-from planner.methods import Loop, loop
+from planner.methods import Loop, loop, sequence_tokens
 from planner.recipes import recipe
 from planner.specs import (
     Attention,
@@ -28,29 +32,24 @@ from planner.specs import (
     Tuning,
 )
 
-GIB = 2**30
-
-
 # ----------------------------------------------------------------------------- dtypes
 
 
-def compute_bytes(request: PlanRequest) -> int:
-    """Bytes per element of activations: 2 under bf16/fp16, 4 in fp32 (`planner.precision`)."""
-    return precision.compute_bytes(request)
+compute_bytes = precision.compute_bytes
 
 
 def policy_weight_bytes(request: PlanRequest) -> float:
     """Bytes per policy weight as held on the GPU (`planner.precision.trained_bytes`); a LoRA
     base is frozen in the compute dtype."""
     if request.tuning is not Tuning.full:
-        return precision.compute_bytes(request)
+        return compute_bytes(request)
     return precision.trained_bytes(request)[0]
 
 
 def nf4_bytes_per_param() -> float:
     """QLoRA base weight: 4-bit NF4 (0.5 B) + 8-bit absmax per 64 + fp32 absmax per 64·256
     with double quantisation (Dettmers et al. 2023, QLoRA §3; bitsandbytes blocksize 64)."""
-    return 0.5 + 1 / 64 + 4 / (64 * 256)
+    return 0.5 + 1 / 64 + FP32_BYTES / (64 * 256)
 
 
 # ----------------------------------------------------------------------------- sharding
@@ -116,18 +115,10 @@ class ModelStates:
     notes: list[str] = field(default_factory=list)
 
 
-def trained_model_params(spec: ModelSpec, request: PlanRequest) -> int:
-    """Parameters of the model being trained: the causal LM, or for reward training the
-    sequence classifier (no lm_head, a 1-output score head)."""
-    if request.method is Method.reward:
-        return parameters.reward_model_params(spec)
-    return parameters.count_params(spec)
-
-
 def base_weight_bytes(spec: ModelSpec, request: PlanRequest) -> float:
     """Frozen or trained base weights: P × bytes (QLoRA: decoder linears in NF4, the rest in
     the compute dtype)."""
-    params = trained_model_params(spec, request)
+    params = parameters.model_params(spec, request)
     if request.tuning is Tuning.qlora:
         linear = parameters.decoder_linear_params(spec)
         return linear * nf4_bytes_per_param() + (params - linear) * compute_bytes(request)
@@ -139,10 +130,10 @@ def frozen_model_bytes_per_param(request: PlanRequest) -> float:
     `dtype` (TRL builds the reference from `model_init_kwargs`), and DeepSpeed casts it to
     16 bits (`trl.models.utils.prepare_deepspeed`); a LoRA base is in the compute dtype."""
     if request.tuning is not Tuning.full:
-        return precision.compute_bytes(request)
+        return compute_bytes(request)
     if is_deepspeed(effective_sharding(request)) and request.precision.half:
-        return 2
-    return 2 if precision.load_dtype(request) != "float32" else 4
+        return HALF_BYTES
+    return HALF_BYTES if precision.load_dtype(request) != "float32" else FP32_BYTES
 
 
 def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
@@ -157,14 +148,14 @@ def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
     g = world(request)
     states = ModelStates()
     if request.tuning is Tuning.full:
-        params = trained_model_params(spec, request)
+        params = parameters.model_params(spec, request)
         weight, grad, opt = precision.trained_bytes(request)
         states.weights = params * weight
         states.gradients = params * grad
         states.optimizer = params * opt
         trainable_grad = states.gradients
     else:
-        trainable = parameters.lora_params(spec, request.lora_rank, request.lora_targets.value)
+        trainable = parameters.trainable_params(spec, request)
         weight, grad, opt = precision.trained_bytes(request, adapters=True)
         states.weights = base_weight_bytes(spec, request)
         states.trainable_weights = trainable * weight
@@ -200,7 +191,7 @@ def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
             # the CPU Adam step (Ren et al. 2021; DeepSpeed's estimate_zero2_model_states_mem_
             # needs counts them in its 2 + 4 + 12 CPU bytes per parameter).
             partition = states.gradients if shards_grads(sharding) else states.gradients / g
-            states.cpu += partition * 4 / grad
+            states.cpu += partition * FP32_BYTES / grad
             states.gradients = 0.0
         if request.offload is Offload.optimizer_params:
             states.cpu += states.weights + states.trainable_weights
@@ -228,15 +219,15 @@ def norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     autograd's saved tensors of one decoder layer (checked against the traced step in
     tests/test_trace_agreement.py)."""
     w = compute_bytes(request)
-    if gemma_style(spec) or residual_bytes(request) == 4:
-        return 8 * spec.hidden_size  # fp32 input and fp32 normalised value
-    return (4 + w) * spec.hidden_size
+    if gemma_style(spec) or residual_bytes(request) == FP32_BYTES:
+        return 2 * FP32_BYTES * spec.hidden_size  # fp32 input and fp32 normalised value
+    return (FP32_BYTES + w) * spec.hidden_size
 
 
 def residual_bytes(request: PlanRequest) -> int:
     """Bytes per element of the residual stream between decoder layers: fp32 when fp32
     weights run under autocast (precision.autocast_over_fp32), else the compute dtype."""
-    return 4 if precision.autocast_over_fp32(request) else compute_bytes(request)
+    return FP32_BYTES if precision.autocast_over_fp32(request) else compute_bytes(request)
 
 
 def pre_norm_linear_inputs(spec: ModelSpec, request: PlanRequest) -> int:
@@ -264,8 +255,8 @@ def autocast_weight_copies(spec: ModelSpec, request: PlanRequest, lp: Loop) -> t
     layer = sum(n_in * n_out for _, n_in, n_out in parameters.linear_shapes(spec))
     # SFT's chunked loss multiplies by the fp32 lm_head itself, outside autocast's casts.
     no_cast = lp.sequence_classifier or lp.method is Method.sft
-    head = 0.0 if no_cast else 2.0 * spec.vocab_size * spec.hidden_size
-    return 2.0 * layer, head
+    head = 0.0 if no_cast else float(HALF_BYTES) * spec.vocab_size * spec.hidden_size
+    return float(HALF_BYTES) * layer, head
 
 
 def attention_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
@@ -278,25 +269,22 @@ def attention_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -
     + w probs [+ w softcapped scores, Gemma-2]; fp32 runs keep the softmax itself as the probs)
     (Korthikanti et al. 2022, the 5·a·s/h term)."""
     w = compute_bytes(request)
-    q = spec.num_heads * spec.head_dim
+    q = parameters.q_width(spec)
     if request.attention is Attention.eager:
         # fp32 softmax, its cast to w for the value matmul (none in fp32 runs: the cast is a
         # no-op), and Gemma-2's tanh-softcapped scores.
         softcapped = w if architecture(spec.model_type).attention_softcapping else 0
-        scores = 4 + (w if w != 4 else 0) + softcapped
+        scores = FP32_BYTES + (w if w != FP32_BYTES else 0) + softcapped
         return w * 4 * q + spec.num_heads * seq * scores
     # Padded batch: k and v repeated to every head, and each layer keeps its own copy of the
     # 4-D mask (rows × 1 × s × s), i.e. w·s per token.
-    return w * (3 * q + 2 * q) + 4 * spec.num_heads + w * seq
+    return w * (3 * q + 2 * q) + FP32_BYTES * spec.num_heads + w * seq
 
 
 def mlp_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     """Gated MLP (SwiGLU / GeGLU): gate, act(gate), up and their product, 4·I·w per token;
     a MoE layer runs each token through its top-k experts (Shazeer et al. 2017)."""
-    width = spec.intermediate_size
-    if spec.is_moe:
-        width *= spec.num_experts_per_tok
-    return 4 * width * compute_bytes(request)
+    return 4 * parameters.active_mlp_width(spec) * compute_bytes(request)
 
 
 def layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
@@ -335,23 +323,22 @@ def lora_layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest,
     adapter keeps its input cast to fp32 and the rank-r intermediate, 4·(in + r) (peft casts
     inputs to the adapter's fp32 dtype; Hu et al. 2021); fp32 runs share the uncast input."""
     w = compute_bytes(request)
-    norms = spec.norms_per_layer * 4 * spec.hidden_size
-    q = spec.num_heads * spec.head_dim
+    norms = spec.norms_per_layer * FP32_BYTES * spec.hidden_size
+    q = parameters.q_width(spec)
     # What full tuning's attention keeps, less o_proj's input (frozen base linear).
     attention = attention_bytes_per_token(spec, request, seq) - w * q
-    width = spec.intermediate_size * (spec.num_experts_per_tok if spec.is_moe else 1)
-    mlp = 3 * width * w
+    mlp = 3 * parameters.active_mlp_width(spec) * w
     adapters = 0.0
     inputs_seen: set[int] = set()
     # The runners' lora_dropout is live only in SFT (TRL's other trainers disable dropout):
     # each adapter then keeps a bool mask of its input (CUDA's fused dropout).
     dropout_mask = 1 if request.method is Method.sft else 0
     for _, n_in in adapted_linear_inputs(spec, request):
-        adapters += 4 * request.lora_rank + dropout_mask * n_in
-        if w == 4 and n_in in inputs_seen:
+        adapters += FP32_BYTES * request.lora_rank + dropout_mask * n_in
+        if w == FP32_BYTES and n_in in inputs_seen:
             continue  # no cast: q/k/v (and gate/up) save the one shared fp32 input
         inputs_seen.add(n_in)
-        adapters += 4 * n_in
+        adapters += FP32_BYTES * n_in
     return norms + attention + mlp + adapters
 
 
@@ -368,7 +355,8 @@ def outside_layers_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> flo
 
 def checkpointed_layer_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     """With full recomputation each layer keeps only its input, s·b·h·w (Korthikanti et al.
-    2022 §5; exactly B·S·h·2 per layer in a traced step), in the residual stream's dtype."""
+    2022 §5; exactly B·S·h·2 per layer in a traced step, tests/test_trace_agreement.py), in the
+    residual stream's dtype."""
     return spec.hidden_size * residual_bytes(request)
 
 
@@ -389,7 +377,7 @@ def logits_stay_16bit(request: PlanRequest, lp: Loop) -> bool:
     (DeepSpeed; `precision.outputs_in_fp32`), for a method whose loss was traced that way."""
     return (
         lp.logit_copies_16bit is not None
-        and compute_bytes(request) != 4
+        and compute_bytes(request) != FP32_BYTES
         and not precision.outputs_in_fp32(request)
     )
 
@@ -406,15 +394,15 @@ def logits_bytes_per_token(spec: ModelSpec, request: PlanRequest, lp: Loop) -> f
     if logits_stay_16bit(request, lp):
         assert lp.logit_copies_16bit is not None
         return spec.vocab_size * (lp.logit_copies_16bit * w + softcap_bytes(spec, request))
-    if w == 4:
+    if w == FP32_BYTES:
         # fp32 logits from the start: at backward's high point the logits (kept by the
         # log-probs' logsumexp), the per-row gradients stacked, the gather's scattered gradient
         # and their sum, 3 × 4 bytes beside the 4-byte gradient (traced).
-        per_logit = 3 * 4 + softcap_bytes(spec, request)
+        per_logit = 3 * FP32_BYTES + softcap_bytes(spec, request)
     else:
-        per_logit = w + 4 + 4 + softcap_bytes(spec, request)
+        per_logit = w + FP32_BYTES + FP32_BYTES + softcap_bytes(spec, request)
     if lp.method is Method.orpo:
-        per_logit += 4 / 2
+        per_logit += FP32_BYTES / 2
     return spec.vocab_size * per_logit
 
 
@@ -435,7 +423,7 @@ def logits_grad_bytes_per_token(spec: ModelSpec, request: PlanRequest, lp: Loop)
     if logits_stay_16bit(request, lp):
         return 0.0
     w = compute_bytes(request)
-    return spec.vocab_size * (4 + (w if w != 4 else 0))
+    return spec.vocab_size * (FP32_BYTES + (w if w != FP32_BYTES else 0))
 
 
 def sft_chunked_loss_bytes(spec: ModelSpec, request: PlanRequest, tokens: int) -> float:
@@ -444,11 +432,11 @@ def sft_chunked_loss_bytes(spec: ModelSpec, request: PlanRequest, tokens: int) -
     back-propagated, its fp32 log-probs, their gradient, the logits and the logits' gradient
     (four chunk-sized fp32 tensors; three and a half beside the weight's gradient in the
     traced step), plus tanh's output under Gemma-2's softcapping."""
-    weight = spec.vocab_size * spec.hidden_size * 4
+    weight = spec.vocab_size * spec.hidden_size * FP32_BYTES
     weight_grad = weight if request.tuning is Tuning.full else 0.0
-    if residual_bytes(request) == 4:
+    if residual_bytes(request) == FP32_BYTES:
         weight = 0.0  # the lm_head is already fp32: `.float()` makes no copy
-    chunk = min(tokens, SFT_LOSS_CHUNK_TOKENS) * spec.vocab_size * 4
+    chunk = min(tokens, SFT_LOSS_CHUNK_TOKENS) * spec.vocab_size * FP32_BYTES
     softcap = chunk if softcap_bytes(spec, request) else 0.0
     # Before lm_head's backward: log-probs, their gradient, the logits and the logits'
     # gradient; during it the weight's gradient appears as half a chunk is released.
@@ -460,7 +448,7 @@ def backward_transient_bytes_per_token(spec: ModelSpec, request: PlanRequest, se
     the residual stream and of a norm's input, 2 × 4·h per token, the MLP's w·I gradient,
     and under eager attention the w-dtype gradient of the s×s probabilities per head
     (traced)."""
-    transient = 8 * spec.hidden_size + compute_bytes(request) * spec.intermediate_size
+    transient = 2 * FP32_BYTES * spec.hidden_size + compute_bytes(request) * spec.intermediate_size
     if request.attention is Attention.eager:
         transient += spec.num_heads * seq * compute_bytes(request)
     return transient
@@ -489,12 +477,96 @@ class Activations:
     """Transient peak of a forward under no_grad (reference, KL batch, scoring)."""
 
 
-def sequence_tokens(request: PlanRequest, lp: Loop) -> tuple[int, int]:
-    """Tokens per row run through the model, and tokens per row that need logits."""
-    if lp.generates:
-        prompt, completion = request.prompt_and_completion()
-        return prompt + completion, completion
-    return request.seq_len, request.seq_len
+def decoder_saved_bytes(
+    spec: ModelSpec, request: PlanRequest, lp: Loop, tokens: int, seq: int
+) -> tuple[float, float]:
+    """(saved for backward across the decoder layers and outside them, one layer's
+    recomputation): every layer's activations, or under checkpointing each layer's input
+    (`checkpointed_layer_bytes_per_token`) with one layer recomputed at a time; plus the 16-bit
+    weight casts autocast keeps (`autocast_weight_copies`) and what is saved outside the layers
+    (Korthikanti et al. 2022 §4-5)."""
+    per_layer = layer_activation_bytes_per_token(spec, request, seq)
+    if request.grad_checkpointing:
+        saved = tokens * (spec.num_layers * checkpointed_layer_bytes_per_token(spec, request))
+        recompute = tokens * per_layer
+    else:
+        saved = tokens * spec.num_layers * per_layer
+        recompute = 0.0
+    layer_casts, _ = autocast_weight_copies(spec, request, lp)
+    if request.grad_checkpointing:
+        recompute += layer_casts
+    else:
+        saved += spec.num_layers * layer_casts
+    saved += outside_layers_bytes(spec, request, lp, tokens)
+    return saved, recompute
+
+
+def outside_layers_bytes(spec: ModelSpec, request: PlanRequest, lp: Loop, tokens: int) -> float:
+    """Saved outside the decoder layers for `tokens` tokens (`outside_layers_bytes_per_token`),
+    plus the output head's 16-bit weight cast under autocast over fp32 weights."""
+    _, head_cast = autocast_weight_copies(spec, request, lp)
+    return tokens * outside_layers_bytes_per_token(spec, request) + head_cast
+
+
+def loss_logits_bytes(
+    spec: ModelSpec, request: PlanRequest, lp: Loop, rows: int, logit_tokens: int
+) -> tuple[float, float]:
+    """(the loss's vocabulary-wide tensors, the logits' gradient at the start of backward) for
+    `rows` rows of `logit_tokens` tokens each: none for a sequence classifier, SFT's chunked
+    loss (`sft_chunked_loss_bytes`), else `logits_bytes_per_token` (with the entropy metric's
+    chunk when the logits stay 16-bit) and `logits_grad_bytes_per_token`."""
+    if lp.sequence_classifier:
+        return 0.0, 0.0
+    if lp.method is Method.sft:
+        return sft_chunked_loss_bytes(spec, request, rows * logit_tokens), 0.0
+    logits = rows * logit_tokens * logits_bytes_per_token(spec, request, lp)
+    if lp.entropy_metric and logits_stay_16bit(request, lp):
+        logits += entropy_chunk_bytes(spec, request, rows * logit_tokens)
+    logits_grad = rows * logit_tokens * logits_grad_bytes_per_token(spec, request, lp)
+    return logits, logits_grad
+
+
+def no_grad_layer_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> int:
+    """A decoder layer's working set in a forward under no_grad, 2·h·w + 2·I·w per token: the
+    residual stream and a norm's output, and the MLP's two I-wide intermediates; nothing is
+    saved for backward (counted in the traced reference and KTO KL-batch forwards of
+    planner/trace, whose peak tests/test_trace_agreement.py checks against this estimate)."""
+    w = compute_bytes(request)
+    return 2 * spec.hidden_size * w + spec.intermediate_size * w * 2
+
+
+def no_grad_logits_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> int:
+    """The logits of a forward under no_grad per token: the w-dtype logits and their fp32
+    log-softmax, V·(w + 4) (traced as in `no_grad_layer_bytes_per_token`)."""
+    return spec.vocab_size * (compute_bytes(request) + FP32_BYTES)
+
+
+def no_grad_forward_bytes(
+    spec: ModelSpec, request: PlanRequest, lp: Loop, seq: int, logit_tokens: int
+) -> int:
+    """Transient peak of a forward under no_grad (reference, KTO's KL batch, scoring) over the
+    rows it runs: one layer's working set per token and, unless the model is a sequence
+    classifier, the logits of every token that needs them."""
+    rows = request.batch_size * max(lp.rows_per_sample, lp.no_grad_rows_per_sample)
+    total = rows * seq * no_grad_layer_bytes_per_token(spec, request)
+    if not lp.sequence_classifier:
+        total += rows * logit_tokens * no_grad_logits_bytes_per_token(spec, request)
+    return total
+
+
+def sft_loss_residue_bytes(spec: ModelSpec, request: PlanRequest, lp: Loop, tokens: int) -> float:
+    """What SFT's chunked loss leaves to the decoder's backward: the reordered hidden states
+    the chunks saved and their gradient in the residual stream's dtype plus its fp32
+    accumulation, (2·r + 4)·h per token; under LoRA also the frozen lm_head's fp32 copy,
+    4·V·h, which the loss graph keeps referenced (both counted in the traced SFT step of
+    planner/trace, checked in tests/test_trace_agreement.py); 0 for the other methods."""
+    if lp.method is not Method.sft:
+        return 0.0
+    h = spec.hidden_size
+    residue = tokens * (2 * residual_bytes(request) + FP32_BYTES) * h
+    if request.tuning is not Tuning.full:
+        residue += spec.vocab_size * h * FP32_BYTES
+    return residue
 
 
 def activations(spec: ModelSpec, request: PlanRequest, lp: Loop | None = None) -> Activations:
@@ -503,71 +575,40 @@ def activations(spec: ModelSpec, request: PlanRequest, lp: Loop | None = None) -
     seq, logit_tokens = sequence_tokens(request, lp)
     rows = request.batch_size * lp.rows_per_sample
     tokens = rows * seq
-    w = compute_bytes(request)
-    h = spec.hidden_size
-    per_layer = layer_activation_bytes_per_token(spec, request, seq)
-    outside = outside_layers_bytes_per_token(spec, request)
-    if request.grad_checkpointing:
-        saved = tokens * (spec.num_layers * checkpointed_layer_bytes_per_token(spec, request))
-        recompute = tokens * per_layer
-    else:
-        saved = tokens * spec.num_layers * per_layer
-        recompute = 0.0
-    layer_casts, head_cast = autocast_weight_copies(spec, request, lp)
-    if request.grad_checkpointing:
-        recompute += layer_casts
-    else:
-        saved += spec.num_layers * layer_casts
-    saved += tokens * outside + head_cast
-    transient = tokens * backward_transient_bytes_per_token(spec, request, seq)
-    if lp.sequence_classifier:
-        logits = logits_grad = 0.0
-    elif lp.method is Method.sft:
-        logits, logits_grad = sft_chunked_loss_bytes(spec, request, tokens), 0.0
-    else:
-        logits = rows * logit_tokens * logits_bytes_per_token(spec, request, lp)
-        if lp.entropy_metric and logits_stay_16bit(request, lp):
-            logits += entropy_chunk_bytes(spec, request, rows * logit_tokens)
-        logits_grad = rows * logit_tokens * logits_grad_bytes_per_token(spec, request, lp)
-    # A no-grad forward holds one layer's working set and the w-dtype + fp32 logits.
-    no_grad_rows = request.batch_size * max(lp.rows_per_sample, lp.no_grad_rows_per_sample)
-    no_grad = no_grad_rows * seq * (2 * h * w + spec.intermediate_size * w * 2)
-    if not lp.sequence_classifier:
-        no_grad += no_grad_rows * logit_tokens * spec.vocab_size * (w + 4)
-    residue = 0.0
-    if lp.method is Method.sft:
-        residue = tokens * (2 * residual_bytes(request) + 4) * h
-        if request.tuning is not Tuning.full:
-            # A frozen lm_head's fp32 copy stays referenced by the loss graph (traced).
-            residue += spec.vocab_size * h * 4
+    saved, recompute = decoder_saved_bytes(spec, request, lp, tokens, seq)
+    logits, logits_grad = loss_logits_bytes(spec, request, lp, rows, logit_tokens)
     return Activations(
-        saved,
-        recompute,
-        logits,
-        logits_grad,
-        transient,
-        tokens * outside + head_cast,
-        residue,
-        no_grad,
+        saved=saved,
+        recompute=recompute,
+        logits=logits,
+        logits_grad=logits_grad,
+        backward_transient=tokens * backward_transient_bytes_per_token(spec, request, seq),
+        outside=outside_layers_bytes(spec, request, lp, tokens),
+        loss_residue=sft_loss_residue_bytes(spec, request, lp, tokens),
+        no_grad_forward=no_grad_forward_bytes(spec, request, lp, seq, logit_tokens),
     )
 
 
 # ----------------------------------------------------------------------------- other models
 
 
+def frozen_model_share(params: int, request: PlanRequest) -> float:
+    """One GPU's bytes of a frozen model of `params` parameters (`frozen_model_bytes_per_param`
+    each): split over the GPUs under ZeRO-3 / FSDP, whole otherwise (TRL prepares a frozen
+    model with the same DeepSpeed / FSDP plugin as the policy)."""
+    size = params * frozen_model_bytes_per_param(request)
+    return size / world(request) if shards_params(effective_sharding(request)) else size
+
+
 def frozen_copy_bytes(spec: ModelSpec, request: PlanRequest) -> float:
-    """A frozen copy of the policy (reference model): P·w, sharded under ZeRO-3 / FSDP
-    (TRL prepares the reference with the same DeepSpeed / FSDP plugin)."""
-    sharding = effective_sharding(request)
-    size = parameters.count_params(spec) * frozen_model_bytes_per_param(request)
-    return size / world(request) if shards_params(sharding) else size
+    """A frozen copy of the policy (reference model): P·w, sharded under ZeRO-3 / FSDP."""
+    return frozen_model_share(parameters.count_params(spec), request)
 
 
 def reward_model_bytes(spec: ModelSpec, request: PlanRequest) -> float:
     """PPO's frozen reward model: a sequence classifier of the policy's architecture,
     (P − V·h + h)·w (TRL PPO's default: same base model with a score head)."""
-    size = parameters.reward_model_params(spec) * frozen_model_bytes_per_param(request)
-    return size / world(request) if shards_params(effective_sharding(request)) else size
+    return frozen_model_share(parameters.reward_model_params(spec), request)
 
 
 def value_model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
@@ -597,13 +638,17 @@ def generation_gathered_bytes(spec: ModelSpec, request: PlanRequest, lp: Loop) -
     return params * compute_bytes(request)
 
 
+def kv_cache_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> int:
+    """KV cache per token of context: 2 (k, v) × layers × kv_heads × head_dim × w (Pope et al.
+    2022, "Efficiently Scaling Transformer Inference" §2)."""
+    return 2 * spec.num_layers * parameters.kv_width(spec) * compute_bytes(request)
+
+
 def kv_cache_bytes(spec: ModelSpec, request: PlanRequest, rows: int) -> float:
-    """KV cache: 2 (k, v) × layers × kv_heads × head_dim × w per token, over prompt +
-    completion for every generated sequence (Pope et al. 2022, "Efficiently Scaling
-    Transformer Inference" §2)."""
+    """KV cache over prompt + completion for every generated sequence
+    (`kv_cache_bytes_per_token` each)."""
     prompt, completion = request.prompt_and_completion()
-    per_token = 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * compute_bytes(request)
-    return rows * (prompt + completion) * per_token
+    return rows * (prompt + completion) * kv_cache_bytes_per_token(spec, request)
 
 
 # ----------------------------------------------------------------------------- the estimate
@@ -654,7 +699,7 @@ def late_backward_bytes(
     is at the top layer or at layer 0; last comes the embedding's gradient, computed in fp32
     and cast (embedding_dense_backward)."""
     layers = spec.num_layers
-    trained = trained_model_params(spec, request)
+    trained = parameters.model_params(spec, request)
     layer_share = parameters.decoder_layer_params(spec) / trained
     head_share = max(0.0, 1 - layers * layer_share - parameters.embedding_params(spec) / trained)
     if request.tuning is not Tuning.full:
@@ -670,7 +715,7 @@ def late_backward_bytes(
         (per_layer_saved + working, grads_above_layer0),  # layer 0
     ]
     if request.tuning is Tuning.full:
-        candidates.append((0.0, gradients + parameters.embedding_params(spec) * 4))
+        candidates.append((0.0, gradients + parameters.embedding_params(spec) * FP32_BYTES))
     return max(candidates, key=sum)
 
 
@@ -712,7 +757,9 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
     )
 
     # Each decoding step holds the fp32 next-token logits and their softmax per sequence.
-    gen_logits = generation_batch(request, lp) * spec.vocab_size * 4 * 2 if lp.generates else 0.0
+    gen_logits = (
+        generation_batch(request, lp) * spec.vocab_size * FP32_BYTES * 2 if lp.generates else 0.0
+    )
     if lp.generates:
         gathered = generation_gathered_bytes(spec, request, lp) or states.gathered
         if gathered > states.gathered:

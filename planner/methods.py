@@ -58,6 +58,16 @@ def loop(request: PlanRequest) -> Loop:
     )
 
 
+def sequence_tokens(request: PlanRequest, lp: Loop | None = None) -> tuple[int, int]:
+    """(tokens per row run through the model, tokens per row that need logits): prompt +
+    completion and the completion alone for a method that generates, else `seq_len` for both."""
+    lp = lp or loop(request)
+    if lp.generates:
+        prompt, completion = request.prompt_and_completion()
+        return prompt + completion, completion
+    return request.seq_len, request.seq_len
+
+
 def _logit_copies(
     own: float | Callable[[PlanRequest], float] | None, request: PlanRequest, reference: str
 ) -> float | None:

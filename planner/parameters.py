@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from planner.architectures import ArchitectureTraits, architecture
 from planner.errors import PlanError
-from planner.specs import LoraTargets, ModelSpec
+from planner.specs import LoraTargets, Method, ModelSpec, PlanRequest, Tuning
 
 
 def q_width(spec: ModelSpec) -> int:
@@ -90,6 +90,12 @@ def count_params(spec: ModelSpec) -> int:
     )
 
 
+def active_mlp_width(spec: ModelSpec) -> int:
+    """MLP width a token runs through: I dense, top-k·I for MoE (each token runs through its
+    top-k experts, Shazeer et al. 2017)."""
+    return spec.intermediate_size * (spec.num_experts_per_tok if spec.is_moe else 1)
+
+
 def active_params(spec: ModelSpec) -> int:
     """active per token: total − L·(E − top-k)·3·h·I for MoE (only top-k experts run); total if dense."""
     if not spec.is_moe:
@@ -167,6 +173,24 @@ def reward_model_params(spec: ModelSpec) -> int:
 def value_model_params(spec: ModelSpec) -> int:
     """value model (PPO critic): the same shape as the reward model, base + h·1 score head."""
     return sequence_classifier_params(spec, num_labels=1)
+
+
+def model_params(spec: ModelSpec, request: PlanRequest) -> int:
+    """the model the run trains, frozen base included: the causal LM, or for reward training
+    the sequence classifier (`reward_model_params`: no lm_head, a 1-output score head)."""
+    if request.method is Method.reward:
+        return reward_model_params(spec)
+    return count_params(spec)
+
+
+def trainable_params(spec: ModelSpec, request: PlanRequest) -> int:
+    """what the optimizer updates: the LoRA adapters (`lora_params`), or under full tuning
+    every parameter of the causal LM (`count_params`). For full reward training this is the
+    causal LM's count, as the plan reports it and the time model reduces it, not the
+    classifier's `model_params` that the memory model holds."""
+    if request.tuning is Tuning.full:
+        return count_params(spec)
+    return lora_params(spec, request.lora_rank, request.lora_targets.value)
 
 
 def lora_target_modules(spec: ModelSpec, targets: str) -> str | list[str]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 
 from planner import parameters
+from planner.constants import GIB
 from planner.errors import PlanError
 from planner.gpus import resolve_gpu
-from planner.memory import GIB, MemoryBreakdown, estimate_memory
+from planner.memory import MemoryBreakdown, estimate_memory
+from planner.methods import sequence_tokens
 from planner.models import resolve_model
-from planner.precision import learning_rate_warning, precision_plan
+from planner.precision import learning_rate_warning, precision_plan, runnable_precision
 from planner.recipes import recipe
 from planner.specs import (
     COMPONENTS,
@@ -21,29 +23,21 @@ from planner.specs import (
     Offload,
     Plan,
     PlanRequest,
-    Precision,
     Sharding,
     TimeEstimate,
     Tuning,
 )
-from planner.time_model import StepTime, estimate_time, mfu, samples_per_step, sequence_length
+from planner.time_model import StepTime, estimate_time, mfu, samples_per_step
 
 
 def _gib(value: float) -> float:
     return round(value / GIB, 2)
 
 
-def trainable_params(spec: ModelSpec, request: PlanRequest) -> int:
-    """Parameters the optimizer updates: all of them, or the LoRA adapters."""
-    if request.tuning is Tuning.full:
-        return parameters.count_params(spec)
-    return parameters.lora_params(spec, request.lora_rank, request.lora_targets.value)
-
-
 def check_request(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[str]:
     """Reject impossible settings (PlanError); return warnings for doubtful ones."""
     warnings: list[str] = []
-    seq = sequence_length(request)
+    seq, _ = sequence_tokens(request)
     if seq > spec.max_position_embeddings:
         warnings.append(
             f"sequence length {seq} exceeds {spec.name}'s max_position_embeddings "
@@ -72,9 +66,10 @@ def check_request(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[s
 
 
 def normalised(request: PlanRequest, gpu: GpuSpec) -> PlanRequest:
-    """The request as it will actually run: fp16 on cards without bf16."""
-    if request.precision.half == "bf16" and not gpu.supports_bf16:
-        return request.model_copy(update={"precision": Precision.fp16_mixed})
+    """The request as it will actually run: fp16 on cards without bf16 (`runnable_precision`)."""
+    runnable = runnable_precision(request.precision, gpu.supports_bf16)
+    if runnable is not request.precision:
+        return request.model_copy(update={"precision": runnable})
     return request
 
 
@@ -190,7 +185,7 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
         model=ModelSummary(
             name=spec.name,
             params=parameters.count_params(spec),
-            trainable_params=trainable_params(spec, request),
+            trainable_params=parameters.trainable_params(spec, request),
             source=spec.source,
             representative_of=spec.representative_of,
         ),

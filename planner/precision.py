@@ -21,6 +21,7 @@ blocks): both read `precision_plan`. Sources, one line each:
 
 from __future__ import annotations
 
+from planner.constants import FP32_BYTES, HALF_BYTES, INT8_BYTES
 from planner.specs import (
     Optimizer,
     PlanRequest,
@@ -59,7 +60,7 @@ def adam_moments_bytes(request: PlanRequest, state_bytes: float) -> float:
     if request.optimizer is Optimizer.adamw:
         return 2.0 * state_bytes
     if request.optimizer in (Optimizer.adamw8bit, Optimizer.paged_adamw8bit):
-        return 2.0 * (1 + 4 / 256)
+        return 2.0 * (INT8_BYTES + FP32_BYTES / 256)
     return 0.0
 
 
@@ -68,19 +69,30 @@ def trained_bytes(request: PlanRequest, adapters: bool = False) -> tuple[float, 
     sharding. `adapters`: LoRA adapters rather than fully trained weights."""
     sharding = effective_sharding(request)
     half = request.precision.half
+    fp32, half_bytes = float(FP32_BYTES), float(HALF_BYTES)
     if is_deepspeed(sharding):
         if half is None:
-            return 4.0, 4.0, adam_moments_bytes(request, 4)
-        return 2.0, 2.0, 4.0 + adam_moments_bytes(request, 4)  # fp32 master + fp32 moments
+            return fp32, fp32, adam_moments_bytes(request, FP32_BYTES)
+        # 16-bit weights and gradients; fp32 master weights + fp32 moments in the optimizer.
+        return half_bytes, half_bytes, fp32 + adam_moments_bytes(request, FP32_BYTES)
     if adapters or sharding is Sharding.fsdp or request.precision is not Precision.bf16_true:
-        return 4.0, 4.0, adam_moments_bytes(request, 4)
-    return 2.0, 2.0, adam_moments_bytes(request, 2)  # pure bf16: weights, grads, states
+        return fp32, fp32, adam_moments_bytes(request, FP32_BYTES)
+    # pure bf16: weights, gradients and states
+    return half_bytes, half_bytes, adam_moments_bytes(request, HALF_BYTES)
+
+
+def runnable_precision(precision: Precision, supports_bf16: bool) -> Precision:
+    """The precision a GPU can run: fp16-mixed with fp32 master weights in place of bf16 on a
+    card without bf16 (T4, V100), else as asked."""
+    if precision.half == "bf16" and not supports_bf16:
+        return Precision.fp16_mixed
+    return precision
 
 
 def compute_bytes(request: PlanRequest) -> int:
     """Bytes per element of activations and of a frozen LoRA base: 2 under bf16/fp16 (autocast
     or 16-bit weights), else 4."""
-    return 2 if request.precision.half else 4
+    return HALF_BYTES if request.precision.half else FP32_BYTES
 
 
 def autocast_over_fp32(request: PlanRequest) -> bool:
@@ -123,7 +135,12 @@ def optimizer_state_dtype(request: PlanRequest, optimizer_bytes: float) -> str:
         return "uint8 (blockwise, fp32 scales)"
     if request.optimizer is Optimizer.sgd:
         return "none"
-    return "float32" if optimizer_bytes >= 8 or request.precision.half is None else "bfloat16"
+    fp32_moments = 2 * FP32_BYTES  # AdamW's two moments in fp32
+    return (
+        "float32"
+        if optimizer_bytes >= fp32_moments or request.precision.half is None
+        else "bfloat16"
+    )
 
 
 def precision_plan(request: PlanRequest) -> PrecisionPlan:
@@ -158,7 +175,7 @@ def precision_plan(request: PlanRequest) -> PrecisionPlan:
     if not full:
         notes.append(
             f"LoRA: frozen {DTYPE[half]} base, trainable adapters in "
-            + ("fp32" if weight == 4 else f"{half} with an fp32 master copy")
+            + ("fp32" if weight == FP32_BYTES else f"{half} with an fp32 master copy")
         )
     if request.precision is Precision.bf16_true and not full:
         notes.append("bf16-true with LoRA: peft still keeps the adapters in fp32")

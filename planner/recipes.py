@@ -144,7 +144,7 @@ class Recipe:
         """Sequences generated (and scored) at once per GPU. GRPO/RLOO generate the whole local
         generation batch (micro-batch x steps_per_generation, which defaults to grad-accum);
         PPO generates its local batch in chunks of `local_rollout_forward_batch_size`."""
-        rollout = request.batch_size * request.grad_accum
+        rollout = request.rows_per_step(processes=1)
         if self.rollout_chunk is not None:
             return min(rollout, self.rollout_chunk)
         return rollout
@@ -190,8 +190,7 @@ class Recipe:
         of num_generations (GRPOConfig / RLOOConfig validation)."""
         if self.num_generations is None or not request.num_generations:
             return None
-        processes = processes or request.world_size
-        per_step = request.batch_size * request.grad_accum * processes
+        per_step = request.rows_per_step(processes)
         if per_step % request.num_generations == 0:
             return None
         return (
@@ -261,8 +260,7 @@ def _ppo_fields(request: PlanRequest, max_steps: int | None) -> dict[str, Any]:
         "num_sample_generations": 0,
     }
     if max_steps is not None:
-        per_step = request.batch_size * request.grad_accum * request.world_size
-        out["total_episodes"] = max_steps * per_step
+        out["total_episodes"] = max_steps * request.rows_per_step()
     return out
 
 

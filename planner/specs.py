@@ -252,6 +252,11 @@ class PlanRequest(BaseModel):
     def world_size(self) -> int:
         return self.num_gpus * self.nodes
 
+    def rows_per_step(self, processes: int | None = None) -> int:
+        """Rows per optimizer step (completions for GRPO / RLOO): micro-batch × gradient
+        accumulation × processes, the run's GPUs unless given (TRL's effective batch)."""
+        return self.batch_size * self.grad_accum * (processes or self.world_size)
+
     def prompt_and_completion(self) -> tuple[int, int]:
         """Prompt and completion lengths: given ones, else half and half of seq_len."""
         if self.prompt_len is not None and self.completion_len is not None:

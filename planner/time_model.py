@@ -11,36 +11,36 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner import parameters
-from planner.constants import throughput
+from planner.constants import FP32_BYTES, HALF_BYTES, throughput
 from planner.memory import (
     base_weight_bytes,
     compute_bytes,
     effective_sharding,
     generation_batch,
     is_deepspeed,
+    kv_cache_bytes_per_token,
     shards_params,
     world,
 )
-from planner.methods import Loop, loop
+from planner.methods import Loop, loop, sequence_tokens
+from planner.recipes import recipe
 from planner.specs import GpuSpec, ModelSpec, Offload, PlanRequest, Precision, Sharding, Tuning
 
 
 def matmul_params(spec: ModelSpec) -> int:
-    """Parameters that take part in matmuls: all but the input embedding lookup (which costs
-    no FLOPs); a tied lm_head still multiplies (Kaplan et al. 2020, N excludes embeddings)."""
-    total = parameters.count_params(spec)
-    embedding = spec.vocab_size * spec.hidden_size
-    return total if spec.tie_word_embeddings else total - embedding
+    """Parameters a token multiplies by: the active ones (`parameters.active_params`: only the
+    top-k experts of a MoE layer run) but the input embedding lookup (which costs no FLOPs); a
+    tied lm_head still multiplies (Kaplan et al. 2020, N excludes embeddings)."""
+    active = parameters.active_params(spec)
+    embedding = parameters.embedding_params(spec)
+    return active if spec.tie_word_embeddings else active - embedding
 
 
 def forward_flops_per_token(spec: ModelSpec, seq: int) -> float:
     """Forward FLOPs per token: 2·N + 2·L·s·d_attn (Kaplan et al. 2020, Table 1; causal
     attention halves the 4·L·s·d_attn score and value matmuls)."""
     n = matmul_params(spec)
-    if spec.is_moe:
-        expert = 3 * spec.hidden_size * spec.intermediate_size * spec.num_layers
-        n -= expert * (spec.num_experts - spec.num_experts_per_tok)  # only top-k experts run
-    attention = 2 * spec.num_layers * seq * spec.num_heads * spec.head_dim
+    attention = 2 * spec.num_layers * seq * parameters.q_width(spec)
     return 2.0 * n + attention
 
 
@@ -83,11 +83,11 @@ def _decode_seconds(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec, lp: Loo
     time ≈ completion × (weight bytes + mean KV bytes) / (HBM bandwidth × efficiency)
     (Pope et al. 2022: decoding is bandwidth-bound)."""
     prompt, completion = request.prompt_and_completion()
-    rows = request.batch_size * request.grad_accum
+    rows = request.rows_per_step(processes=1)
     chunk = generation_batch(request, lp)
     chunks = max(1, -(-rows // chunk))
     weights = base_weight_bytes(spec, request)
-    kv_per_token = 2 * spec.num_layers * spec.num_kv_heads * spec.head_dim * compute_bytes(request)
+    kv_per_token = kv_cache_bytes_per_token(spec, request)
     mean_context = prompt + completion / 2
     bytes_per_step = weights + chunk * mean_context * kv_per_token
     bandwidth = gpu.hbm_gbps * 1e9 * throughput("decode_bandwidth_efficiency")
@@ -95,6 +95,12 @@ def _decode_seconds(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec, lp: Loo
     prefill_flops = rows * prompt * forward_flops_per_token(spec, prompt)
     prefill = prefill_flops / (dense_tflops(gpu, request) * 1e12 * throughput("prefill_mfu"))
     return decode + prefill
+
+
+def gathered_weight_bytes(spec: ModelSpec, request: PlanRequest) -> int:
+    """The policy's weights in the compute dtype, as ZeRO-3 / FSDP all-gather them and CPU
+    offload of the parameters moves them over PCIe."""
+    return parameters.count_params(spec) * compute_bytes(request)
 
 
 def _comm_seconds(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> float:
@@ -105,14 +111,13 @@ def _comm_seconds(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> float:
     if g == 1:
         return 0.0
     sharding = effective_sharding(request)
-    if request.tuning is Tuning.full:
-        grad_bytes = parameters.count_params(spec) * 2
-    else:
-        grad_bytes = parameters.lora_params(spec, request.lora_rank, request.lora_targets.value) * 4
+    # Gradients are reduced in 16 bits under full tuning, LoRA adapters' in fp32.
+    grad_width = HALF_BYTES if request.tuning is Tuning.full else FP32_BYTES
+    grad_bytes = parameters.trainable_params(spec, request) * grad_width
     ring = 2 * (g - 1) / g
     volume = grad_bytes * ring
     if shards_params(sharding):
-        weights = parameters.count_params(spec) * compute_bytes(request)
+        weights = gathered_weight_bytes(spec, request)
         volume += 2 * weights * (g - 1) / g * request.grad_accum
     bandwidth = gpu.interconnect_gbps
     if request.nodes > 1:  # rings cross the slower inter-node links
@@ -126,18 +131,14 @@ def _offload_seconds(spec: ModelSpec, request: PlanRequest) -> float:
     if request.offload is Offload.none:
         return 0.0
     sharding = effective_sharding(request)
-    params = (
-        parameters.count_params(spec)
-        if request.tuning is Tuning.full
-        else (parameters.lora_params(spec, request.lora_rank, request.lora_targets.value))
-    )
-    share = params / world(request)
+    share = parameters.trainable_params(spec, request) / world(request)
     cpu_step = share / throughput("cpu_adam_params_per_second")
-    transfer = share * (2 + 2) / (throughput("pcie_gbps") * 1e9)
+    # 16-bit gradients to the CPU, 16-bit updated weights back.
+    transfer = share * (HALF_BYTES + HALF_BYTES) / (throughput("pcie_gbps") * 1e9)
     if request.offload is Offload.optimizer_params and (
         sharding is Sharding.fsdp or is_deepspeed(sharding)
     ):
-        weights = parameters.count_params(spec) * compute_bytes(request)
+        weights = gathered_weight_bytes(spec, request)
         transfer += 2 * weights * request.grad_accum / (throughput("pcie_gbps") * 1e9)
     return cpu_step + transfer
 
@@ -145,8 +146,8 @@ def _offload_seconds(spec: ModelSpec, request: PlanRequest) -> float:
 def estimate_time(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> StepTime:
     """Seconds per optimizer step on each GPU, by phase."""
     lp = loop(request)
-    seq = sequence_length(request, lp)
-    rows = request.batch_size * request.grad_accum
+    seq, _ = sequence_tokens(request, lp)
+    rows = request.rows_per_step(processes=1)
     train_tokens = rows * lp.rows_per_sample * seq
     peak = dense_tflops(gpu, request) * 1e12
     phases: dict[str, float] = {}
@@ -180,19 +181,10 @@ def estimate_time(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> StepTi
     return StepTime(seconds, train_flops + extra_flops, train_tokens * world(request), phases)
 
 
-def sequence_length(request: PlanRequest, lp: Loop | None = None) -> int:
-    """Tokens per sequence the policy trains on: prompt + completion for generating methods."""
-    lp = lp or loop(request)
-    if lp.generates:
-        prompt, completion = request.prompt_and_completion()
-        return prompt + completion
-    return request.seq_len
-
-
 def samples_per_step(request: PlanRequest) -> int:
     """Dataset rows consumed per optimizer step across the job; GRPO/RLOO's batch counts
-    completions, so one prompt fills `num_generations` of it (TRL GRPOConfig docs)."""
-    rows = request.batch_size * request.grad_accum * world(request)
-    if request.method.value in ("grpo", "rloo"):
+    completions, so one prompt fills `num_generations` of it (TRL 1.12 GRPOConfig / RLOOConfig docs)."""
+    rows = request.rows_per_step()
+    if recipe(request.method).num_generations is not None and request.num_generations:
         return max(1, rows // request.num_generations)
     return rows

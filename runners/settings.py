@@ -21,7 +21,13 @@ from planner.deepspeed import deepspeed_config, offload_targets, zero_stage
 from planner.errors import PlanError
 from planner.memory import ADAMW_OPTIM
 from planner.parameters import lora_target_modules
-from planner.precision import DTYPE, learning_rate_warning, load_dtype, precision_plan
+from planner.precision import (
+    DTYPE,
+    learning_rate_warning,
+    load_dtype,
+    precision_plan,
+    runnable_precision,
+)
 from planner.recipes import LORA_ALPHA_PER_RANK, LORA_DROPOUT, RECIPES, StartingValue, recipe
 from planner.specs import (
     Method,
@@ -116,8 +122,9 @@ def run_precision(request: PlanRequest, device: str, supports_bf16: bool) -> Pla
     and trains there in fp32), fp16-mixed on GPUs without bf16 (T4, V100)."""
     if device == "cpu" and request.precision is not Precision.fp32:
         return request.model_copy(update={"precision": Precision.fp32})
-    if request.precision.half == "bf16" and not supports_bf16:
-        return request.model_copy(update={"precision": Precision.fp16_mixed})
+    runnable = runnable_precision(request.precision, supports_bf16)
+    if runnable is not request.precision:
+        return request.model_copy(update={"precision": runnable})
     return request
 
 
@@ -126,9 +133,7 @@ def precision_fields(precision: Precision, device: str, supports_bf16: bool) -> 
     defaults to bf16 and fails on CPU without `use_cpu=True`)."""
     if device == "cpu":
         return {"use_cpu": True, "bf16": False, "fp16": False}
-    half = precision.half
-    if half == "bf16" and not supports_bf16:
-        half = "fp16"
+    half = runnable_precision(precision, supports_bf16).half
     return {"bf16": half == "bf16", "fp16": half == "fp16"}
 
 

@@ -235,7 +235,8 @@ def test_fit_holds_the_effective_batch():
 def test_zero_offload_keeps_fp32_gradient_partitions_on_the_cpu():
     """ZeRO-Offload: the fp32 master weights and Adam moments (12 B) and an fp32 gradient
     partition (4 B) per trained parameter, 1/g each, on the CPU; the GPU keeps bf16 weights."""
-    from planner.memory import estimate_memory, trained_model_params
+    from planner.memory import estimate_memory
+    from planner.parameters import model_params
 
     request = PlanRequest(
         method="sft",
@@ -245,7 +246,7 @@ def test_zero_offload_keeps_fp32_gradient_partitions_on_the_cpu():
         offload="optimizer",
         precision="bf16-mixed",
     )
-    params = trained_model_params(LLAMA7, request)
+    params = model_params(LLAMA7, request)
     assert estimate_memory(LLAMA7, request).cpu_offload == pytest.approx(params * (12 + 4) / 8)
 
 
