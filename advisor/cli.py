@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-from planner.errors import PlanError
+from planner.errors import InputError
 
 # name -> one-line help; the module advisor.commands.<module> registers its own flags.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(_load(COMMANDS[args.command][0]).run(args) or 0)
-    except PlanError as error:
+    except InputError as error:
         print(f"advisor: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,7 +3,7 @@
 A dataset is a JSONL / JSON / CSV / Parquet file or a folder written by `datasets`'
 `save_to_disk`. Everything that `advisor plan --dataset` and `advisor check-data` read goes
 through here first, so a FIFO, a device, a stray folder, a broken line, non-UTF-8 bytes or
-nesting that would crash a parser is a one-line `PlanError` naming the file and the line.
+nesting that would crash a parser is a one-line `InputError` naming the file and the line.
 Only the standard library is imported at module level (pyarrow only for Parquet).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from planner.constants import GIB, MIB
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.files import checked_path, nesting_depth, short, shown
 
 MAX_DATASET_BYTES = 16 * GIB
@@ -60,24 +60,24 @@ def looks_like_path(reference: str) -> bool:
 
 def dataset_location(reference: str) -> Path | None:
     """The checked local file or saved folder that `reference` names, or None when no such
-    path exists and it may be a dataset id; PlanError for anything else (a FIFO, a device, a
+    path exists and it may be a dataset id; InputError for anything else (a FIFO, a device, a
     folder not written by `save_to_disk`, an unsupported suffix, too large, unreadable)."""
     name = label(reference)
     if not reference.strip():
-        raise PlanError("dataset: the name is empty; give a JSONL/JSON/CSV/Parquet file")
+        raise InputError("dataset: the name is empty; give a JSONL/JSON/CSV/Parquet file")
     try:
         path = Path(reference).expanduser()
         info = path.stat()
     except FileNotFoundError:
         if looks_like_path(reference):
-            raise PlanError(f"{name}: no such file or folder") from None
+            raise InputError(f"{name}: no such file or folder") from None
         return None
     except (OSError, ValueError, RuntimeError):
         checked_path(reference, "dataset")  # raises its one-line reason
         raise  # pragma: no cover - checked_path always raises here
     if stat.S_ISDIR(info.st_mode):
         if not any((path / marker).is_file() for marker in SAVED_MARKERS):
-            raise PlanError(
+            raise InputError(
                 f"{name}: a folder, but not a dataset saved with `save_to_disk` (no "
                 f"{' or '.join(SAVED_MARKERS)} in it); give a JSONL/JSON/CSV/Parquet file"
             )
@@ -85,7 +85,7 @@ def dataset_location(reference: str) -> Path | None:
         return path
     path = checked_path(path, "dataset", MAX_DATASET_BYTES)
     if path.suffix.lower() not in FORMATS:
-        raise PlanError(
+        raise InputError(
             f"{name}: unsupported format {path.suffix or '(no suffix)'!r} "
             f"(use .jsonl, .json, .csv or .parquet)"
         )
@@ -93,7 +93,7 @@ def dataset_location(reference: str) -> Path | None:
 
 
 def _check_saved_folder(path: Path, name: str, most: int = 10_000) -> None:
-    """PlanError when a saved folder holds a pipe or device (reading it would hang); a real
+    """InputError when a saved folder holds a pipe or device (reading it would hang); a real
     one holds a few files, so at most `most` of them are looked at."""
     seen = 0
     for folder, _, files in os.walk(path):  # an unlistable part fails later, in one line
@@ -104,14 +104,16 @@ def _check_saved_folder(path: Path, name: str, most: int = 10_000) -> None:
             try:
                 mode = (Path(folder) / file).stat().st_mode
             except OSError as error:
-                raise PlanError(f"{name}: cannot read {file} in it ({_io_reason(error)})") from None
+                raise InputError(
+                    f"{name}: cannot read {file} in it ({_io_reason(error)})"
+                ) from None
             if not stat.S_ISREG(mode):
                 shown = "".join(c if c.isprintable() else "?" for c in file)[:80]
-                raise PlanError(f"{name}: {shown} in it is not a regular file (a pipe or device)")
+                raise InputError(f"{name}: {shown} in it is not a regular file (a pipe or device)")
 
 
 def iter_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
-    """Each row of a checked JSONL / JSON / CSV / Parquet file as a dict; PlanError names the
+    """Each row of a checked JSONL / JSON / CSV / Parquet file as a dict; InputError names the
     file and the line (or item) of the first defect."""
     suffix = path.suffix.lower()
     try:
@@ -125,9 +127,9 @@ def iter_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
         elif suffix == ".parquet":
             yield from _parquet_rows(path, name)
         else:
-            raise PlanError(f"{name}: unsupported format (use .jsonl, .json, .csv or .parquet)")
+            raise InputError(f"{name}: unsupported format (use .jsonl, .json, .csv or .parquet)")
     except (OSError, MemoryError) as error:
-        raise PlanError(f"{name}: cannot read it ({_io_reason(error)})") from None
+        raise InputError(f"{name}: cannot read it ({_io_reason(error)})") from None
 
 
 def scan(path: Path, name: str) -> Scan:
@@ -142,7 +144,7 @@ def scan(path: Path, name: str) -> Scan:
         try:
             rows, field = _json_document(path, name)
         except (OSError, MemoryError) as error:
-            raise PlanError(f"{name}: cannot read it ({_io_reason(error)})") from None
+            raise InputError(f"{name}: cannot read it ({_io_reason(error)})") from None
         if rows is not None:
             return Scan(len(rows), frozenset(k for row in rows for k in row), field)
     count, columns = 0, set()
@@ -158,7 +160,7 @@ def _lines(path: Path, name: str) -> Iterator[tuple[int, str]]:
     with path.open("rb") as handle:
         for number, raw in enumerate(iter(lambda: handle.readline(MAX_ROW_BYTES + 1), b""), 1):
             if len(raw) > MAX_ROW_BYTES:
-                raise PlanError(
+                raise InputError(
                     f"{name} line {number}: longer than {MAX_ROW_BYTES // MIB} MiB, far more "
                     "than one row; is it really a text dataset?"
                 )
@@ -167,7 +169,7 @@ def _lines(path: Path, name: str) -> Iterator[tuple[int, str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise PlanError(
+                raise InputError(
                     f"{name} line {number}: not UTF-8 text (byte 0x{raw[error.start]:02x} at "
                     f"byte {error.start + 1} of the line); re-save the file as UTF-8"
                 ) from None
@@ -185,15 +187,15 @@ def _json_row(text: str, where: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise PlanError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+        raise InputError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
     except RecursionError:
-        raise PlanError(f"{where}: nested deeper than {MAX_ROW_NESTING} levels") from None
+        raise InputError(f"{where}: nested deeper than {MAX_ROW_NESTING} levels") from None
     except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
-        raise PlanError(f"{where}: not valid JSON (a number with too many digits)") from None
+        raise InputError(f"{where}: not valid JSON (a number with too many digits)") from None
     if not isinstance(value, dict):
-        raise PlanError(f"{where}: expected a JSON object (one row), found {_found(value)}")
+        raise InputError(f"{where}: expected a JSON object (one row), found {_found(value)}")
     if _too_deep(value, text, MAX_ROW_NESTING):
-        raise PlanError(f"{where}: nested deeper than {MAX_ROW_NESTING} levels")
+        raise InputError(f"{where}: nested deeper than {MAX_ROW_NESTING} levels")
     if _ESCAPED_SURROGATE.search(text):
         _check_surrogates(value, where)
     return value
@@ -211,7 +213,7 @@ def _check_surrogates(value: Any, where: str) -> None:
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise PlanError(
+        raise InputError(
             f"{where}: a \\u escape stands for half a character (a lone UTF-16 surrogate)"
         ) from None
 
@@ -226,7 +228,7 @@ def _json_document(path: Path, name: str) -> tuple[list[dict[str, Any]] | None, 
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
-        raise PlanError(
+        raise InputError(
             f"{name} line {line}: not UTF-8 text (byte 0x{raw[error.start]:02x}); "
             "re-save the file as UTF-8"
         ) from None
@@ -238,22 +240,22 @@ def _json_document(path: Path, name: str) -> tuple[list[dict[str, Any]] | None, 
     except json.JSONDecodeError as error:
         if error.msg == "Extra data":  # one document per line: JSON Lines named .json
             return None, None
-        raise PlanError(
+        raise InputError(
             f"{name} line {error.lineno}: not valid JSON ({error.msg} at column {error.colno})"
         ) from None
     except RecursionError:
-        raise PlanError(f"{name}: rows nested deeper than {MAX_ROW_NESTING} levels") from None
+        raise InputError(f"{name}: rows nested deeper than {MAX_ROW_NESTING} levels") from None
     except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
-        raise PlanError(f"{name}: not valid JSON (a number with too many digits)") from None
+        raise InputError(f"{name}: not valid JSON (a number with too many digits)") from None
     if _too_deep(value, text, MAX_ROW_NESTING + 1):  # + 1: the list that holds the rows
-        raise PlanError(f"{name}: rows nested deeper than {MAX_ROW_NESTING} levels")
+        raise InputError(f"{name}: rows nested deeper than {MAX_ROW_NESTING} levels")
     if _ESCAPED_SURROGATE.search(text):
         _check_surrogates(value, name)
     field = None
     if isinstance(value, dict) and isinstance(value.get("data"), list):
         value, field = value["data"], "data"
     if not isinstance(value, list):
-        raise PlanError(
+        raise InputError(
             f'{name}: expected a list of rows (JSON objects) or {{"data": [rows]}}, '
             f"found {_found(value)}"
         )
@@ -261,7 +263,7 @@ def _json_document(path: Path, name: str) -> tuple[list[dict[str, Any]] | None, 
         return [{"text": item} for item in value], field  # as `datasets` reads a list of strings
     for number, item in enumerate(value, 1):
         if not isinstance(item, dict):
-            raise PlanError(
+            raise InputError(
                 f"{name} item {number}: expected a JSON object (one row), found {_found(item)}"
             )
     return value, field
@@ -284,13 +286,15 @@ def _csv_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
         for row in reader:
             if None in row:
                 header = reader.fieldnames or []
-                raise PlanError(
+                raise InputError(
                     f"{name} line {blank + reader.line_num}: "
                     f"{len(header) + len(row[None])} fields, but the header has {len(header)}"
                 )
             yield row
     except csv.Error as error:
-        raise PlanError(f"{name} line {blank + reader.line_num}: not valid CSV ({error})") from None
+        raise InputError(
+            f"{name} line {blank + reader.line_num}: not valid CSV ({error})"
+        ) from None
 
 
 def _parquet_file(path: Path, name: str):
@@ -308,7 +312,7 @@ def _parquet_file(path: Path, name: str):
         kind, depth = types.pop()
         if depth > MAX_ROW_NESTING:
             parquet.close()
-            raise PlanError(f"{name}: rows nested deeper than {MAX_ROW_NESTING} levels")
+            raise InputError(f"{name}: rows nested deeper than {MAX_ROW_NESTING} levels")
         types.extend((kind.field(i).type, depth + 1) for i in range(kind.num_fields))
     return parquet
 
@@ -326,11 +330,11 @@ def _parquet_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
         parquet.close()
 
 
-def _parquet_error(name: str, error: Exception) -> PlanError:
+def _parquet_error(name: str, error: Exception) -> InputError:
     # pyarrow reports a damaged file as an OSError without errno; a real I/O error has one.
     if isinstance(error, OSError) and error.errno is not None:
-        return PlanError(f"{name}: cannot read it ({_io_reason(error)})")
-    return PlanError(f"{name}: not a readable Parquet file ({one_line(error)})")
+        return InputError(f"{name}: cannot read it ({_io_reason(error)})")
+    return InputError(f"{name}: not a readable Parquet file ({one_line(error)})")
 
 
 def _io_reason(error: OSError | MemoryError) -> str:

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 from planner.dataset_file import dataset_location, iter_rows, label
-from planner.errors import PlanError
+from planner.errors import InputError
 
 CHARS_PER_TOKEN = 4
 TEXT_COLUMNS = ("prompt", "chosen", "rejected", "completion", "text", "messages")
@@ -42,13 +42,13 @@ def _row_chars(row: object) -> int:
 
 def dataset_stats(path_text: str) -> DatasetStats:
     """Row count and token estimates of a local dataset file (checked as `check-data` checks
-    it: a broken file is a PlanError naming its line)."""
+    it: a broken file is a InputError naming its line)."""
     name = label(path_text)
     path = dataset_location(path_text)
     if path is None:
-        raise PlanError(f"{name}: no such file (give a JSONL/JSON/CSV/Parquet file)")
+        raise InputError(f"{name}: no such file (give a JSONL/JSON/CSV/Parquet file)")
     if path.is_dir():
-        raise PlanError(
+        raise InputError(
             f"{name}: plan counts the rows of a file, not a saved folder; give --samples N"
         )
     rows, total, longest = 0, 0, 0
@@ -56,5 +56,5 @@ def dataset_stats(path_text: str) -> DatasetStats:
         tokens = max(1, _row_chars(row) // CHARS_PER_TOKEN)
         rows, total, longest = rows + 1, total + tokens, max(longest, tokens)
     if not rows:
-        raise PlanError(f"{name} has no rows")
+        raise InputError(f"{name} has no rows")
     return DatasetStats(str(path), rows, total / rows, longest)

@@ -2,7 +2,7 @@
 messages built from the raw text, never from a parsed (possibly alias-expanded) value.
 
 Every command that opens a user's file goes through here, so a FIFO, `/dev/zero`, a directory,
-a 300-character name, a 2 GB "config" or a "billion laughs" YAML is a one-line `PlanError`.
+a 300-character name, a 2 GB "config" or a "billion laughs" YAML is a one-line `InputError`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.constants import KIB, MIB
-from planner.errors import PlanError
+from planner.errors import InputError
 
 MAX_CONFIG_BYTES = 16 * MIB
 """config.json, answers files, plan and recommendation JSON: far above any real one."""
@@ -25,63 +25,63 @@ MAX_YAML_ALIASES = 64
 
 
 def checked_path(path: str | Path, what: str, max_bytes: int | None = MAX_CONFIG_BYTES) -> Path:
-    """`path` when it is an existing regular file no larger than `max_bytes`, else PlanError
+    """`path` when it is an existing regular file no larger than `max_bytes`, else InputError
     saying what is wrong (no such file, a folder, a FIFO or device, too large, unreadable)."""
     shown = _shown(path)
     try:
         path = Path(path).expanduser()
         info = path.stat()
     except FileNotFoundError:
-        raise PlanError(f"{what} {shown}: no such file") from None
+        raise InputError(f"{what} {shown}: no such file") from None
     except RuntimeError:  # `~nosuchuser/x`: expanduser cannot find the user
-        raise PlanError(f"{what} {shown}: no such user's home folder") from None
+        raise InputError(f"{what} {shown}: no such user's home folder") from None
     except (OSError, ValueError) as error:  # name too long, NUL byte, permission, loop
-        raise PlanError(f"{what} {shown}: cannot read it ({_reason(error)})") from None
+        raise InputError(f"{what} {shown}: cannot read it ({_reason(error)})") from None
     if stat.S_ISDIR(info.st_mode):
-        raise PlanError(f"{what} {shown}: is a folder, not a file")
+        raise InputError(f"{what} {shown}: is a folder, not a file")
     if not stat.S_ISREG(info.st_mode):
-        raise PlanError(f"{what} {shown}: not a regular file (a pipe, socket or device)")
+        raise InputError(f"{what} {shown}: not a regular file (a pipe, socket or device)")
     if max_bytes is not None and info.st_size > max_bytes:
-        raise PlanError(
+        raise InputError(
             f"{what} {shown}: {_size(info.st_size)} is larger than the "
             f"{_size(max_bytes)} this tool reads for it"
         )
     if not os.access(path, os.R_OK):
-        raise PlanError(f"{what} {shown}: no permission to read it")
+        raise InputError(f"{what} {shown}: no permission to read it")
     return path
 
 
 def read_text(path: str | Path, what: str, max_bytes: int | None = MAX_CONFIG_BYTES) -> str:
-    """The UTF-8 text of a checked file (see `checked_path`), or PlanError."""
+    """The UTF-8 text of a checked file (see `checked_path`), or InputError."""
     path = checked_path(path, what, max_bytes)
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise PlanError(f"{what} {_shown(path)}: not UTF-8 text") from None
+        raise InputError(f"{what} {_shown(path)}: not UTF-8 text") from None
     except (OSError, MemoryError) as error:
-        raise PlanError(f"{what} {_shown(path)}: cannot read it ({_reason(error)})") from None
+        raise InputError(f"{what} {_shown(path)}: cannot read it ({_reason(error)})") from None
 
 
 def parse_json(text: str, what: str) -> Any:
-    """json.loads with nesting bounded by MAX_NESTING; PlanError names line and column."""
+    """json.loads with nesting bounded by MAX_NESTING; InputError names line and column."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise PlanError(
+        raise InputError(
             f"{what}: not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
         ) from None
     except RecursionError:
-        raise PlanError(f"{what}: nested deeper than {MAX_NESTING} levels") from None
+        raise InputError(f"{what}: nested deeper than {MAX_NESTING} levels") from None
     except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
-        raise PlanError(f"{what}: not valid JSON (a number with too many digits)") from None
+        raise InputError(f"{what}: not valid JSON (a number with too many digits)") from None
     if nesting_depth(value) > MAX_NESTING:
-        raise PlanError(f"{what}: nested deeper than {MAX_NESTING} levels")
+        raise InputError(f"{what}: nested deeper than {MAX_NESTING} levels")
     return value
 
 
 def parse_yaml(text: str, what: str) -> Any:
     """yaml.safe_load with aliases and nesting bounded (a "billion laughs" file is refused
-    before anything expands it); PlanError names the line."""
+    before anything expands it); InputError names the line."""
     import yaml  # imported here: only answers files need it
 
     try:
@@ -90,28 +90,28 @@ def parse_yaml(text: str, what: str) -> Any:
             if isinstance(event, yaml.AliasEvent):
                 aliases += 1
                 if aliases > MAX_YAML_ALIASES:
-                    raise PlanError(f"{what}: more than {MAX_YAML_ALIASES} YAML aliases (*name)")
+                    raise InputError(f"{what}: more than {MAX_YAML_ALIASES} YAML aliases (*name)")
             elif isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 # Stop here: PyYAML's scanner slows quadratically with flow nesting depth.
                 if depth > MAX_NESTING:
-                    raise PlanError(f"{what}: nested deeper than {MAX_NESTING} levels")
+                    raise InputError(f"{what}: nested deeper than {MAX_NESTING} levels")
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
         value = yaml.safe_load(text)
-    except PlanError:
+    except InputError:
         raise
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or "cannot parse it"
-        raise PlanError(f"{what}: not valid YAML ({problem}{where})") from None
+        raise InputError(f"{what}: not valid YAML ({problem}{where})") from None
     except RecursionError:
-        raise PlanError(f"{what}: nested deeper than {MAX_NESTING} levels") from None
+        raise InputError(f"{what}: nested deeper than {MAX_NESTING} levels") from None
     except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
-        raise PlanError(f"{what}: not valid YAML (a number with too many digits)") from None
+        raise InputError(f"{what}: not valid YAML (a number with too many digits)") from None
     if nesting_depth(value) > MAX_NESTING:
-        raise PlanError(f"{what}: nested deeper than {MAX_NESTING} levels")
+        raise InputError(f"{what}: nested deeper than {MAX_NESTING} levels")
     return value
 
 

@@ -18,7 +18,7 @@ import itertools
 from dataclasses import dataclass
 from enum import StrEnum
 
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.gpus import resolve_gpu
 from planner.memory import estimate_memory
 from planner.models import resolve_model
@@ -231,7 +231,7 @@ def candidates(
                 )
                 try:
                     breakdown = estimate_memory(spec, trial)
-                except PlanError:
+                except InputError:
                     continue
                 if breakdown.peak > gpu.memory_bytes:
                     break  # a larger micro-batch needs more memory still

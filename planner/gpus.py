@@ -8,7 +8,7 @@ import re
 import tomllib
 
 from planner.constants import GIB, MIB
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.files import short
 from planner.paths import profiles_dir
 from planner.specs import GpuSpec
@@ -66,7 +66,7 @@ def resolve_gpu(name: str) -> GpuSpec:
     )
     hint = f"; did you mean {', '.join(near)}?" if near else ""
     names = ", ".join(spec.name.lower() for spec in list_gpus())
-    raise PlanError(f"unknown GPU {short(name)}{hint} (known: {names}; add one in profiles/gpus/)")
+    raise InputError(f"unknown GPU {short(name)}{hint} (known: {names}; add one in profiles/gpus/)")
 
 
 def custom_gpu(memory_bytes: int, name: str, like: GpuSpec | None = None) -> GpuSpec:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from planner import deepspeed, parameters, precision
 from planner.architectures import architecture
 from planner.constants import FP32_BYTES, GIB, HALF_BYTES, runtime
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.methods import Loop, loop, sequence_tokens
 from planner.recipes import recipe
 from planner.specs import (
@@ -81,7 +81,7 @@ def check_offload(request: PlanRequest) -> None:
     if request.offload is Offload.none:
         return
     if not shards_optimizer(sharding):
-        raise PlanError(
+        raise InputError(
             "CPU offload needs --sharding zero1, zero2, zero3 or fsdp "
             f"(got {sharding.value}); DeepSpeed or FSDP moves the states to the CPU"
         )
@@ -89,9 +89,9 @@ def check_offload(request: PlanRequest) -> None:
         Sharding.zero3,
         Sharding.fsdp,
     ):
-        raise PlanError("--offload optimizer+params needs --sharding zero3 or fsdp")
+        raise InputError("--offload optimizer+params needs --sharding zero3 or fsdp")
     if request.offload is Offload.optimizer and sharding is Sharding.fsdp:
-        raise PlanError(
+        raise InputError(
             "FSDP offloads parameters and optimizer together: use --offload optimizer+params"
         )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from planner.architectures import SUPPORTED_TYPES, architecture
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.files import parse_json, read_text, short, shown
 from planner.parameters import count_params
 from planner.paths import profiles_dir
@@ -46,23 +46,23 @@ MAX_MODEL_TEXT = 4_096
 
 
 def check_model_text(text: str) -> str:
-    """`text` stripped, or PlanError when no model name or path could look like it: empty,
+    """`text` stripped, or InputError when no model name or path could look like it: empty,
     longer than MAX_MODEL_TEXT, or holding a control character (NUL, newline, tab)."""
     if not isinstance(text, str):
-        raise PlanError(f"the model must be text, got {short(text)}")
+        raise InputError(f"the model must be text, got {short(text)}")
     query = text.strip()
     if not query:
-        raise PlanError(
+        raise InputError(
             f"no model given: pass a size like 7b, a profile name, a config.json or a model "
             f"directory {LIST_HINT}"
         )
     if len(query) > MAX_MODEL_TEXT:
-        raise PlanError(
+        raise InputError(
             f"model {shown(query)}: {len(query):,} characters; a model name or path has at most "
             f"{MAX_MODEL_TEXT:,}"
         )
     if not query.isprintable():
-        raise PlanError(
+        raise InputError(
             f"model {shown(query)}: holds a control character (such as NUL, newline or tab); pass a size "
             f"like 7b, a profile name, a config.json or a model directory"
         )
@@ -83,7 +83,7 @@ def resolve_model(text: str) -> ModelSpec:
     try:
         path = Path(query).expanduser()
     except RuntimeError:  # `~nosuchuser/x`: expanduser cannot find the user
-        raise PlanError(f"model {shown(query)}: no such user's home folder") from None
+        raise InputError(f"model {shown(query)}: no such user's home folder") from None
     try:
         is_dir, exists = path.is_dir(), path.exists()
     except (OSError, ValueError):  # a name the file system cannot hold, e.g. too long
@@ -91,7 +91,7 @@ def resolve_model(text: str) -> ModelSpec:
     if is_dir:
         config_file = path / "config.json"
         if not os.path.lexists(config_file):
-            raise PlanError(f"model directory {shown(path)} has no config.json")
+            raise InputError(f"model directory {shown(path)} has no config.json")
         return _spec_from_file(config_file, path.resolve().name, "directory")
     if exists:
         return _spec_from_file(path, _name_for_config_file(path), "config")
@@ -101,7 +101,7 @@ def resolve_model(text: str) -> ModelSpec:
         repo_id, config_file = cached
         return _spec_from_file(config_file, repo_id, "hf-cache")
     if _looks_like_path(query):
-        raise PlanError(f"no such file or directory: {shown(query)}")
+        raise InputError(f"no such file or directory: {shown(query)}")
     raise _unknown_model(query, catalog)
 
 
@@ -133,14 +133,14 @@ def spec_from_config(
     """A spec from the contents of a Hugging Face config.json; `origin` names it in errors."""
     where = origin or name
     if not isinstance(config, dict):
-        raise PlanError(f"{where}: a config.json must hold a JSON object")
+        raise InputError(f"{where}: a config.json must hold a JSON object")
     config = {k: v for k, v in config.items() if k != "_advisor"}
     model_type = _model_type(config, where)
     if model_type not in SUPPORTED_TYPES and isinstance(config.get("text_config"), dict):
         inner = config["text_config"]
         inner_type = _model_type(inner, f"{where}: text_config")
         if inner_type not in SUPPORTED_TYPES:
-            raise PlanError(
+            raise InputError(
                 f"{where}: {short(model_type)} is a multimodal model whose text model "
                 f"{short(inner_type)} is not supported; supported: {', '.join(SUPPORTED_TYPES)}"
             )
@@ -157,13 +157,13 @@ def spec_from_config(
         config, "num_key_value_heads", where, traits.num_key_value_heads or heads
     )
     if heads % kv_heads:
-        raise PlanError(
+        raise InputError(
             f"{where}: num_attention_heads ({heads}) is not a multiple of "
             f"num_key_value_heads ({kv_heads})"
         )
     default_head_dim = traits.head_dim
     if default_head_dim is None and config.get("head_dim") is None and hidden % heads:
-        raise PlanError(
+        raise InputError(
             f"{where}: hidden_size ({hidden}) is not a multiple of num_attention_heads ({heads}) "
             f"and there is no head_dim"
         )
@@ -178,7 +178,7 @@ def spec_from_config(
         experts = _positive_int(config, experts_key, where, traits.default_experts)
         top_k = _positive_int(config, top_k_key, where, traits.default_experts_per_token)
         if top_k > experts:
-            raise PlanError(f"{where}: {top_k_key} ({top_k}) exceeds {experts_key} ({experts})")
+            raise InputError(f"{where}: {top_k_key} ({top_k}) exceeds {experts_key} ({experts})")
 
     # Which projections carry biases, as each transformers 5.24 module builds them.
     attention_bias = out_bias = bool(config.get("attention_bias") or False)
@@ -216,11 +216,11 @@ def spec_from_config(
 
 
 def _model_type(config: dict[str, Any], where: str) -> str | None:
-    """The config's model_type: a string, or None when absent; PlanError for anything else."""
+    """The config's model_type: a string, or None when absent; InputError for anything else."""
     model_type = config.get("model_type")
     if model_type is None or isinstance(model_type, str):
         return model_type
-    raise PlanError(
+    raise InputError(
         f"{where}: 'model_type' must be a string such as 'llama', got {short(model_type)}"
     )
 
@@ -230,18 +230,18 @@ def _check_model_type(model_type: str | None, where: str) -> None:
         return
     supported = ", ".join(SUPPORTED_TYPES)
     if model_type is None:
-        raise PlanError(f"{where}: the config has no 'model_type'; supported: {supported}")
+        raise InputError(f"{where}: the config has no 'model_type'; supported: {supported}")
     if model_type in ENCODER_ONLY_TYPES:
-        raise PlanError(
+        raise InputError(
             f"{where}: '{model_type}' is an encoder-only model; alignment needs a decoder-only "
             f"causal LM ({supported})"
         )
     if model_type in ENCODER_DECODER_TYPES:
-        raise PlanError(
+        raise InputError(
             f"{where}: '{model_type}' is an encoder-decoder model; the planner covers decoder-only "
             f"causal LMs ({supported})"
         )
-    raise PlanError(
+    raise InputError(
         f"{where}: model_type {short(model_type)} is not supported; supported: {supported}"
     )
 
@@ -249,7 +249,7 @@ def _check_model_type(model_type: str | None, where: str) -> None:
 def _activation(config: dict[str, Any], default: str, where: str) -> str:
     act = config.get("hidden_activation") or config.get("hidden_act") or default
     if not isinstance(act, str):
-        raise PlanError(f"{where}: 'hidden_act' must be a string such as 'silu', got {short(act)}")
+        raise InputError(f"{where}: 'hidden_act' must be a string such as 'silu', got {short(act)}")
     return act
 
 
@@ -276,15 +276,15 @@ def _positive_int(
     value = config.get(field)
     if value is None:
         if default is None:
-            raise PlanError(f"{where}: the config has no '{field}'")
+            raise InputError(f"{where}: the config has no '{field}'")
         return default
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise PlanError(f"{where}: '{field}' must be a positive integer, got {short(value)}")
+        raise InputError(f"{where}: '{field}' must be a positive integer, got {short(value)}")
     ceiling = CONFIG_CEILINGS[field]
     if value > ceiling:
-        raise PlanError(f"{where}: '{field}' must be at most {ceiling:,}, got {short(value)}")
+        raise InputError(f"{where}: '{field}' must be at most {ceiling:,}, got {short(value)}")
     return value
 
 
@@ -292,7 +292,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     what = f"model config {shown(path)}"
     config = parse_json(read_text(path, "model config"), what)
     if not isinstance(config, dict):
-        raise PlanError(f"{what} does not hold a JSON object, so it is not a config.json")
+        raise InputError(f"{what} does not hold a JSON object, so it is not a config.json")
     return config
 
 
@@ -354,14 +354,14 @@ def _cached_config(cache: Path, repo_id: str) -> tuple[str, Path] | None:
         key=lambda p: p.stat().st_mtime,
     )
     if not candidates:
-        raise PlanError(
+        raise InputError(
             f"{cached_id} is in the Hugging Face cache ({shown(repo_dir)}) but no snapshot has a "
             f"config.json; download it or pass a config.json path"
         )
     return cached_id, candidates[-1]
 
 
-def _unknown_model(query: str, catalog: _Catalog) -> PlanError:
+def _unknown_model(query: str, catalog: _Catalog) -> InputError:
     key = query.lower()
     candidates = list(catalog.shorthands) + list(catalog.lookup)
     suggestions: list[str] = []
@@ -378,12 +378,12 @@ def _unknown_model(query: str, catalog: _Catalog) -> PlanError:
             cache = "no usable cache folder"
         where = f"not a profile, not a file, and not in the local Hugging Face cache ({cache})"
         hint = f"; did you mean {', '.join(suggestions[:4])}?" if suggestions else ""
-        return PlanError(f"unknown model '{name}': {where}{hint} {LIST_HINT}")
+        return InputError(f"unknown model '{name}': {where}{hint} {LIST_HINT}")
     if suggestions:
-        return PlanError(
+        return InputError(
             f"unknown model '{name}'; did you mean {', '.join(suggestions[:4])}? {LIST_HINT}"
         )
-    return PlanError(
+    return InputError(
         f"unknown model '{name}'; pass a size like 7b, a profile name, a config.json or a "
         f"model directory {LIST_HINT}"
     )
@@ -398,7 +398,7 @@ def _catalog(directory: Path) -> _Catalog:
         config = _read_config(path)
         meta = config.get("_advisor") or {}
         if not isinstance(meta, dict):
-            raise PlanError(
+            raise InputError(
                 f"{path}: '_advisor' must be an object with display_name, hf_repo, aliases"
             )
         profile = path.stem.lower()
@@ -409,7 +409,7 @@ def _catalog(directory: Path) -> _Catalog:
             keys.append(str(meta["hf_repo"]))
         for key in {str(k).lower() for k in keys}:
             if lookup.get(key, profile) != profile:
-                raise PlanError(
+                raise InputError(
                     f"{path}: the name '{key}' is also claimed by profile '{lookup[key]}'; "
                     f"names and aliases must be unique"
                 )
@@ -423,11 +423,11 @@ def _read_shorthands(path: Path, profiles: dict[str, ModelSpec]) -> dict[str, st
     try:
         table = tomllib.loads(path.read_text(encoding="utf-8")).get("shorthands", {})
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise PlanError(f"cannot read {path}: {error}") from None
+        raise InputError(f"cannot read {path}: {error}") from None
     shorthands: dict[str, str] = {}
     for size, profile in table.items():
         if str(profile).lower() not in profiles:
-            raise PlanError(
+            raise InputError(
                 f"{path}: shorthand '{size}' names '{profile}', which is not a profile in "
                 f"{path.parent / 'models'}"
             )

@@ -341,12 +341,12 @@ def open_backend() -> NvmlBackend:
 
 
 def _profile_name(name: str) -> str | None:
-    from planner.errors import PlanError
+    from planner.errors import InputError
     from planner.gpus import resolve_gpu
 
     try:
         return resolve_gpu(name).name
-    except PlanError:
+    except InputError:
         return None
 
 

@@ -9,7 +9,7 @@ V vocabulary, E experts, r LoRA rank.
 from __future__ import annotations
 
 from planner.architectures import ArchitectureTraits, architecture
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import LoraTargets, Method, ModelSpec, PlanRequest, Tuning
 
 
@@ -238,7 +238,7 @@ def lora_params(spec: ModelSpec, rank: int, targets: str) -> int:
     layers, not lm_head (peft's rule), and for MoE the experts and router as peft really wraps them.
     """
     if rank <= 0:
-        raise PlanError(f"LoRA rank must be a positive integer, got {rank}")
+        raise InputError(f"LoRA rank must be a positive integer, got {rank}")
     target = _targets(targets)
     shapes = [s for s in linear_shapes(spec) if not s[0].startswith("mlp.")]
     if target is LoraTargets.qv:
@@ -259,4 +259,4 @@ def _targets(targets: str) -> LoraTargets:
         return LoraTargets(str(targets).lower())
     except ValueError:
         choices = ", ".join(t.value for t in LoraTargets)
-        raise PlanError(f"unknown LoRA targets {targets!r}; choose one of {choices}") from None
+        raise InputError(f"unknown LoRA targets {targets!r}; choose one of {choices}") from None

@@ -6,7 +6,7 @@ import math
 
 from planner import parameters
 from planner.constants import GIB
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.gpus import resolve_gpu
 from planner.memory import MemoryBreakdown, estimate_memory
 from planner.methods import sequence_tokens
@@ -35,7 +35,7 @@ def _gib(value: float) -> float:
 
 
 def check_request(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[str]:
-    """Reject impossible settings (PlanError); return warnings for doubtful ones."""
+    """Reject impossible settings (InputError); return warnings for doubtful ones."""
     warnings: list[str] = []
     seq, _ = sequence_tokens(request)
     if seq > spec.max_position_embeddings:
@@ -55,7 +55,7 @@ def check_request(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[s
         warnings.append(lr_warning)
     problem = recipe(request.method).generation_group_problem(request)
     if problem:
-        raise PlanError(problem)
+        raise InputError(problem)
     if request.tuning is Tuning.qlora and request.sharding in (Sharding.zero3, Sharding.fsdp):
         warnings.append(
             "QLoRA with ZeRO-3/FSDP needs bnb_4bit_quant_storage set to the compute dtype"
@@ -133,13 +133,13 @@ def estimate(request: PlanRequest) -> Plan:
 
 
 def _check_in_range(breakdown: MemoryBreakdown, step: StepTime) -> None:
-    """PlanError unless every quantity is a finite, non-negative number (a safety net: the
+    """InputError unless every quantity is a finite, non-negative number (a safety net: the
     request's and the config's bounds keep them so)."""
     numbers = [breakdown.peak, breakdown.tensor_peak, breakdown.cpu_offload, step.flops]
     numbers += [*breakdown.components.values(), *breakdown.phases.values(), *step.phases.values()]
     if step.seconds > 0 and step.tokens > 0 and all(math.isfinite(x) and x >= 0 for x in numbers):
         return
-    raise PlanError(
+    raise InputError(
         "these settings are past what the planner can estimate (a number overflowed); "
         "use smaller sizes"
     )

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from planner.dataset_file import FORMATS, dataset_location, label, one_line, scan
-from planner.errors import PlanError
+from planner.errors import InputError
 
 LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 """File suffix -> the `datasets` builder that reads it."""
@@ -19,7 +19,7 @@ def load_train_split(reference: str, *, quiet: bool = False):
     dataset id already in the local Hugging Face cache (offline).
 
     A local file is checked row by row before `datasets` reads it, so a broken one is a
-    one-line PlanError naming its line; `quiet` hides the library's logging and progress bars.
+    one-line InputError naming its line; `quiet` hides the library's logging and progress bars.
     """
     import datasets
 
@@ -30,7 +30,7 @@ def load_train_split(reference: str, *, quiet: bool = False):
             with _quiet_datasets(quiet):
                 return datasets.load_dataset(reference, split="train")
         except Exception as error:  # datasets raises many kinds; the user needs one message
-            raise PlanError(
+            raise InputError(
                 f"dataset {reference!r} is not a file, a saved folder, or in the local HF cache "
                 f"({type(error).__name__})"
             ) from None
@@ -39,10 +39,10 @@ def load_train_split(reference: str, *, quiet: bool = False):
             with _quiet_datasets(quiet):
                 loaded = datasets.load_from_disk(str(location))
         except Exception as error:  # a damaged folder fails in many ways inside datasets
-            raise PlanError(f"{name}: cannot load the saved folder ({_reason(error)})") from None
+            raise InputError(f"{name}: cannot load the saved folder ({_reason(error)})") from None
         if isinstance(loaded, datasets.DatasetDict):
             if "train" not in loaded:
-                raise PlanError(f"{name}: a saved DatasetDict without a 'train' split")
+                raise InputError(f"{name}: a saved DatasetDict without a 'train' split")
             return loaded["train"]
         return loaded
     found = scan(location, name)
@@ -55,7 +55,7 @@ def load_train_split(reference: str, *, quiet: bool = False):
             return datasets.load_dataset(loader, data_files=str(location), split="train", **options)
     except Exception as error:  # what the row check let through and `datasets` still refuses
         kind = FORMATS[location.suffix.lower()]
-        raise PlanError(f"{name}: cannot read it as {kind} ({_reason(error)})") from None
+        raise InputError(f"{name}: cannot read it as {kind} ({_reason(error)})") from None
 
 
 @contextlib.contextmanager
@@ -78,9 +78,9 @@ def _quiet_datasets(quiet: bool):
             datasets.enable_progress_bars()
 
 
-def read_failure(reference: str, error: BaseException) -> PlanError:
+def read_failure(reference: str, error: BaseException) -> InputError:
     """The one-line error for a local dataset that `datasets` failed to read or decode."""
-    return PlanError(f"{label(reference)}: cannot read it ({_reason(error)})")
+    return InputError(f"{label(reference)}: cannot read it ({_reason(error)})")
 
 
 def _reason(error: BaseException) -> str:

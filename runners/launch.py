@@ -1,7 +1,7 @@
 """Launching a plan: `launch(request, options) -> Run` and `resume(run_dir, options) -> Run`.
 
 Everything between "a validated PlanRequest and the launch options" and "the run ended": the
-checks that refuse a launch (each a one-line PlanError), the plan, the data pre-flight, the run
+checks that refuse a launch (each a one-line InputError), the plan, the data pre-flight, the run
 folder written before anything starts, the training process followed live, and the outcome read
 from progress.json and error.json. `advisor launch`, `advisor validate` and the wizard all call
 these functions. torch is imported only inside the functions that need it (device detection),
@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import Method, Plan, PlanRequest
 from runners.lifecycle import EXIT_STOPPED
 from runners.run_folder import Manifest
@@ -122,13 +122,13 @@ class StopRequest:
 
 
 def absolute(text: str, flag: str) -> Path:
-    """`text` as an absolute path (the child runs elsewhere), or PlanError for a path that has
+    """`text` as an absolute path (the child runs elsewhere), or InputError for a path that has
     none: `~nosuchuser/x`, a symlink loop, a NUL byte, a name too long."""
     try:
         return Path(text).expanduser().resolve()
     except (RuntimeError, OSError, ValueError) as error:
         reason = getattr(error, "strerror", None) or "no such user's home folder or a symlink loop"
-        raise PlanError(f"{flag} {text[:80]!r}: not a usable path ({reason})") from None
+        raise InputError(f"{flag} {text[:80]!r}: not a usable path ({reason})") from None
 
 
 def output_folder(output: str | Path) -> Path:
@@ -152,17 +152,17 @@ def local_model(text: str) -> str:
             cached = None
         if cached is not None and (cached / "config.json").is_file():
             return str(cached)
-    raise PlanError(
+    raise InputError(
         f"--model {text}: launch needs a model folder with config.json and weights, or a repo "
         "id already in the local Hugging Face cache (try --demo for a tiny local one)"
     )
 
 
 def launchable(request: PlanRequest) -> PlanRequest:
-    """`request` with its model folder and dataset as absolute paths, or the PlanError that
+    """`request` with its model folder and dataset as absolute paths, or the InputError that
     refuses it: no dataset, no local model folder."""
     if not request.dataset:
-        raise PlanError("--dataset PATH is required to launch (a JSONL/JSON/CSV/Parquet file)")
+        raise InputError("--dataset PATH is required to launch (a JSONL/JSON/CSV/Parquet file)")
     model_path = local_model(request.model)
     dataset = str(absolute(request.dataset, "--dataset"))
     return request.model_copy(update={"model": model_path, "dataset": dataset})
@@ -182,7 +182,7 @@ def resolve_device(choice: Device, request: PlanRequest, dry_run: bool) -> tuple
     if torch.cuda.is_available():
         return "cuda", bool(torch.cuda.is_bf16_supported())
     if choice == "cuda":
-        raise PlanError(
+        raise InputError(
             "--device cuda: torch sees no CUDA GPU here (use --device cpu, or --dry-run to "
             "write the settings for --gpu)"
         )
@@ -198,7 +198,7 @@ def detected_gpu():
     name = torch.cuda.get_device_name(0)
     try:
         return resolve_gpu(name)
-    except PlanError:
+    except InputError:
         return custom_gpu(torch.cuda.get_device_properties(0).total_memory, name)
 
 
@@ -231,14 +231,14 @@ def check_runnable_here(spec: RunSpec) -> None:
 
     shadowed = shadowed_libraries(Path.cwd())
     if shadowed:
-        raise PlanError(
+        raise InputError(
             f"{shadowed[0]} in the working folder would be imported in place of the library "
             "of that name by the training process; rename it or launch from another folder"
         )
     if spec.accelerate.get("distributed_type") == "DEEPSPEED" and not importlib.util.find_spec(
         "deepspeed"
     ):
-        raise PlanError(
+        raise InputError(
             "DeepSpeed sharding needs the deepspeed package: pip install deepspeed "
             "(or --sharding fsdp / ddp)"
         )
@@ -277,7 +277,7 @@ def launch(
     stop: StopRequest | None = None,
 ) -> Run:
     """Check, plan, write the run folder, then (unless a dry run or a multi-node job) train it
-    and follow it live; return the Run as it ended. Refusals raise PlanError before anything is
+    and follow it live; return the Run as it ended. Refusals raise InputError before anything is
     written. `console`: a Rich console for what the launch says (stderr by default);
     `on_folder`: called with the run folder once written, before training; `on_record`: every
     new metrics.jsonl record; `stop`: lets another thread stop the run as Ctrl-C would."""
@@ -296,7 +296,7 @@ def launch(
     plan = plan_for(request, detected)
     report = preflight(request, console)
     if report.errors and not options.force:
-        raise PlanError(
+        raise InputError(
             f"the dataset has {len(report.errors)} error(s) (listed above); fix them, or "
             "launch anyway with --force"
         )
@@ -383,7 +383,7 @@ def resume(
     stop: StopRequest | None = None,
 ) -> Run:
     """Continue a run from its last whole checkpoint, with the checks of a launch; refused
-    (PlanError) when it is training now, when its model, data or settings changed, or when
+    (InputError) when it is training now, when its model, data or settings changed, or when
     `model`, `dataset` or `method` (what the caller expects; None: not checked) are not the
     run's. Of `options` only `quiet` applies: the run keeps its own settings."""
     from rich.markup import escape
@@ -398,7 +398,7 @@ def resume(
     spec = read_run_spec(run_dir)
     holder = lock_holder(run_dir)
     if holder is not None:
-        raise PlanError(
+        raise InputError(
             f"cannot resume {run_dir}: it is training now ({holder}); stop that run first "
             "(Ctrl-C where it runs) or let it finish"
         )
@@ -412,7 +412,7 @@ def resume(
     if method and method != spec.method.value:
         problems.append(f"--method {method} is not the run's {spec.method.value}")
     if problems:
-        raise PlanError(
+        raise InputError(
             f"cannot resume {run_dir}: " + "; ".join(problems) + ". Start a new run instead."
         )
     console = console or _console()
@@ -422,7 +422,7 @@ def resume(
         console.print(f"[yellow]note[/yellow] {escape(message)}", soft_wrap=True)
     if checkpoint is None and spec.method is not Method.ppo:
         why = "no readable checkpoint" if checkpoints(folder) else "no checkpoint saved yet"
-        raise PlanError(f"cannot resume {run_dir}: {why}; start a new run")
+        raise InputError(f"cannot resume {run_dir}: {why}; start a new run")
     finished = _finished_step(checkpoint) if checkpoint else None
     if finished is not None:
         console.print(f"{run_dir} already finished at step {finished}; nothing to resume")
@@ -617,7 +617,7 @@ def _explain_oom(run_dir: Path, plan: Plan | None, request: PlanRequest, console
             from planner.fit import search
 
             fits = search(request)
-        except PlanError:
+        except InputError:
             fits = []
         if fits:
             best = fits[0].request

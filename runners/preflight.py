@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.recipes import PREFERENCE_COLUMNS, PROMPT_COLUMNS, RECIPES, recipe, sft_columns
 from planner.specs import Method
 
@@ -398,7 +398,7 @@ def check_dataset(
     max_length: int | None = None,
 ) -> PreflightReport:
     """Load a dataset (file, saved folder, or HF cache) and check it for method; a path that
-    is not a dataset, or a file that cannot be read, is a one-line PlanError."""
+    is not a dataset, or a file that cannot be read, is a one-line InputError."""
     rows = _rows(reference)
     tokenizer = None
     if tokenizer_path is not None:
@@ -409,7 +409,7 @@ def check_dataset(
         except Exception as error:  # transformers raises many kinds for a bad folder or name
             reason = " ".join(str(error).split())[:200] or type(error).__name__
             where = "".join(c if c.isprintable() else "?" for c in tokenizer_path)
-            raise PlanError(f"cannot load a tokenizer from {where}: {reason}") from None
+            raise InputError(f"cannot load a tokenizer from {where}: {reason}") from None
     # A file name from the shell may hold undecodable bytes; JSON and terminals need text.
     shown = reference.encode("utf-8", "replace").decode("utf-8")
     return check_rows(rows, method, tokenizer=tokenizer, max_length=max_length, dataset=shown)

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Field
 
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import Plan, PlanRequest
 from runners.data import fingerprint, model_fingerprint
 from runners.settings import (
@@ -100,7 +100,7 @@ def _launcher(spec: RunSpec, run_dir: Path | str) -> list[str]:
 def command_script(spec: RunSpec, run_dir: Path) -> str:
     """command.sh: the exact command `advisor launch` runs, found relative to the script itself
     so a copied or moved run folder trains (and resumes, with --resume) into itself. Ctrl-C or
-    SIGTERM reach only the training ranks, which save a checkpoint and stop. PlanError for a
+    SIGTERM reach only the training ranks, which save a checkpoint and stop. InputError for a
     path that cannot be written into a script safely."""
     launcher = shlex.join(shell_safe(part, "path") for part in _launcher(spec, run_dir))
     # The launcher line names this folder through $run_dir, never by its written path.
@@ -164,7 +164,7 @@ def write_run_folder(
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise PlanError(f"cannot create run folder {run_dir}: {error.strerror}") from None
+        raise InputError(f"cannot create run folder {run_dir}: {error.strerror}") from None
     files = ["manifest.json", "runspec.json", "accelerate.yaml", "command.sh"]
     (run_dir / "runspec.json").write_text(spec.model_dump_json(indent=2), encoding="utf-8")
     _yaml(spec.accelerate, run_dir / "accelerate.yaml")
@@ -198,7 +198,7 @@ def write_run_folder(
 def read_manifest(run_dir: Path) -> Manifest:
     path = Path(run_dir) / "manifest.json"
     if not path.is_file():
-        raise PlanError(f"--resume {run_dir}: no manifest.json there (not a run folder)")
+        raise InputError(f"--resume {run_dir}: no manifest.json there (not a run folder)")
     return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
 
 
@@ -208,7 +208,7 @@ def read_run_spec(run_dir: Path) -> RunSpec:
     try:
         return RunSpec.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise PlanError(f"{path}: not a readable RunSpec ({type(error).__name__})") from None
+        raise InputError(f"{path}: not a readable RunSpec ({type(error).__name__})") from None
 
 
 def resume_problems(manifest: Manifest, spec: RunSpec | None = None) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from planner.deepspeed import deepspeed_config, offload_targets, zero_stage
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.memory import ADAMW_OPTIM
 from planner.parameters import lora_target_modules
 from planner.precision import (
@@ -76,7 +76,7 @@ class RewardSource(BaseModel):
             return cls(kind="function", value=text)
         if Path(text).expanduser().is_dir():
             return cls(kind="model", value=str(Path(text).expanduser().resolve()))
-        raise PlanError(
+        raise InputError(
             f"--reward {text!r}: not a built-in ({', '.join(BUILTIN)}), a `module:function`, "
             "or a reward-model folder"
         )
@@ -213,16 +213,16 @@ def peft_fields(request: PlanRequest) -> dict[str, Any] | None:
 
 
 def quantization_fields(request: PlanRequest, device: str) -> dict[str, Any] | None:
-    """`BitsAndBytesConfig` kwargs for QLoRA; PlanError if bitsandbytes or a GPU is missing."""
+    """`BitsAndBytesConfig` kwargs for QLoRA; InputError if bitsandbytes or a GPU is missing."""
     if request.tuning is not Tuning.qlora:
         return None
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise PlanError(
+        raise InputError(
             "--tuning qlora needs bitsandbytes: pip install 'alignment-advisor[qlora]' "
             "(or use --tuning lora)"
         )
     if device == "cpu":
-        raise PlanError("--tuning qlora needs a CUDA GPU; on CPU use --tuning lora or full")
+        raise InputError("--tuning qlora needs a CUDA GPU; on CPU use --tuning lora or full")
     compute = DTYPE[request.precision.half]
     fields = {
         "load_in_4bit": True,
@@ -366,7 +366,7 @@ def build_run_spec(
         rewards = rewards or [RewardSource(kind="builtin", value="length")]
         problem = recipe(method).generation_group_problem(request, processes)
         if problem:
-            raise PlanError(problem)
+            raise InputError(problem)
     if method is Method.ppo:
         warnings.append(
             "PPO runs on trl.experimental.ppo, removed upstream in trl 1.13: this project pins "
@@ -381,7 +381,7 @@ def build_run_spec(
         if rewards:
             models = [r.value for r in rewards if r.kind == "model"]
             if len(models) != len(rewards):
-                raise PlanError(
+                raise InputError(
                     "ppo: --reward must be a reward-model folder (TRL's PPO scores "
                     "with a sequence classifier)"
                 )
@@ -459,10 +459,10 @@ def trl_cli_config(spec: RunSpec) -> dict[str, Any] | None:
 
 
 def shell_safe(text: str, what: str) -> str:
-    """`text` when it can be written into a shell script (quoted); PlanError for a newline or
+    """`text` when it can be written into a shell script (quoted); InputError for a newline or
     another control character, which would turn a comment line into a command."""
     if any(not c.isprintable() for c in text):
-        raise PlanError(f"{what} {text!r}: contains a newline or control character")
+        raise InputError(f"{what} {text!r}: contains a newline or control character")
     return text
 
 

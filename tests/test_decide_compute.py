@@ -12,7 +12,7 @@ from advisor.cli import main
 from advisor.decision.answers import Answers
 from advisor.decision.compute_check import check_method, layout
 from advisor.decision.decide import decide
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import Method, Sharding, Tuning
 
 PPO_CASE = {
@@ -140,10 +140,10 @@ def test_without_both_model_and_gpus_the_check_is_skipped_and_the_caveats_say_so
 
 
 def test_an_unknown_gpu_is_the_users_error():
-    with pytest.raises(PlanError):
+    with pytest.raises(InputError):
         decide(answers(model="7b", gpus="1x not-a-gpu"))
 
 
 def test_an_unknown_model_is_the_users_error():
-    with pytest.raises(PlanError):
+    with pytest.raises(InputError):
         decide(answers(model="not-a-model-anywhere", gpus="1x a100-80gb"))

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 from rich.console import Console
 
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import PlanRequest
 from runners.launch import LaunchOptions, Run, StopRequest, follow, launch, resume
 from runners.run_folder import read_manifest
@@ -49,7 +49,7 @@ def test_a_dry_run_returns_the_written_run_and_starts_nothing(tiny_model, tmp_pa
 
 def test_a_launch_without_a_dataset_is_refused_before_anything_is_written(tiny_model, tmp_path):
     options = LaunchOptions(output=tmp_path / "runs", device="cpu", dry_run=True)
-    with pytest.raises(PlanError, match="--dataset PATH is required"):
+    with pytest.raises(InputError, match="--dataset PATH is required"):
         launch(_request(tiny_model, None), options, console=_quiet())
     assert not (tmp_path / "runs").exists()
 
@@ -57,7 +57,7 @@ def test_a_launch_without_a_dataset_is_refused_before_anything_is_written(tiny_m
 def test_a_launch_without_a_model_folder_is_refused(tmp_path):
     dataset = write_demo_dataset("dpo", tmp_path / "data")
     options = LaunchOptions(output=tmp_path / "runs", device="cpu")
-    with pytest.raises(PlanError, match="launch needs a model folder"):
+    with pytest.raises(InputError, match="launch needs a model folder"):
         launch(_request(Path("7b"), dataset), options, console=_quiet())
     assert not (tmp_path / "runs").exists()
 
@@ -67,7 +67,7 @@ def test_data_errors_refuse_the_launch_unless_forced(tiny_model, tmp_path):
     dataset = write_jsonl(rows, tmp_path / "bad.jsonl")
     options = LaunchOptions(output=tmp_path / "runs", device="cpu", dry_run=True)
     console = _quiet()
-    with pytest.raises(PlanError, match="launch anyway with --force"):
+    with pytest.raises(InputError, match="launch anyway with --force"):
         launch(_request(tiny_model, dataset), options, console=console)
     assert "identical" in console.file.getvalue()
     assert not (tmp_path / "runs").exists()
@@ -90,9 +90,9 @@ def test_resuming_a_run_without_a_checkpoint_is_refused(tiny_model, tmp_path):
     dataset = write_demo_dataset("dpo", tmp_path / "data")
     options = LaunchOptions(output=tmp_path / "runs", device="cpu", dry_run=True)
     written = launch(_request(tiny_model, dataset), options, console=_quiet())
-    with pytest.raises(PlanError, match="no checkpoint saved yet"):
+    with pytest.raises(InputError, match="no checkpoint saved yet"):
         resume(written.run_dir, console=_quiet())
-    with pytest.raises(PlanError, match="--method kto is not the run's dpo"):
+    with pytest.raises(InputError, match="--method kto is not the run's dpo"):
         resume(written.run_dir, method="kto", console=_quiet())
 
 

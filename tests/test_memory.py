@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from planner import parameters
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.fit import search
 from planner.memory import GIB, activations, estimate_memory, model_states
 from planner.models import resolve_model
@@ -184,7 +184,7 @@ def test_optimizer_offload_moves_states_to_the_cpu():
 
 
 def test_offload_without_sharding_is_refused():
-    with pytest.raises(PlanError, match="offload"):
+    with pytest.raises(InputError, match="offload"):
         mem(method="sft", tuning="full", offload="optimizer")
 
 

@@ -26,7 +26,7 @@ from transformers import (
 
 from planner import parameters
 from planner.architectures import ARCHITECTURES, ArchitectureTraits
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.models import (
     hf_hub_cache,
     list_models,
@@ -233,9 +233,9 @@ def test_lora_params_equal_peft_trainable_params_on_meta(profile, targets):
 
 
 def test_lora_rejects_unknown_targets_and_bad_rank():
-    with pytest.raises(PlanError, match="unknown LoRA targets 'mlp'"):
+    with pytest.raises(InputError, match="unknown LoRA targets 'mlp'"):
         parameters.lora_params(resolve_model("7b"), 16, "mlp")
-    with pytest.raises(PlanError, match="rank"):
+    with pytest.raises(InputError, match="rank"):
         parameters.lora_params(resolve_model("7b"), 0, "qv")
 
 
@@ -353,7 +353,7 @@ def test_hf_cache_falls_back_to_hf_home_then_home_cache(tmp_path, monkeypatch):
 
 def test_repo_id_missing_from_cache_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(PlanError, match=r"'acme/absent'.*not in the local Hugging Face cache"):
+    with pytest.raises(InputError, match=r"'acme/absent'.*not in the local Hugging Face cache"):
         resolve_model("acme/absent")
 
 
@@ -361,7 +361,7 @@ def test_repo_id_missing_from_cache_says_where_it_looked(tmp_path, monkeypatch):
 
 
 def test_unknown_name_suggests_near_names():
-    with pytest.raises(PlanError) as caught:
+    with pytest.raises(InputError) as caught:
         resolve_model("lama-7b")
     message = str(caught.value)
     assert message.startswith("unknown model 'lama-7b'; did you mean ")
@@ -371,29 +371,29 @@ def test_unknown_name_suggests_near_names():
 
 
 def test_unknown_name_without_near_names_says_what_is_accepted():
-    with pytest.raises(PlanError, match="pass a size like 7b"):
+    with pytest.raises(InputError, match="pass a size like 7b"):
         resolve_model("zzzzzzzz")
 
 
 def test_empty_model_is_rejected():
-    with pytest.raises(PlanError, match="no model given"):
+    with pytest.raises(InputError, match="no model given"):
         resolve_model("  ")
 
 
 def test_missing_path_says_no_such_file(tmp_path):
-    with pytest.raises(PlanError, match="no such file or directory"):
+    with pytest.raises(InputError, match="no such file or directory"):
         resolve_model(str(tmp_path / "nope" / "config.json"))
 
 
 def test_directory_without_config_json_names_the_directory(tmp_path):
-    with pytest.raises(PlanError, match=f"model directory {tmp_path} has no config.json"):
+    with pytest.raises(InputError, match=f"model directory {tmp_path} has no config.json"):
         resolve_model(str(tmp_path))
 
 
 def test_unreadable_config_names_the_file(tmp_path):
     path = tmp_path / "config.json"
     path.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(PlanError, match=f"{path}: not UTF-8 text"):
+    with pytest.raises(InputError, match=f"{path}: not UTF-8 text"):
         resolve_model(str(path))
 
 
@@ -408,20 +408,20 @@ def test_config_without_read_permission_names_the_file(tmp_path, monkeypatch):
         return real_read_text(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", denied)
-    with pytest.raises(PlanError, match=rf"{path}: cannot read it \(Permission denied\)"):
+    with pytest.raises(InputError, match=rf"{path}: cannot read it \(Permission denied\)"):
         resolve_model(str(path))
 
 
 def test_malformed_config_names_the_file_and_the_place(tmp_path):
     path = tmp_path / "config.json"
     path.write_text('{"model_type": "llama",\n "hidden_size": }')
-    with pytest.raises(PlanError, match=rf"{path}: not valid JSON \(.* line 2 column"):
+    with pytest.raises(InputError, match=rf"{path}: not valid JSON \(.* line 2 column"):
         resolve_model(str(path))
 
 
 def test_config_that_is_not_an_object_is_rejected(tmp_path):
     path = write_config(tmp_path / "config.json", [1, 2, 3])
-    with pytest.raises(PlanError, match="does not hold a JSON object"):
+    with pytest.raises(InputError, match="does not hold a JSON object"):
         resolve_model(str(path))
 
 
@@ -436,7 +436,7 @@ def test_config_that_is_not_an_object_is_rejected(tmp_path):
 )
 def test_zero_or_invalid_size_names_the_field_and_file(tmp_path, field, value):
     path = write_config(tmp_path / "config.json", {**TINY_LLAMA, field: value})
-    with pytest.raises(PlanError, match=rf"{path}: '{field}' must be a positive integer, got"):
+    with pytest.raises(InputError, match=rf"{path}: '{field}' must be a positive integer, got"):
         resolve_model(str(path))
 
 
@@ -455,14 +455,14 @@ def test_a_config_size_past_its_ceiling_names_the_field_and_the_ceiling(
     tmp_path, field, value, ceiling
 ):
     path = write_config(tmp_path / "config.json", {**TINY_LLAMA, field: value})
-    with pytest.raises(PlanError, match=rf"{path}: '{field}' must be at most {ceiling}, got"):
+    with pytest.raises(InputError, match=rf"{path}: '{field}' must be at most {ceiling}, got"):
         resolve_model(str(path))
 
 
 @pytest.mark.parametrize("value", [["llama"], {"name": "llama"}, 7])
 def test_a_model_type_that_is_not_a_string_is_named(tmp_path, value):
     path = write_config(tmp_path / "config.json", {**TINY_LLAMA, "model_type": value})
-    with pytest.raises(PlanError, match="'model_type' must be a string such as 'llama'"):
+    with pytest.raises(InputError, match="'model_type' must be a string such as 'llama'"):
         resolve_model(str(path))
 
 
@@ -474,10 +474,10 @@ def test_a_model_type_that_is_not_a_string_is_named(tmp_path, value):
         ('{"hidden_size": Infinity}', "must be a positive integer, got inf"),
     ],
 )
-def test_a_hostile_config_json_is_a_plan_error(tmp_path, text, message):
+def test_a_hostile_config_json_is_an_input_error(tmp_path, text, message):
     path = tmp_path / "config.json"
     path.write_text(text.replace("{", "{" + json.dumps(TINY_LLAMA)[1:-1] + ", ", 1))
-    with pytest.raises(PlanError, match=message):
+    with pytest.raises(InputError, match=message):
         resolve_model(str(path))
 
 
@@ -491,31 +491,32 @@ def test_a_config_that_is_no_regular_file_is_refused_without_reading(tmp_path, k
     else:
         (tmp_path / "config.json").mkdir()
         path = tmp_path
-    with pytest.raises(PlanError, match=r"not a regular file|is a folder, not a file"):
+    with pytest.raises(InputError, match=r"not a regular file|is a folder, not a file"):
         resolve_model(str(path))
 
 
 def test_missing_size_names_the_field(tmp_path):
     config = {k: v for k, v in TINY_LLAMA.items() if k != "intermediate_size"}
     path = write_config(tmp_path / "config.json", config)
-    with pytest.raises(PlanError, match=rf"{path}: the config has no 'intermediate_size'"):
+    with pytest.raises(InputError, match=rf"{path}: the config has no 'intermediate_size'"):
         resolve_model(str(path))
 
 
 def test_heads_not_divisible_by_kv_heads_is_rejected():
     with pytest.raises(
-        PlanError, match=r"num_attention_heads \(4\) is not a multiple of num_key_value_heads \(3\)"
+        InputError,
+        match=r"num_attention_heads \(4\) is not a multiple of num_key_value_heads \(3\)",
     ):
         spec_from_config({**TINY_LLAMA, "num_key_value_heads": 3}, "x", "config")
 
 
 def test_encoder_only_model_is_rejected_clearly():
-    with pytest.raises(PlanError, match="'bert' is an encoder-only model"):
+    with pytest.raises(InputError, match="'bert' is an encoder-only model"):
         spec_from_config({"model_type": "bert", "hidden_size": 768}, "bert-base", "config")
 
 
 def test_unsupported_decoder_type_lists_the_supported_ones():
-    with pytest.raises(PlanError, match="model_type 'falcon' is not supported; supported: llama"):
+    with pytest.raises(InputError, match="model_type 'falcon' is not supported; supported: llama"):
         spec_from_config({**TINY_LLAMA, "model_type": "falcon"}, "falcon", "config")
 
 
@@ -533,7 +534,7 @@ def test_multimodal_wrapper_uses_its_supported_text_config():
 def test_multimodal_wrapper_with_unsupported_text_model_is_rejected():
     config = {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text"}}
     with pytest.raises(
-        PlanError, match="'gemma3' is a multimodal model whose text model 'gemma3_text'"
+        InputError, match="'gemma3' is a multimodal model whose text model 'gemma3_text'"
     ):
         spec_from_config(config, "gemma-3", "config")
 
@@ -542,7 +543,7 @@ def test_shorthand_naming_a_missing_profile_is_reported(tmp_path, monkeypatch):
     write_config(tmp_path / "models" / "tiny.json", TINY_LLAMA)
     (tmp_path / "shorthands.toml").write_text('[shorthands]\n"7b" = "gone"\n')
     monkeypatch.setenv("ADVISOR_PROFILES", str(tmp_path))
-    with pytest.raises(PlanError, match="shorthand '7b' names 'gone', which is not a profile"):
+    with pytest.raises(InputError, match="shorthand '7b' names 'gone', which is not a profile"):
         resolve_model("tiny")
 
 
@@ -551,5 +552,5 @@ def test_alias_claimed_by_two_profiles_is_reported(tmp_path, monkeypatch):
         meta = {"display_name": name, "hf_repo": f"acme/{name}", "aliases": ["same"]}
         write_config(tmp_path / "models" / f"{name}.json", {**TINY_LLAMA, "_advisor": meta})
     monkeypatch.setenv("ADVISOR_PROFILES", str(tmp_path))
-    with pytest.raises(PlanError, match="the name 'same' is also claimed by profile 'one'"):
+    with pytest.raises(InputError, match="the name 'same' is also claimed by profile 'one'"):
         resolve_model("one")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from advisor.decision.answers import Answers, load_answers, parse_gpus, valid_values
-from planner.errors import PlanError
+from planner.errors import InputError
 
 GOOD = {
     "use_case": "support_copilot",
@@ -44,7 +44,7 @@ def test_model_and_gpus_are_optional_and_kept(tmp_path):
 
 def test_an_unknown_value_is_named_with_every_valid_value_and_a_suggestion(tmp_path):
     path = write_yaml(tmp_path, json.dumps({**GOOD, "use_case": "suport_copilot"}))
-    with pytest.raises(PlanError) as error:
+    with pytest.raises(InputError) as error:
         load_answers(path)
     message = str(error.value)
     assert "use_case: 'suport_copilot' is not valid" in message
@@ -57,7 +57,7 @@ def test_an_unknown_value_is_named_with_every_valid_value_and_a_suggestion(tmp_p
 def test_every_problem_is_reported_at_once(tmp_path):
     data = {**GOOD, "risk": "extreme", "priority": "speed"}
     del data["feedback"]
-    with pytest.raises(PlanError) as error:
+    with pytest.raises(InputError) as error:
         load_answers(write_yaml(tmp_path, json.dumps(data)))
     message = str(error.value)
     assert "risk: 'extreme' is not valid; valid: low, medium, high" in message
@@ -67,12 +67,12 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 def test_an_unknown_field_suggests_the_field_meant(tmp_path):
     data = {**GOOD, "usecase": "search"}
-    with pytest.raises(PlanError, match=r"usecase: unknown field; did you mean 'use_case'"):
+    with pytest.raises(InputError, match=r"usecase: unknown field; did you mean 'use_case'"):
         load_answers(write_yaml(tmp_path, json.dumps(data)))
 
 
 def test_sft_done_must_be_a_boolean(tmp_path):
-    with pytest.raises(PlanError, match=r"sft_done: 'maybe' is not valid.*valid: true, false"):
+    with pytest.raises(InputError, match=r"sft_done: 'maybe' is not valid.*valid: true, false"):
         load_answers(write_yaml(tmp_path, json.dumps({**GOOD, "sft_done": "maybe"})))
 
 
@@ -92,7 +92,7 @@ def test_gpus_text_parses_into_name_and_count(text, expected):
 
 @pytest.mark.parametrize("text", ["0x a100-80gb", "eight h100s", "8x", ""])
 def test_bad_gpus_text_says_how_to_write_it(tmp_path, text):
-    with pytest.raises(PlanError, match="gpus:"):
+    with pytest.raises(InputError, match="gpus:"):
         load_answers(write_yaml(tmp_path, json.dumps({**GOOD, "gpus": text})))
 
 
@@ -111,11 +111,11 @@ def test_scenario_keys_beside_the_answers_are_ignored(tmp_path):
         ("empty.yaml", "", "expected a mapping of field: value, got NoneType"),
     ],
 )
-def test_unreadable_files_raise_one_line_plan_errors(tmp_path, name, text, needle):
+def test_unreadable_files_raise_one_line_input_errors(tmp_path, name, text, needle):
     path = tmp_path / name
     if text is not None:
         path.write_text(text)
-    with pytest.raises(PlanError, match=needle) as error:
+    with pytest.raises(InputError, match=needle) as error:
         load_answers(path)
     assert "\n" not in str(error.value)
 
@@ -128,13 +128,13 @@ def _alias_bomb(levels: int, width: int) -> str:
 
 
 def test_a_billion_laughs_file_is_refused_before_it_expands(tmp_path):
-    with pytest.raises(PlanError, match="more than 64 YAML aliases"):
+    with pytest.raises(InputError, match="more than 64 YAML aliases"):
         load_answers(write_yaml(tmp_path, _alias_bomb(9, 9)))
 
 
 def test_an_aliased_value_under_the_limit_is_described_not_expanded(tmp_path):
     # 10 levels of 6 aliases: 120 million items if anything expanded it (it once took minutes).
-    with pytest.raises(PlanError, match=r"use_case: a list of 6 items is not valid") as error:
+    with pytest.raises(InputError, match=r"use_case: a list of 6 items is not valid") as error:
         load_answers(write_yaml(tmp_path, _alias_bomb(10, 6)))
     assert len(str(error.value)) < 600
 
@@ -149,7 +149,7 @@ def test_an_aliased_value_under_the_limit_is_described_not_expanded(tmp_path):
     ],
 )
 def test_hostile_answers_files_are_one_line_errors(tmp_path, text, message):
-    with pytest.raises(PlanError, match=message) as error:
+    with pytest.raises(InputError, match=message) as error:
         load_answers(write_yaml(tmp_path, text))
     assert "\n" not in str(error.value)
 
@@ -164,5 +164,5 @@ def test_hostile_answers_files_are_one_line_errors(tmp_path, text, message):
     ],
 )
 def test_absurd_model_and_gpus_answers_are_named(tmp_path, change, message):
-    with pytest.raises(PlanError, match=message):
+    with pytest.raises(InputError, match=message):
         load_answers(write_yaml(tmp_path, json.dumps({**GOOD, **change})))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import Method, PlanRequest
 from runners.run_folder import write_run_folder
 from runners.settings import (
@@ -102,7 +102,7 @@ def test_qlora_without_bitsandbytes_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name)
     )
-    with pytest.raises(PlanError, match=r"bitsandbytes.*\[qlora\]"):
+    with pytest.raises(InputError, match=r"bitsandbytes.*\[qlora\]"):
         _spec(tuning="qlora")
 
 
@@ -177,12 +177,12 @@ def test_grpo_rewards_parse_builtins_functions_and_model_folders(tmp_path):
     assert RewardSource.parse("length").kind == "builtin"
     assert RewardSource.parse("my_pkg.rewards:score").kind == "function"
     assert RewardSource.parse(str(tmp_path)).kind == "model"
-    with pytest.raises(PlanError, match="--reward"):
+    with pytest.raises(InputError, match="--reward"):
         RewardSource.parse("no-such-thing")
 
 
 def test_grpo_generation_batch_must_divide_by_num_generations():
-    with pytest.raises(PlanError, match="num-generations"):
+    with pytest.raises(InputError, match="num-generations"):
         _spec("grpo", batch_size=3, grad_accum=1, num_generations=2)
 
 
@@ -264,7 +264,7 @@ def test_qlora_on_cpu_is_a_clear_error(monkeypatch):
         "find_spec",
         lambda name, *a: object() if name == "bitsandbytes" else real(name),
     )
-    with pytest.raises(PlanError, match="CUDA GPU"):
+    with pytest.raises(InputError, match="CUDA GPU"):
         _spec(tuning="qlora", device="cpu")
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from planner import parameters
 from planner.architectures import ARCHITECTURES, architecture
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.models import spec_from_config
 from planner.specs import PlanRequest
 from planner.trace import CATEGORIES, PHASES, TraceResult, build, result, trace_step
@@ -149,10 +149,10 @@ def test_every_dense_architecture_traces_as_its_traits_say(model_type):
 @pytest.mark.parametrize("tuning", ["full", "lora"])
 @pytest.mark.parametrize("model_type", [t for t, traits in ARCHITECTURES.items() if traits.is_moe])
 def test_moe_architectures_are_refused_with_a_one_line_reason(model_type, tuning):
-    """Grouped expert matmuls have no fake-tensor kernel: a PlanError before anything is
+    """Grouped expert matmuls have no fake-tensor kernel: a InputError before anything is
     built, not a RuntimeError from inside torch."""
     request = PlanRequest(method="dpo", tuning=tuning, seq_len=64, batch_size=1, grad_accum=1)
-    with pytest.raises(PlanError, match=f"cannot run {model_type} on fake tensors"):
+    with pytest.raises(InputError, match=f"cannot run {model_type} on fake tensors"):
         trace_step(request, ARCHITECTURE_CONFIGS[model_type])
 
 
@@ -221,15 +221,15 @@ def test_sgd_has_no_optimizer_state():
         ({"offload": "optimizer"}, "offload"),
     ],
 )
-def test_untraceable_requests_raise_plan_error(fields, message):
-    with pytest.raises(PlanError, match=message):
+def test_untraceable_requests_raise_input_error(fields, message):
+    with pytest.raises(InputError, match=message):
         trace_step(PlanRequest(**{"method": "dpo", "tuning": "lora", **fields}), LLAMA_TINY)
 
 
 def test_unknown_architecture_raises_plan_error():
-    with pytest.raises(PlanError, match="model_type"):
+    with pytest.raises(InputError, match="model_type"):
         trace_step(PlanRequest(method="sft"), {"hidden_size": 64})
-    with pytest.raises(PlanError, match="cannot build"):
+    with pytest.raises(InputError, match="cannot build"):
         trace_step(PlanRequest(method="sft"), {"model_type": "no-such-model"})
 
 
@@ -238,11 +238,11 @@ def test_importing_planner_trace_imports_no_torch():
     script = (
         "import json, sys\n"
         "from planner.trace import trace_step, TraceResult\n"
-        "from planner.errors import PlanError\n"
+        "from planner.errors import InputError\n"
         "from planner.specs import PlanRequest\n"
         "try:\n"
         "    trace_step(PlanRequest(tuning='qlora'), {'model_type': 'llama'})\n"
-        "except PlanError:\n"
+        "except InputError:\n"
         "    pass\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import Method
 
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from runners.preflight import check_dataset, print_report
 
     if args.seq_len < 1:
-        raise PlanError(f"--seq-len {args.seq_len}: give the planned tokens per row (at least 1)")
+        raise InputError(f"--seq-len {args.seq_len}: give the planned tokens per row (at least 1)")
     report = check_dataset(
         args.dataset, args.method, tokenizer_path=args.model, max_length=args.seq_len
     )

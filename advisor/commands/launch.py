@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from advisor.commands.plan import add_plan_flags, request_from_args
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import Method, Plan, PlanRequest
 
 if TYPE_CHECKING:
@@ -120,14 +120,14 @@ def _setup(plan: Plan) -> str:
 
 def saved_plan(path: str) -> Plan:
     """The plan in `path`: one plan (`advisor plan --json`), or the first of the list that
-    `advisor plan --fit --json` prints, said on stderr; anything else is a PlanError."""
+    `advisor plan --fit --json` prints, said on stderr; anything else is a InputError."""
     from planner.files import parse_json, read_text
 
     what = f"--plan {path}"
     found = parse_json(read_text(path, "--plan"), what)
     if isinstance(found, list):
         if not found:
-            raise PlanError(
+            raise InputError(
                 f"{what}: an empty list of plans (`advisor plan --fit` found no setup that "
                 "fits); pick a setup with `advisor plan` and save it with --json"
             )
@@ -137,7 +137,7 @@ def saved_plan(path: str) -> Plan:
     try:
         plan = Plan.model_validate(first)
     except ValueError:
-        raise PlanError(
+        raise InputError(
             f"{what}: not a plan JSON (`advisor plan ... --json` writes one, `--fit --json` "
             "a list of them)"
         ) from None
@@ -170,7 +170,7 @@ def _recommendation(args: argparse.Namespace) -> dict | None:
     what = f"--recommendation {args.recommendation}"
     found = parse_json(read_text(args.recommendation, "--recommendation"), what)
     if not isinstance(found, dict):
-        raise PlanError(f"{what}: not a recommendation (`advisor recommend --json` writes one)")
+        raise InputError(f"{what}: not a recommendation (`advisor recommend --json` writes one)")
     return found
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import (
     PRECISION_ALIASES,
     Attention,
@@ -95,7 +95,7 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def request_from_args(args: argparse.Namespace) -> PlanRequest:
-    """A validated PlanRequest from parsed flags; bad values raise PlanError naming the flag."""
+    """A validated PlanRequest from parsed flags; bad values raise InputError naming the flag."""
     from pydantic import ValidationError
 
     fields = {
@@ -108,7 +108,7 @@ def request_from_args(args: argparse.Namespace) -> PlanRequest:
     except ValidationError as error:
         field, message = request_problem(error)
         flag = "--" + field.replace("_", "-") if field else "settings"
-        raise PlanError(f"{flag}: {message}") from None
+        raise InputError(f"{flag}: {message}") from None
 
 
 def _fit(args: argparse.Namespace, request: PlanRequest) -> int:
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
             plan_view.print_gpus()
         return 0
     if args.objective is not None and not args.fit:
-        raise PlanError("--objective ranks the setups that --fit finds: add --fit")
+        raise InputError("--objective ranks the setups that --fit finds: add --fit")
     request = request_from_args(args)
     if args.fit:
         return _fit(args, request)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-GIB = 2**30
+from planner.constants import GIB
 
 
 def register(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from planner.errors import PlanError
+from planner.errors import InputError
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -23,9 +23,9 @@ def run(args: argparse.Namespace) -> int:
     from advisor.commands import launch
 
     if args.dry_run:
-        raise PlanError("validate measures a real run: drop --dry-run (or use advisor launch)")
+        raise InputError("validate measures a real run: drop --dry-run (or use advisor launch)")
     if args.resume:
-        raise PlanError("validate starts a fresh short run: drop --resume")
+        raise InputError("validate starts a fresh short run: drop --resume")
     found = launch.launched(args)
     rc = launch.emit(found, args.json)
     if found.validation is None:

@@ -15,7 +15,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def check_partial_answers(data: object, source: str) -> dict:
-    """The answers a file gives, checked as `advisor recommend` checks them (PlanError if bad),
+    """The answers a file gives, checked as `advisor recommend` checks them (InputError if bad),
     except that missing fields are allowed: the interview asks for them."""
     from advisor.decision.answers import SCENARIO_KEYS, Answers, answers_from_mapping, valid_values
 

@@ -1,6 +1,6 @@
 """The interview's answers: the pydantic model, and loading it from a YAML or JSON file.
 
-Every mistake a user can make in an answers file becomes a `PlanError` whose one-line message
+Every mistake a user can make in an answers file becomes a `InputError` whose one-line message
 names the field, what was wrong, and the values that are valid.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.files import parse_json, parse_yaml, read_text, short, shown
 from planner.models import check_model_text
 from planner.specs import MAX_GPUS_PER_NODE
@@ -85,17 +85,17 @@ def parse_gpus(text: str) -> tuple[str, int]:
     """Split a `gpus` answer such as `8x h100-80gb` or `a100-80gb` into (name, count)."""
     match = _GPUS.match(text) if len(text) <= 200 else None
     if not match:
-        raise PlanError(
+        raise InputError(
             f"gpus: {short(text)} is not COUNTx NAME; write it like '1x a100-80gb', "
             "'8x h100-80gb' or just 'a100-80gb'"
         )
     count = int(match.group(1) or 1)
     if count < 1:
-        raise PlanError(f"gpus: {short(text)} asks for {count} GPUs; the count must be at least 1")
+        raise InputError(f"gpus: {short(text)} asks for {count} GPUs; the count must be at least 1")
     if count > MAX_TEAM_GPUS:
-        raise PlanError(f"gpus: {short(text)} asks for {count:,} GPUs; at most {MAX_TEAM_GPUS:,}")
+        raise InputError(f"gpus: {short(text)} asks for {count:,} GPUs; at most {MAX_TEAM_GPUS:,}")
     if count > MAX_GPUS_PER_NODE and count % 8:
-        raise PlanError(
+        raise InputError(
             f"gpus: {count:,} GPUs; more than {MAX_GPUS_PER_NODE:,} must be whole nodes of 8"
         )
     return match.group(2).lower(), count
@@ -193,9 +193,9 @@ def _describe(error: dict[str, Any], data: dict[str, Any]) -> str:
 
 
 def answers_from_mapping(data: Any, source: str = "answers") -> Answers:
-    """Validate a mapping of answers (scenario keys ignored); raises PlanError with every problem."""
+    """Validate a mapping of answers (scenario keys ignored); raises InputError with every problem."""
     if not isinstance(data, dict):
-        raise PlanError(
+        raise InputError(
             f"{source}: expected a mapping of field: value, got {type(data).__name__}; "
             f"fields are {', '.join(Answers.model_fields)}"
         )
@@ -210,7 +210,7 @@ def answers_from_mapping(data: Any, source: str = "answers") -> Answers:
         if k in Answers.model_fields and isinstance(v, dict | list)
     ]
     if nested:
-        raise PlanError(f"{source}: " + "; ".join(nested))
+        raise InputError(f"{source}: " + "; ".join(nested))
     try:
         return Answers.model_validate(fields)
     except ValidationError as error:
@@ -225,7 +225,7 @@ def answers_from_mapping(data: Any, source: str = "answers") -> Answers:
             problems.append(
                 f"unknown fields {names}{more}; fields are {', '.join(Answers.model_fields)}"
             )
-        raise PlanError(f"{source}: " + "; ".join(problems)) from None
+        raise InputError(f"{source}: " + "; ".join(problems)) from None
 
 
 MAX_ANSWERS_BYTES = 64 * 2**10
@@ -243,5 +243,5 @@ def read_answers_file(path: str | Path) -> Any:
 
 
 def load_answers(path: str | Path) -> Answers:
-    """Read and validate an answers file (YAML or JSON); raises PlanError with a clear message."""
+    """Read and validate an answers file (YAML or JSON); raises InputError with a clear message."""
     return answers_from_mapping(read_answers_file(path), source=shown(path))

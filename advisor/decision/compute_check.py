@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field, ValidationError
 
 from advisor.decision.names import label, tuning_label
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import Method, Plan, PlanRequest, Sharding, Tuning, request_problem
 
 TUNING_LADDER = (Tuning.full, Tuning.lora, Tuning.qlora)
@@ -80,7 +80,7 @@ def default_request(
         )
     except ValidationError as error:
         field, message = request_problem(error)
-        raise PlanError(f"{field or 'gpus'}: {message}") from None
+        raise InputError(f"{field or 'gpus'}: {message}") from None
 
 
 def _try(plan: Plan, count: int) -> FitTry:
@@ -100,7 +100,7 @@ def _quiet_estimate(request: PlanRequest) -> Plan | None:
 
     try:
         return estimate(request)
-    except PlanError:
+    except InputError:
         return None
 
 
@@ -130,7 +130,7 @@ def best_fit(request: PlanRequest) -> str | None:
 
     try:
         found = search(request)
-    except PlanError:
+    except InputError:
         return None
     return describe_change(found[0], request) if found else None
 

@@ -6,20 +6,20 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.files import shown
 
 
-class FileExists(PlanError):
+class FileExists(InputError):
     """The target exists and overwriting was not asked for; the caller says how to ask."""
 
 
 def target(path: str | Path, what: str) -> Path:
-    """`path` with `~` expanded, or PlanError for a `~user` that does not exist."""
+    """`path` with `~` expanded, or InputError for a `~user` that does not exist."""
     try:
         return Path(path).expanduser()
     except RuntimeError:
-        raise PlanError(f"{what} {shown(path)}: no such user's home folder") from None
+        raise InputError(f"{what} {shown(path)}: no such user's home folder") from None
 
 
 def existing_file(path: str | Path, what: str) -> bool:
@@ -27,7 +27,7 @@ def existing_file(path: str | Path, what: str) -> bool:
     or a device is not, and `write_text` refuses those)."""
     try:
         return target(path, what).is_file()
-    except (PlanError, OSError, ValueError):  # no such home, or a name no file can have
+    except (InputError, OSError, ValueError):  # no such home, or a name no file can have
         return False
 
 
@@ -45,7 +45,7 @@ def write_text(
         info = None  # open() below says what is wrong with the name
     if info is not None and not stat.S_ISREG(info.st_mode):
         kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
-        raise PlanError(f"{name}: {kind}; choose a file name")
+        raise InputError(f"{name}: {kind}; choose a file name")
     try:
         with where.open("w" if overwrite else "x", encoding="utf-8") as handle:
             handle.write(text)
@@ -53,5 +53,5 @@ def write_text(
         raise FileExists(f"{name}: the file exists" + (f"; {hint}" if hint else "")) from None
     except (OSError, ValueError) as error:  # missing folder, permission, name too long, NUL
         reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
-        raise PlanError(f"{name}: cannot write it ({reason})") from None
+        raise InputError(f"{name}: cannot write it ({reason})") from None
     return where

@@ -7,6 +7,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from planner.constants import GIB
 from planner.fit import DEFAULT_SPACE, Objective, SearchSpace
 from planner.specs import COMPONENTS, Offload, Plan, PlanRequest
 
@@ -279,7 +280,7 @@ def print_gpus(console: Console | None = None) -> None:
 
 def print_trace(plan: Plan, trace, console: Console | None = None) -> None:
     """Traced (fake-tensor step) vs estimated tensor memory."""
-    gib = 2**30
+    gib = GIB
     table = Table(
         title="Traced step on fake tensors vs the analytic estimate", title_justify="left"
     )

@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from planner.constants import GIB
 from planner.nvml import device_label
 from planner.specs import Method
-
-GIB = 2**30
 
 
 def key_metrics(method: Method) -> tuple[str, ...]:

@@ -66,11 +66,11 @@ class WizardSession:
         the method to its winner and drops the plan's request."""
         from advisor.decision.decide import decide
         from advisor.decision.interview import answers_from_raw
-        from planner.errors import PlanError
+        from planner.errors import InputError
 
         try:
             recommendation = decide(answers_from_raw(self.raw))
-        except PlanError as error:
+        except InputError as error:
             return str(error)
         if self.recommendation is None or recommendation != self.recommendation:
             self.recommendation = recommendation
@@ -90,7 +90,7 @@ class WizardSession:
     def initial_request(self) -> PlanRequest:
         """The plan to start from: the chosen method's default setup on the team's GPUs."""
         from advisor.decision.compute_check import default_request
-        from planner.errors import PlanError
+        from planner.errors import InputError
         from planner.gpus import resolve_gpu
         from planner.specs import Tuning
 
@@ -99,13 +99,13 @@ class WizardSession:
         gpu, count = gpus
         try:
             gpu = resolve_gpu(gpu).name.lower()
-        except PlanError:
+        except InputError:
             gpu = "a100-80gb"
         check = next((c for c in rec.compute if c.method is self.method), None)
         tuning = check.setup if check is not None and check.setup is not None else Tuning.lora
         try:
             return default_request(self.method, tuning, rec.answers.model or "7b", gpu, count)
-        except PlanError:  # a GPU count past the planner's ceilings: start from one card
+        except InputError:  # a GPU count past the planner's ceilings: start from one card
             return default_request(self.method, tuning, rec.answers.model or "7b", gpu, 1)
 
     def start_plan(self) -> PlanRequest:
@@ -115,7 +115,7 @@ class WizardSession:
         return self.request
 
     def estimate(self, request: PlanRequest) -> None:
-        """Set the request and its estimate (`advisor plan`); PlanError propagates."""
+        """Set the request and its estimate (`advisor plan`); InputError propagates."""
         from planner.plan import estimate
 
         self.request = request

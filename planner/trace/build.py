@@ -10,7 +10,7 @@ from typing import Any
 
 from planner import precision
 from planner.architectures import architecture
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.memory import ADAMW_OPTIM, SFT_LOSS_CHUNK_TOKENS
 from planner.methods import Loop, loop
 from planner.parameters import lora_modules
@@ -167,11 +167,11 @@ def _config(request: PlanRequest, hf_config: dict[str, Any]) -> Any:
     values = {k: v for k, v in hf_config.items() if k not in ("quantization_config", "auto_map")}
     model_type = values.pop("model_type", None)
     if not model_type:
-        raise PlanError("--trace needs the model's config.json with its model_type")
+        raise InputError("--trace needs the model's config.json with its model_type")
     try:
         config = AutoConfig.for_model(model_type, **values)
     except (KeyError, ValueError) as exc:
-        raise PlanError(
+        raise InputError(
             f"--trace cannot build model_type {model_type!r} with this transformers ({exc})"
         ) from exc
     config.use_cache = False
@@ -206,7 +206,7 @@ def _new_model(request: PlanRequest, config: Any, dtype: Any, attention: str) ->
     try:
         return auto.from_config(config, dtype=dtype, attn_implementation=attention)
     except ValueError as exc:
-        raise PlanError(f"--trace cannot build {config.model_type}: {exc}") from exc
+        raise InputError(f"--trace cannot build {config.model_type}: {exc}") from exc
 
 
 @contextmanager
@@ -248,7 +248,7 @@ def _apply_lora(request: PlanRequest, hf_config: dict[str, Any], model: Any, fak
         with _swappable(fake_mode) if fake_mode is not None else nullcontext():
             model = get_peft_model(model, config)
     except ValueError as exc:
-        raise PlanError(
+        raise InputError(
             f"--trace could not apply LoRA ({request.lora_targets.value}): {exc}"
         ) from exc
     if fake_mode is not None:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from planner.architectures import architecture
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import Method, Offload, Optimizer, PlanRequest, Sharding, Tuning
 from planner.trace.build import Setup, build
 from planner.trace.steps import STEPS
@@ -87,26 +87,26 @@ class TraceResult(BaseModel):
 
 
 def check_traceable(request: PlanRequest) -> None:
-    """Raise PlanError when ``trace_step`` cannot trace this request (before importing torch)."""
+    """Raise InputError when ``trace_step`` cannot trace this request (before importing torch)."""
     if request.method not in TRACED_METHODS:
-        raise PlanError(_NOT_TRACED)
+        raise InputError(_NOT_TRACED)
     if request.tuning is Tuning.qlora:
-        raise PlanError(
+        raise InputError(
             "--trace does not support qlora: bitsandbytes 4-bit layers cannot run on fake CPU "
             "tensors; trace --tuning lora for the same adapters, or drop --trace"
         )
     if request.optimizer in (Optimizer.adamw8bit, Optimizer.paged_adamw8bit):
-        raise PlanError(
+        raise InputError(
             f"--trace does not support --optimizer {request.optimizer.value}: 8-bit optimizers "
             "(bitsandbytes) cannot run on fake CPU tensors; trace with --optimizer adamw, or drop --trace"
         )
     if request.sharding not in (Sharding.none, Sharding.ddp):
-        raise PlanError(
+        raise InputError(
             f"--trace traces one unsharded GPU; --sharding {request.sharding.value} is estimated "
             "analytically (drop --trace)"
         )
     if request.offload is not Offload.none:
-        raise PlanError("--trace does not model CPU offload; drop --trace or --offload")
+        raise InputError("--trace does not model CPU offload; drop --trace or --offload")
 
 
 # --------------------------------------------------------------------------- the trace
@@ -115,7 +115,7 @@ def check_traceable(request: PlanRequest) -> None:
 def trace_step(request: PlanRequest, hf_config: dict[str, Any]) -> TraceResult:
     """Trace one training step of ``request`` on the architecture of ``hf_config`` (a config.json).
 
-    Raises PlanError for what cannot be traced: qlora, 8-bit optimizers, ppo/grpo/rloo,
+    Raises InputError for what cannot be traced: qlora, 8-bit optimizers, ppo/grpo/rloo,
     sharded or offloaded plans, and architectures that do not run on fake tensors.
     """
     return _trace(request, hf_config, fake=True)
@@ -132,7 +132,7 @@ def _trace(
     check_traceable(request)
     model_type = hf_config.get("model_type")
     if fake and architecture(model_type).is_moe:
-        raise PlanError(
+        raise InputError(
             f"--trace cannot run {model_type} on fake tensors: its experts run as grouped "
             "matmuls (GPU kernels) and a data-dependent routing; drop --trace"
         )
@@ -157,17 +157,17 @@ def _trace(
             with fake_mode if fake_mode is not None else nullcontext():
                 setup = build(request, hf_config, fake_mode)
                 tracker = run_step(setup, step or STEPS[request.method])
-        except PlanError:
+        except InputError:
             raise
         except fake_failures as exc:
-            raise PlanError(
+            raise InputError(
                 f"--trace cannot run {model_type or 'this model'} on fake tensors "
                 f"({type(exc).__name__}: data-dependent shapes, e.g. MoE routing); drop --trace"
             ) from exc
         except (RuntimeError, NotImplementedError) as exc:
             # An operator with no fake-tensor (meta) implementation for this architecture.
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise PlanError(
+            raise InputError(
                 f"--trace cannot run {model_type or 'this model'} on fake tensors "
                 f"({type(exc).__name__}: {first_line[:160]}); drop --trace"
             ) from exc

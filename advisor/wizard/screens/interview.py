@@ -163,7 +163,7 @@ def _model_suggester():
 
 def _check_free_text(field: str, value: str) -> str | None:
     """The planner's message for a model or GPU answer it cannot use, else None."""
-    from planner.errors import PlanError
+    from planner.errors import InputError
 
     try:
         if field == "model":
@@ -175,6 +175,6 @@ def _check_free_text(field: str, value: str) -> str | None:
             from planner.gpus import resolve_gpu
 
             resolve_gpu(parse_gpus(value)[0])
-    except PlanError as error:
+    except InputError as error:
         return str(error)
     return None

@@ -25,7 +25,7 @@ from advisor.views.plan_view import command_line, duration
 from advisor.views.session_record import launch_command
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import PlanRequest
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def launch_blocker(request: PlanRequest) -> str | None:
 
     try:
         launchable(request)
-    except PlanError as error:
+    except InputError as error:
         return str(error)
     return None
 
@@ -116,7 +116,7 @@ def trainer_settings(request: PlanRequest) -> RenderableType:
             device="cuda",
             supports_bf16=resolve_gpu(request.gpu).supports_bf16,
         )
-    except (ImportError, PlanError) as error:
+    except (ImportError, InputError) as error:
         return Panel(
             Group(
                 Text(f"runner settings unavailable: {error}", style="yellow"),
@@ -232,7 +232,7 @@ class LaunchScreen(WizardScreen):
         request = self.session.request.model_copy(update={"dataset": path, "samples": None})
         try:
             self.session.estimate(request)
-        except PlanError as error:
+        except InputError as error:
             self.show_preflight(Text(f"✗ {error}", style="red"))
             return
         self.query_one("#preflight", Static).update(Text(f"Checking {path} …", style="dim"))

@@ -17,7 +17,7 @@ from advisor.decision.names import label
 from advisor.views.estimate_view import estimate_renderable
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import Method, Offload, PlanRequest, Sharding, Tuning, request_problem
 
 GPU_COUNTS = (1, 2, 4, 8, 16, 24, 32)
@@ -47,9 +47,9 @@ def request_update(request: PlanRequest, field: str, value: Any) -> PlanRequest:
         if not text and field == "samples":
             update = {"samples": None}
         elif not (text.isascii() and text.isdigit()):
-            raise PlanError(f"{field.replace('_', ' ')}: enter a whole number")
+            raise InputError(f"{field.replace('_', ' ')}: enter a whole number")
         elif len(text) > 18:  # past every ceiling, and int() refuses thousands of digits
-            raise PlanError(f"{field.replace('_', ' ')}: far too large")
+            raise InputError(f"{field.replace('_', ' ')}: far too large")
         else:
             update = {field: int(text)}
     elif field == "grad_checkpointing":
@@ -60,7 +60,7 @@ def request_update(request: PlanRequest, field: str, value: Any) -> PlanRequest:
         return PlanRequest.model_validate({**request.model_dump(), **update})
     except ValidationError as error:
         name, message = request_problem(error)
-        raise PlanError(f"{(name or field).replace('_', ' ')}: {message}") from None
+        raise InputError(f"{(name or field).replace('_', ' ')}: {message}") from None
 
 
 class PlanScreen(WizardScreen):
@@ -139,7 +139,7 @@ class PlanScreen(WizardScreen):
         target = self.query_one("#estimate", Static)
         try:
             self.session.estimate(self.session.request)
-        except PlanError as error:
+        except InputError as error:
             target.update(Text(f"Cannot estimate: {error}", style="bold red"))
             return
         target.update(estimate_renderable(self.session.plan))
@@ -147,7 +147,7 @@ class PlanScreen(WizardScreen):
     def knob_changed(self, field: str, value: Any) -> None:
         try:
             request = request_update(self.session.request, field, value)
-        except PlanError as error:
+        except InputError as error:
             self.query_one("#estimate", Static).update(Text(str(error), style="bold red"))
             self.session.plan = None
             return
@@ -175,7 +175,7 @@ class PlanScreen(WizardScreen):
         request = self.session.request
         try:
             plans = search(request)
-        except PlanError as error:
+        except InputError as error:
             self.notify(str(error), severity="error")
             return
         if not plans:

@@ -19,7 +19,7 @@ from advisor.wizard.confirm import save_asking_first
 from advisor.wizard.path_prompt import PathPrompt
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import Method
 
 
@@ -138,7 +138,7 @@ class RecommendationScreen(WizardScreen):
 
         try:
             written = save_answers(self.rec.answers, path, overwrite=overwrite)
-        except PlanError as error:
+        except InputError as error:
             self.notify(str(error), severity="error")
             return
         self.session.answers_path = str(written)

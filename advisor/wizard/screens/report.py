@@ -14,7 +14,7 @@ from advisor.views.session_record import write_session_record
 from advisor.wizard.confirm import save_asking_first
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
-from planner.errors import PlanError
+from planner.errors import InputError
 
 DEFAULT_PATH = "advisor-record.md"
 
@@ -54,7 +54,7 @@ class ReportScreen(WizardScreen):
         """Write the record to `path`, saying where (or why not) in a notification."""
         try:
             written = write_session_record(self.text, path, overwrite=overwrite)
-        except PlanError as error:
+        except InputError as error:
             self.notify(str(error), severity="error")
             return
         self.session.report_path = str(written)

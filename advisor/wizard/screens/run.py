@@ -24,7 +24,7 @@ from advisor.views.plan_view import duration
 from advisor.wizard.run_watch import RunWatch
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
-from planner.errors import PlanError
+from planner.errors import InputError
 from planner.specs import PlanRequest
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ class RunScreen(WizardScreen):
         self.run: Run | None = None
         """The launch as it ended; None while it runs or when it was refused."""
         self.refusal: str | None = None
-        """Why the launch did not start (a PlanError's message) or broke, if it did."""
+        """Why the launch did not start (a InputError's message) or broke, if it did."""
         self.run_dir: Path | None = None
         self.run_watch: RunWatch | None = None
         handle, name = tempfile.mkstemp(prefix="advisor-launch-", suffix=".log")
@@ -127,7 +127,7 @@ class RunScreen(WizardScreen):
                     on_folder=self._found,
                     stop=self.stop_request,
                 )
-            except PlanError as error:  # refused before anything started, as the CLI says
+            except InputError as error:  # refused before anything started, as the CLI says
                 self.refusal = str(error)
                 console.print(f"error: {error}", markup=False)
             except Exception as error:  # a crash ends the screen's run, never the wizard
