@@ -1,4 +1,15 @@
-"""`advisor`: the command line. Each subcommand lives in `advisor.commands.<name>`."""
+"""Alignment Advisor: choose an alignment method (DPO, PPO, GRPO, KTO, ...) for a model after
+supervised fine-tuning, check that it fits your GPUs and how long it takes, then run it with TRL.
+
+examples:
+  advisor                                              open the wizard (all three steps)
+  advisor recommend --answers my-team.yaml             rank the methods, with every reason
+  advisor plan --model 7b --method dpo --gpu h100      peak memory per GPU and step time
+  advisor plan --model 70b --fit                       the fastest setup that fits your GPUs
+  advisor launch --demo                                a tiny DPO run on this machine
+
+`advisor COMMAND --help` shows each command's flags and examples.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +19,7 @@ import sys
 
 from planner.errors import InputError
 
-# name -> one-line help; the module advisor.commands.<module> registers its own flags.
+# name -> (module, one-line help); the module advisor.commands.<module> registers its flags.
 COMMANDS: dict[str, tuple[str, str]] = {
     "wizard": ("wizard", "open the interactive wizard (the default)"),
     "recommend": ("recommend", "rank alignment methods for an interview answers file"),
@@ -17,6 +28,60 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "run a short real step and compare it with the plan"),
     "launch": ("launch", "write a run folder and launch the training"),
     "check-data": ("check_data", "check a dataset against a method's format"),
+}
+
+EXAMPLES: dict[str, str] = {
+    "wizard": """\
+Walks through the interview, the recommendation, the plan and the launch, one screen each.
+
+examples:
+  advisor
+  advisor --answers profiles/scenarios/support-copilot.yaml   # start from saved answers""",
+    "recommend": """\
+Ranks SFT, DPO, PPO, GRPO, RLOO, KTO, ORPO and SimPO for your team's answers (use case, risk,
+ML maturity, feedback data, GPUs), with the points behind every rank and the caveats.
+
+examples:
+  advisor recommend --answers profiles/scenarios/support-copilot.yaml
+  advisor recommend --answers my-team.yaml --json
+  advisor recommend --answers my-team.yaml --report decision.md   # a record for a review board""",
+    "plan": """\
+Estimates peak memory per GPU and time per step for the whole training loop of a method
+(reference, reward and value models, rollouts), for full tuning, LoRA or QLoRA, any sharding.
+
+examples:
+  advisor plan --model 7b
+  advisor plan --model llama-3.1-8b --method ppo --gpu h100 --num-gpus 8 --sharding zero3
+  advisor plan --model 70b --method dpo --fit --objective gpus   # fewest GPUs that fit
+  advisor plan --model ./my-sft-model/config.json --tuning lora --json""",
+    "probe": """\
+Lists the NVIDIA GPUs (and MIG instances) on this machine, their memory in use and the
+matching GPU profile, or says plainly why there are none.
+
+examples:
+  advisor probe
+  advisor probe --json""",
+    "validate": """\
+Runs the planned setup for a few steps, samples the GPUs while it trains, and prints the
+estimated against the measured peak memory and step time.
+
+examples:
+  advisor validate --method dpo --model ./my-sft-model --dataset pairs.jsonl --tuning lora""",
+    "launch": """\
+Writes a run folder (TRL, accelerate and DeepSpeed configs, the plan, a command to rerun it)
+before anything starts, checks the data, then runs the training and shows it live.
+
+examples:
+  advisor launch --demo                                  # tiny local model, DPO, under a minute
+  advisor launch --method dpo --model ./my-sft-model --dataset pairs.jsonl --tuning lora --dry-run
+  advisor launch --plan plan.json --model ./my-sft-model --dataset pairs.jsonl
+  advisor launch --resume runs/dpo-20261129-101500        # continue from the last checkpoint""",
+    "check-data": """\
+Checks a dataset against what the method's TRL trainer expects: columns, empty or identical
+pairs, duplicates, token lengths and truncation, chat template.
+
+examples:
+  advisor check-data --dataset pairs.jsonl --method dpo --model ./my-sft-model""",
 }
 
 
@@ -33,11 +98,15 @@ def _load(module: str):
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     """The parser, with only the named subcommand's flags loaded (keeps start-up fast)."""
-    parser = _Parser(prog="advisor", description=__doc__)
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="advisor", description=__doc__, formatter_class=raw)
     subparsers = parser.add_subparsers(dest="command", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():
         if name == command:
-            _load(module).register(subparsers.add_parser(name, help=help_text))
+            sub = subparsers.add_parser(
+                name, help=help_text, description=EXAMPLES[name], formatter_class=raw
+            )
+            _load(module).register(sub)
         else:
             subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
