@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from planner.errors import InputError
+from planner.gpu_counts import GPUS_PER_NODE, MAX_SEARCH_NODES, powers_of_two
 from planner.gpus import resolve_gpu
 from planner.memory import estimate_memory
 from planner.models import resolve_model
@@ -35,9 +36,7 @@ from planner.specs import (
 )
 from planner.time_model import estimate_time
 
-GPU_COUNTS = (1, 2, 4, 8)
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
-MAX_NODES = 4
 
 
 class Objective(StrEnum):
@@ -61,16 +60,16 @@ class SearchSpace:
     """The GPUs the search may use: up to `per_node` GPUs on one node, or up to `nodes` full
     nodes of `per_node`; `reason` says where the range came from."""
 
-    per_node: int = max(GPU_COUNTS)
-    nodes: int = MAX_NODES
+    per_node: int = GPUS_PER_NODE
+    nodes: int = MAX_SEARCH_NODES
     reason: str = "the default range"
 
     def counts(self) -> list[int]:
         """GPUs per node to try: powers of two up to `per_node`, and `per_node` itself."""
-        return sorted({c for c in _powers_of_two(self.per_node)} | {self.per_node})
+        return sorted({c for c in powers_of_two(self.per_node)} | {self.per_node})
 
     def node_counts(self) -> list[int]:
-        return sorted(set(_powers_of_two(self.nodes)) | {self.nodes})
+        return sorted(set(powers_of_two(self.nodes)) | {self.nodes})
 
     def describe(self) -> str:
         """`searched 1–8 GPUs on one node: --num-gpus 8`."""
@@ -84,14 +83,6 @@ class SearchSpace:
 
 
 DEFAULT_SPACE = SearchSpace()
-
-
-def _powers_of_two(limit: int) -> list[int]:
-    out, value = [], 1
-    while value <= limit:
-        out.append(value)
-        value *= 2
-    return out
 
 
 def _gpus(count: int) -> str:
@@ -131,7 +122,7 @@ def search_space(num_gpus: int | None, nodes: int | None) -> SearchSpace:
     unseen = "no --num-gpus given and no GPU seen here"
     if nodes is None:
         return SearchSpace(reason=unseen)
-    return SearchSpace(max(GPU_COUNTS), nodes, f"--nodes {nodes}; {unseen}")
+    return SearchSpace(GPUS_PER_NODE, nodes, f"--nodes {nodes}; {unseen}")
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ import pytest
 
 from advisor.cli import main
 from advisor.decision.answers import Answers
-from advisor.decision.compute_check import check_method, layout
+from advisor.decision.compute_check import check_method
 from advisor.decision.decide import decide
 from planner.errors import InputError
+from planner.gpu_counts import layout
 from planner.specs import Method, Sharding, Tuning
 
 PPO_CASE = {

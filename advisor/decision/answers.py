@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from planner.errors import InputError
 from planner.files import parse_json, parse_yaml, read_text, short, shown
+from planner.gpu_counts import GPUS_PER_NODE
 from planner.models import check_model_text
 from planner.specs import MAX_GPUS_PER_NODE
 
@@ -77,7 +78,7 @@ LEVEL_ORDER = (Level.low, Level.medium, Level.high)
 
 _GPUS = re.compile(r"^\s*(?:(\d+)\s*[x×*]\s*)?([A-Za-z][A-Za-z0-9._-]*)\s*$", re.IGNORECASE)
 
-MAX_TEAM_GPUS = MAX_GPUS_PER_NODE * 8
+MAX_TEAM_GPUS = MAX_GPUS_PER_NODE * GPUS_PER_NODE
 """Most GPUs a `gpus` answer may name: 8,192, past the largest alignment runs published."""
 
 
@@ -94,9 +95,9 @@ def parse_gpus(text: str) -> tuple[str, int]:
         raise InputError(f"gpus: {short(text)} asks for {count} GPUs; the count must be at least 1")
     if count > MAX_TEAM_GPUS:
         raise InputError(f"gpus: {short(text)} asks for {count:,} GPUs; at most {MAX_TEAM_GPUS:,}")
-    if count > MAX_GPUS_PER_NODE and count % 8:
+    if count > MAX_GPUS_PER_NODE and count % GPUS_PER_NODE:
         raise InputError(
-            f"gpus: {count:,} GPUs; more than {MAX_GPUS_PER_NODE:,} must be whole nodes of 8"
+            f"gpus: {count:,} GPUs; more than {MAX_GPUS_PER_NODE:,} must be whole nodes of {GPUS_PER_NODE}"
         )
     return match.group(2).lower(), count
 

@@ -12,12 +12,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from advisor.decision.names import label, tuning_label
 from planner.errors import InputError
+from planner.gpu_counts import layout
 from planner.specs import Method, Plan, PlanRequest, Sharding, Tuning, request_problem
 
 TUNING_LADDER = (Tuning.full, Tuning.lora, Tuning.qlora)
 """The default setups, best first: full tuning when it fits, else LoRA, else QLoRA."""
-
-GPUS_PER_NODE = 8
 
 
 class FitTry(BaseModel):
@@ -49,13 +48,6 @@ class ComputeCheck(BaseModel):
     def attempt(self, tuning: Tuning) -> FitTry | None:
         """The estimate for one tuning mode on the team's GPUs, if it was made."""
         return next((t for t in self.tried if t.tuning is tuning), None)
-
-
-def layout(count: int) -> tuple[int, int]:
-    """GPUs per node and nodes for a GPU count: whole nodes of eight when it divides."""
-    if count > GPUS_PER_NODE and count % GPUS_PER_NODE == 0:
-        return GPUS_PER_NODE, count // GPUS_PER_NODE
-    return count, 1
 
 
 def default_sharding(count: int) -> Sharding:

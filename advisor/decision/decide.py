@@ -12,7 +12,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 from advisor.decision.answers import Answers, Feedback, Level, Priority, RewardModel, UseCase
-from advisor.decision.compute_check import ComputeCheck, layout
+from advisor.decision.compute_check import ComputeCheck
 from advisor.decision.guidance import caveats, evaluation_plan
 from advisor.decision.rules import (
     CANDIDATES,
@@ -26,6 +26,7 @@ from advisor.decision.rules import (
     score,
 )
 from advisor.decision.weights import weight
+from planner.gpu_counts import layout
 from planner.specs import Method
 
 

@@ -12,15 +12,15 @@ from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.suggester import SuggestFromList
 from textual.widgets import Footer, Input, Label, Select, Static
 
-from advisor.decision.compute_check import layout
 from advisor.decision.names import label
 from advisor.views.estimate_view import estimate_renderable
 from advisor.wizard.screens.base import WizardScreen
 from advisor.wizard.steps import StepBar
 from planner.errors import InputError
+from planner.gpu_counts import count_choices, layout
 from planner.specs import Method, Offload, PlanRequest, Sharding, Tuning, request_problem
 
-GPU_COUNTS = (1, 2, 4, 8, 16, 24, 32)
+GPU_COUNTS = tuple(count_choices())
 NUMBERS = ("seq_len", "batch_size", "grad_accum", "samples")
 
 
