@@ -12,8 +12,8 @@ allocator rounding and slack, cuBLAS/NCCL workspaces) are not tensors and stay o
 Importing this package imports neither torch nor transformers nor peft: they are imported inside
 the functions that need them, so ``advisor plan`` without ``--trace`` stays fast.
 
-Method facts (rows per sample, whether a reference is loaded, dropout, the SFT loss chunk) come
-from the method's recipe (``planner.methods.loop``); architecture facts from its record in
+What a method runs (rows per sample, whether a reference is loaded, dropout, the SFT loss chunk) come
+from the method's recipe (``planner.methods.loop``); what an architecture is, from its record in
 ``planner.architectures``. The package:
 
 - ``result``: ``TraceResult``, ``check_traceable`` and ``trace_step``;
