@@ -68,16 +68,12 @@ def request_for(
     )
 
 
-@pytest.mark.parametrize(
-    ("method", "arch", "seq", "checkpointing"),
-    MATRIX,
-    ids=[f"{m}-{a}-s{s}-{'ckpt' if c else 'nockpt'}" for m, a, s, c in MATRIX],
-)
-def test_analytic_peak_within_5_percent_of_traced_step(method, arch, seq, checkpointing):
+def within_5_percent(request: PlanRequest, arch: str):
+    """Trace `request` on `arch`, assert the estimate's tensor peak is within 5%, return the
+    trace."""
     from planner.trace import trace_step
 
     config = ARCHITECTURES[arch]
-    request = request_for(method, arch, seq, checkpointing)
     traced = trace_step(request, config)
     estimated = estimate_memory(spec_from_config(config, arch, "test"), request)
     error = estimated.tensor_peak / traced.peak_bytes - 1
@@ -85,6 +81,17 @@ def test_analytic_peak_within_5_percent_of_traced_step(method, arch, seq, checkp
         f"estimate {estimated.tensor_peak / 2**20:.1f} MiB ({estimated.peak_phase}) vs traced "
         f"{traced.peak_bytes / 2**20:.1f} MiB ({traced.peak_phase}): {error:+.1%}"
     )
+    return traced
+
+
+@pytest.mark.parametrize(
+    ("method", "arch", "seq", "checkpointing"),
+    MATRIX,
+    ids=[f"{m}-{a}-s{s}-{'ckpt' if c else 'nockpt'}" for m, a, s, c in MATRIX],
+)
+def test_analytic_peak_within_5_percent_of_traced_step(method, arch, seq, checkpointing):
+    request = request_for(method, arch, seq, checkpointing)
+    within_5_percent(request, arch)
 
 
 @pytest.mark.parametrize(
@@ -100,18 +107,8 @@ def test_analytic_peak_within_5_percent_of_traced_step(method, arch, seq, checkp
 def test_default_precision_peak_within_5_percent_of_traced_step(method, arch, seq, checkpointing):
     """Full tuning as TRL runs it by default: fp32 weights under bf16 autocast (fp32 residual
     stream, a 16-bit input cast per linear, the weights' 16-bit casts kept for backward)."""
-    from planner.trace import trace_step
-
-    config = ARCHITECTURES[arch]
     request = request_for(method, arch, seq, checkpointing, precision="bf16-mixed")
-    traced = trace_step(request, config)
-    assert traced.weight_dtype == "float32"
-    estimated = estimate_memory(spec_from_config(config, arch, "test"), request)
-    error = estimated.tensor_peak / traced.peak_bytes - 1
-    assert abs(error) <= 0.05, (
-        f"estimate {estimated.tensor_peak / 2**20:.1f} MiB ({estimated.peak_phase}) vs traced "
-        f"{traced.peak_bytes / 2**20:.1f} MiB ({traced.peak_phase}): {error:+.1%}"
-    )
+    assert within_5_percent(request, arch).weight_dtype == "float32"
 
 
 @pytest.mark.parametrize(
@@ -127,19 +124,10 @@ def test_16bit_logits_peak_within_5_percent_of_traced_step(
     on one GPU as a bf16 model with accelerate's conversion off, the same forward and loss;
     the estimate counts the recipe's 16-bit logit copies (`Recipe.logit_copies_16bit`)."""
     from planner import precision
-    from planner.trace import trace_step
 
     monkeypatch.setattr(precision, "outputs_in_fp32", lambda request: False)
-    config = ARCHITECTURES[arch]
     request = request_for(method, arch, seq, checkpointing, precision="bf16-true")
-    traced = trace_step(request, config)
-    assert traced.weight_dtype == "bfloat16"
-    estimated = estimate_memory(spec_from_config(config, arch, "test"), request)
-    error = estimated.tensor_peak / traced.peak_bytes - 1
-    assert abs(error) <= 0.05, (
-        f"estimate {estimated.tensor_peak / 2**20:.1f} MiB ({estimated.peak_phase}) vs traced "
-        f"{traced.peak_bytes / 2**20:.1f} MiB ({traced.peak_phase}): {error:+.1%}"
-    )
+    assert within_5_percent(request, arch).weight_dtype == "bfloat16"
 
 
 @pytest.mark.parametrize(
@@ -155,17 +143,8 @@ def test_16bit_logits_peak_within_5_percent_of_traced_step(
 def test_fp32_peak_within_5_percent_of_traced_step(method, arch, seq, checkpointing):
     """--precision fp32 (TRL's default without bf16/fp16): fp32 logits from the start, no
     autocast copies; eager attention keeps the fp32 softmax itself as the probabilities."""
-    from planner.trace import trace_step
-
-    config = ARCHITECTURES[arch]
     request = request_for(method, arch, seq, checkpointing, precision="fp32")
-    traced = trace_step(request, config)
-    estimated = estimate_memory(spec_from_config(config, arch, "test"), request)
-    error = estimated.tensor_peak / traced.peak_bytes - 1
-    assert abs(error) <= 0.05, (
-        f"estimate {estimated.tensor_peak / 2**20:.1f} MiB ({estimated.peak_phase}) vs traced "
-        f"{traced.peak_bytes / 2**20:.1f} MiB ({traced.peak_phase}): {error:+.1%}"
-    )
+    within_5_percent(request, arch)
 
 
 @pytest.mark.parametrize(
@@ -174,13 +153,8 @@ def test_fp32_peak_within_5_percent_of_traced_step(method, arch, seq, checkpoint
 )
 def test_gradient_accumulation_keeps_earlier_gradients_live(method, arch):
     """With grad_accum > 1 the last micro-batch runs with the earlier gradients in memory."""
-    from planner.trace import trace_step
-
-    config = ARCHITECTURES[arch]
     request = request_for(method, arch, 512, True).model_copy(update={"grad_accum": 4})
-    traced = trace_step(request, config)
-    estimated = estimate_memory(spec_from_config(config, arch, "test"), request)
-    assert abs(estimated.tensor_peak / traced.peak_bytes - 1) <= 0.05
+    within_5_percent(request, arch)
 
 
 @pytest.mark.slow
