@@ -148,7 +148,7 @@ def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
     g = world(request)
     states = ModelStates()
     if request.tuning is Tuning.full:
-        params = parameters.model_params(spec, request)
+        params = parameters.trainable_params(spec, request)
         weight, grad, opt = precision.trained_bytes(request)
         states.weights = params * weight
         states.gradients = params * grad

@@ -184,12 +184,11 @@ def model_params(spec: ModelSpec, request: PlanRequest) -> int:
 
 
 def trainable_params(spec: ModelSpec, request: PlanRequest) -> int:
-    """what the optimizer updates: the LoRA adapters (`lora_params`), or under full tuning
-    every parameter of the causal LM (`count_params`). For full reward training this is the
-    causal LM's count, as the plan reports it and the time model reduces it, not the
-    classifier's `model_params` that the memory model holds."""
+    """what the optimizer updates: the LoRA adapters (`lora_params`), or under full tuning the
+    whole model the run trains (`model_params`: for reward training the sequence classifier,
+    whose 1-output score head replaces the lm_head)."""
     if request.tuning is Tuning.full:
-        return count_params(spec)
+        return model_params(spec, request)
     return lora_params(spec, request.lora_rank, request.lora_targets.value)
 
 
