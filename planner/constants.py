@@ -35,3 +35,14 @@ def runtime(key: str) -> float:
 
 def throughput(key: str) -> float:
     return float(constants()["throughput"][key])
+
+
+def learning_rate(method: str) -> tuple[float, float, str]:
+    """A method's starting learning rates, (full tuning, LoRA adapters, source)."""
+    row = constants()["learning_rate"][method]
+    return float(row["full"]), float(row["lora"]), str(row["source"])
+
+
+def suggestion(key: str) -> float:
+    """A share of memory at which the plan starts suggesting a change ([suggestions])."""
+    return float(constants()["suggestions"][key])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from planner import parameters
-from planner.constants import GIB
+from planner.constants import GIB, suggestion
 from planner.errors import InputError
 from planner.gpus import resolve_gpu
 from planner.memory import MemoryBreakdown, estimate_memory
@@ -94,8 +94,11 @@ def suggestions(
     peak = breakdown.peak
     fits = peak <= capacity
     comp = breakdown.components
-    if not fits or peak > 0.9 * capacity:
-        if not request.grad_checkpointing and comp["activations"] > 0.15 * peak:
+    if not fits or peak > suggestion("tight_share") * capacity:
+        if (
+            not request.grad_checkpointing
+            and comp["activations"] > suggestion("checkpointing_activation_share") * peak
+        ):
             out.append("turn on gradient checkpointing (--grad-checkpointing)")
         if request.batch_size > 1:
             out.append(
@@ -109,7 +112,10 @@ def suggestions(
             )
         if request.tuning is Tuning.full:
             out.append("use LoRA (--tuning lora): no full-size gradients or optimizer states")
-        elif request.tuning is Tuning.lora and comp["weights"] > 0.4 * peak:
+        elif (
+            request.tuning is Tuning.lora
+            and comp["weights"] > suggestion("qlora_weight_share") * peak
+        ):
             out.append("use QLoRA (--tuning qlora): 4-bit base weights")
         if request.world_size == 1 and request.tuning is Tuning.full:
             out.append("shard over more GPUs (--num-gpus 4 --sharding zero3)")
@@ -119,9 +125,10 @@ def suggestions(
             out.append("offload optimizer states to the CPU (--offload optimizer), slower")
         if not fits:
             out.append("or run `advisor plan ... --fit` to search for the fastest setup that fits")
-    elif peak < 0.5 * capacity and request.grad_checkpointing:
+    elif peak < suggestion("headroom_share") * capacity and request.grad_checkpointing:
         out.append(
-            "plenty of headroom: --no-grad-checkpointing or a larger --batch-size runs faster"
+            "plenty of headroom: --no-grad-checkpointing skips recomputing the forward pass in "
+            "backward, so each step runs faster"
         )
     return out
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from planner.constants import learning_rate
 from planner.specs import Method, PlanRequest, Tuning
 from planner.trl_defaults import NUM_GENERATIONS
 
@@ -58,9 +59,6 @@ class Recipe:
     config_class: str
     trl_cli: bool
     """`trl <method> --config FILE` exists for it (trl/cli/commands/__init__.py, TRL 1.12)."""
-    learning_rate: tuple[float, float, str]
-    """(full tuning, LoRA, source). LoRA trains ~10x higher: adapters start at zero and update
-    a small subspace (Hu et al. 2021)."""
     columns: tuple[str, ...]
     """The dataset columns TRL needs (SFT: see `sft_columns`)."""
     key_metrics: tuple[str, ...]
@@ -150,7 +148,8 @@ class Recipe:
         return rollout
 
     def learning_rate_for(self, tuning: Tuning) -> StartingValue:
-        full, lora, source = self.learning_rate
+        """The starting learning rate for this method and tuning (profiles/constants.toml)."""
+        full, lora, source = learning_rate(self.method.value)
         if tuning is Tuning.full:
             return StartingValue(name="learning_rate", value=full, reason=source)
         return StartingValue(
@@ -273,7 +272,6 @@ RECIPES: dict[Method, Recipe] = {
         trainer="trl:SFTTrainer",
         config_class="trl:SFTConfig",
         trl_cli=True,
-        learning_rate=(2e-5, 2e-4, "TRL SFT examples: 2e-5 full, 2e-4 LoRA"),
         columns=("text",),
         key_metrics=("loss", "mean_token_accuracy"),
         training_signal="validation loss falls without the training loss diving below it",
@@ -288,7 +286,6 @@ RECIPES: dict[Method, Recipe] = {
         trainer="trl:DPOTrainer",
         config_class="trl:DPOConfig",
         trl_cli=True,
-        learning_rate=(5e-7, 5e-6, "DPO paper (Rafailov et al. 2023) trains at 5e-7 full"),
         columns=PREFERENCE_COLUMNS,
         key_metrics=("loss", "rewards/margins", "rewards/accuracies"),
         training_signal=(
@@ -315,7 +312,6 @@ RECIPES: dict[Method, Recipe] = {
         trainer="trl:KTOTrainer",
         config_class="trl:KTOConfig",
         trl_cli=True,
-        learning_rate=(5e-7, 5e-6, "KTO paper (Ethayarajh et al. 2024): 5e-7 full, as DPO"),
         columns=("prompt", "completion", "label"),
         key_metrics=("loss", "kl", "rewards/chosen"),
         training_signal="the KL estimate stays small while desirable and undesirable rewards separate",
@@ -340,7 +336,6 @@ RECIPES: dict[Method, Recipe] = {
         trainer="trl.experimental.orpo:ORPOTrainer",
         config_class="trl.experimental.orpo:ORPOConfig",
         trl_cli=False,
-        learning_rate=(8e-6, 8e-5, "ORPO paper (Hong et al. 2024): 8e-6 full"),
         columns=PREFERENCE_COLUMNS,
         key_metrics=("loss", "nll_loss", "log_odds_ratio"),
         training_signal="the SFT loss falls and the log-odds ratio of chosen over rejected rises",
@@ -362,7 +357,6 @@ RECIPES: dict[Method, Recipe] = {
         trainer="trl.experimental.cpo:CPOTrainer",
         config_class="trl.experimental.cpo:CPOConfig",
         trl_cli=False,
-        learning_rate=(1e-6, 1e-5, "SimPO paper (Meng et al. 2024): 3e-7..1e-6 full"),
         columns=PREFERENCE_COLUMNS,
         key_metrics=("loss", "rewards/margins", "rewards/accuracies"),
         training_signal="reward margins approach simpo_gamma without the chosen log-probs collapsing",
@@ -388,7 +382,6 @@ RECIPES: dict[Method, Recipe] = {
         trainer="trl:RewardTrainer",
         config_class="trl:RewardConfig",
         trl_cli=True,
-        learning_rate=(1e-5, 1e-4, "TRL reward examples: 1e-5 full"),
         columns=PREFERENCE_COLUMNS,
         key_metrics=("loss", "accuracy", "margin"),
         training_signal="accuracy on held-out pairs rises and the margin grows",
@@ -413,7 +406,6 @@ RECIPES: dict[Method, Recipe] = {
         trainer="trl:GRPOTrainer",
         config_class="trl:GRPOConfig",
         trl_cli=True,
-        learning_rate=(1e-6, 1e-5, "TRL GRPOConfig default 1e-6"),
         columns=PROMPT_COLUMNS,
         key_metrics=("reward", "reward_std", "completions/mean_length"),
         training_signal="reward rises, reward_std stays above zero and completion lengths stay sane",
@@ -432,7 +424,6 @@ RECIPES: dict[Method, Recipe] = {
         trainer="trl:RLOOTrainer",
         config_class="trl:RLOOConfig",
         trl_cli=True,
-        learning_rate=(1e-6, 1e-5, "TRL RLOOConfig default 1e-6"),
         columns=PROMPT_COLUMNS,
         key_metrics=("reward", "kl", "completions/mean_length"),
         training_signal="reward rises while the KL to the reference stays bounded",
@@ -451,7 +442,6 @@ RECIPES: dict[Method, Recipe] = {
         trainer="trl.experimental.ppo:PPOTrainer",
         config_class="trl.experimental.ppo:PPOConfig",
         trl_cli=False,
-        learning_rate=(3e-6, 3e-5, "TRL PPOConfig default 3e-6"),
         columns=PROMPT_COLUMNS,
         key_metrics=("objective/rlhf_reward", "objective/kl", "loss/policy_avg"),
         training_signal="objective/rlhf_reward rises while objective/kl stays bounded",

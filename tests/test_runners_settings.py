@@ -81,6 +81,38 @@ def test_lora_learning_rate_is_ten_times_full():
     assert lora == pytest.approx(10 * full)
 
 
+def test_learning_rates_are_read_from_the_editable_profile(tmp_path, monkeypatch):
+    """A team that edits profiles/constants.toml gets its learning rate in the written config,
+    with the source it wrote, for every method."""
+    import shutil
+
+    from planner import constants
+    from planner.paths import profiles_dir
+
+    profiles = tmp_path / "profiles"
+    shutil.copytree(profiles_dir(), profiles)
+    path = profiles / "constants.toml"
+    text = path.read_text()
+    row = 'dpo = { full = 5e-7, lora = 5e-6, source = "DPO paper (Rafailov et al. 2023) '
+    assert row in text
+    text = text.replace(row, 'dpo = { full = 2e-7, lora = 3e-6, source = "our sweep" } #')
+    path.write_text(text)
+    monkeypatch.setenv("ADVISOR_PROFILES", str(profiles))
+    constants.constants.cache_clear()
+    try:
+        spec = _spec("dpo", tuning="lora")
+        assert spec.trl_config["learning_rate"] == 3e-6
+        value = next(v for v in spec.starting_values if v.name == "learning_rate")
+        assert value.reason.startswith("our sweep")
+        assert _spec("dpo", tuning="full").trl_config["learning_rate"] == 2e-7
+    finally:
+        monkeypatch.delenv("ADVISOR_PROFILES")
+        constants.constants.cache_clear()
+    for method in Method:
+        full, lora, source = constants.learning_rate(method.value)
+        assert 0 < full < lora and source
+
+
 def test_simpo_is_cpo_with_simpo_loss_and_no_bc_term():
     spec = _spec("simpo")
     assert spec.trainer == "trl.experimental.cpo:CPOTrainer"
