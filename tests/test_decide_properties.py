@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import functools
-import itertools
 
 from hypothesis import given
-from hypothesis import strategies as st
 
 from advisor.decision.answers import (
     LEVEL_ORDER,
@@ -15,7 +13,6 @@ from advisor.decision.answers import (
     Level,
     Priority,
     RewardModel,
-    UseCase,
 )
 from advisor.decision.decide import Recommendation, decide, rank
 from advisor.decision.rules import (
@@ -26,25 +23,7 @@ from advisor.decision.rules import (
     score,
 )
 from planner.specs import Method
-
-FIELDS = {
-    "use_case": list(UseCase),
-    "risk": list(Level),
-    "ml_maturity": list(Level),
-    "feedback": list(Feedback),
-    "reward_model": list(RewardModel),
-    "sft_done": [True, False],
-    "priority": list(Priority),
-}
-
-answers_strategy = st.builds(Answers, **{k: st.sampled_from(v) for k, v in FIELDS.items()})
-
-
-def every_answers() -> list[Answers]:
-    return [
-        Answers(**dict(zip(FIELDS, combo, strict=True)))
-        for combo in itertools.product(*FIELDS.values())
-    ]
+from tests.answer_space import answers_strategy, every_answers
 
 
 @functools.cache

@@ -8,7 +8,6 @@ import ast
 from pathlib import Path
 
 from hypothesis import given
-from hypothesis import strategies as st
 
 from advisor.decision.answers import Answers, Feedback, Level, Priority, RewardModel, UseCase
 from advisor.decision.decide import decide
@@ -18,18 +17,9 @@ from advisor.decision.rules import CANDIDATES, ScoreEffect, strongest_reasons
 from advisor.views.reasons import override_warning, sentence
 from planner import recipes
 from planner.specs import Method
+from tests.answer_space import answers_strategy
 
 ROOT = Path(__file__).resolve().parent.parent
-FIELDS = {
-    "use_case": list(UseCase),
-    "risk": list(Level),
-    "ml_maturity": list(Level),
-    "feedback": list(Feedback),
-    "reward_model": list(RewardModel),
-    "sft_done": [True, False],
-    "priority": list(Priority),
-}
-answers_strategy = st.builds(Answers, **{k: st.sampled_from(v) for k, v in FIELDS.items()})
 CUSTOMER = Answers(
     use_case=UseCase.customer_automation,
     risk=Level.high,
