@@ -13,8 +13,15 @@ from advisor.decision.answers import Answers, Feedback, Level, Priority, RewardM
 from advisor.decision.decide import decide
 from advisor.decision.guidance import PPO_GOVERNANCE, caveats
 from advisor.decision.method_choice import override
+from advisor.decision.names import label
 from advisor.decision.rules import CANDIDATES, ScoreEffect, strongest_reasons
-from advisor.views.reasons import override_warning, sentence
+from advisor.views.reasons import (
+    override_warning,
+    rationale,
+    recommendation_json,
+    sentence,
+    why_not_runner_up,
+)
 from planner import recipes
 from planner.specs import Method
 from tests.answer_space import answers_strategy
@@ -102,3 +109,36 @@ def test_the_decision_package_neither_renders_reasons_nor_parses_them():
         names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
         assert not {"sentence", "reason_points", "reasons"} & names, path.name
         assert "→" not in path.read_text(encoding="utf-8"), path.name
+
+
+@given(answers_strategy)
+def test_the_runner_up_case_and_rationale_are_rendered_from_the_gaps(answers):
+    """The engine gives the runner-up's gaps as numbers that add up from the effects; the
+    view's sentence and the JSON's `rationale` / `why_not_runner_up` are written from them."""
+    rec = decide(answers, check_compute=False)
+    top, second = rec.ranking[0], rec.ranking[1]
+    points = {}
+    for row in (top, second):
+        for effect in row.effects:
+            key = (row.method, effect.factor)
+            points[key] = points.get(key, 0.0) + effect.points
+    for gap in rec.runner_up_gaps:
+        assert gap.winner == points.get((top.method, gap.factor), 0.0)
+        assert gap.runner_up == points.get((second.method, gap.factor), 0.0)
+        assert gap.winner > gap.runner_up
+    payload = recommendation_json(rec)
+    assert payload["why_not_runner_up"] == why_not_runner_up(rec)
+    for gap in rec.runner_up_gaps:
+        assert (
+            f"{gap.factor} ({gap.runner_up:+g} vs {gap.winner:+g})" in payload["why_not_runner_up"]
+        )
+    assert payload["rationale"] == rationale(rec)
+    assert payload["rationale"][0].startswith(f"{label(top.method)} ranks first")
+    assert list(payload)[:6] == [
+        "method",
+        "ranking",
+        "rationale",
+        "caveats",
+        "confidence",
+        "why_not_runner_up",
+    ]

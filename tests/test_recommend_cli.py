@@ -16,7 +16,7 @@ from advisor.decision.answers import load_answers
 from advisor.decision.decide import Recommendation, decide
 from advisor.decision.rules import CANDIDATES
 from advisor.views.decision_record import decision_record
-from advisor.views.reasons import reasons
+from advisor.views.reasons import rationale, reasons, why_not_runner_up
 from advisor.views.recommend_view import render_recommendation
 from planner.paths import profiles_dir
 
@@ -46,12 +46,14 @@ def test_json_is_exactly_the_contract_and_the_models_dump(capsys):
         assert row["reasons"] and all(isinstance(r, str) for r in row["reasons"])
     assert payload["rationale"] and all(isinstance(r, str) for r in payload["rationale"])
     assert payload["caveats"] and all(isinstance(c, str) for c in payload["caveats"])
-    # ... and it is the pydantic model's own dump plus the reasons the views render, not a
-    # hand-built dict.
+    # ... and it is the pydantic model's own dump plus the sentences the views render from
+    # it (each effect, the rationale, the runner-up's gaps), not a hand-built dict.
     recommendation = decide(load_answers(SUPPORT))
     dumped = json.loads(recommendation.model_dump_json())
     for row, entry in zip(recommendation.ranking, dumped["ranking"], strict=True):
         entry["reasons"] = reasons(row)
+    dumped["rationale"] = rationale(recommendation)
+    dumped["why_not_runner_up"] = why_not_runner_up(recommendation)
     assert payload == dumped
     assert Recommendation.model_validate_json(out).method.value == "dpo"
 

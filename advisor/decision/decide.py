@@ -44,15 +44,24 @@ class MethodScore(BaseModel):
     effects: list[ScoreEffect] = Field(description="each answer's effect, in the rules' order")
 
 
+class FactorGap(BaseModel):
+    """A factor on which the runner-up scored below the winner: the points each got from it."""
+
+    factor: str
+    runner_up: float
+    winner: float
+
+
 class Recommendation(BaseModel):
     """The engine's answer: the `recommend --json` contract (method, ranking, rationale, caveats) and more."""
 
     method: Method = Field(description="the top of the ranking")
     ranking: list[MethodScore]
-    rationale: list[str]
     caveats: list[str]
     confidence: Confidence = Field(description="from the margin between the top two scores")
-    why_not_runner_up: str = Field(description="the factors where the runner-up fell behind")
+    runner_up_gaps: list[FactorGap] = Field(
+        description="the factors where the runner-up fell furthest behind the winner (up to 3)"
+    )
     hybrid_path: str | None = Field(default=None, description="a staged path, where one fits")
     hybrid_stages: list[Method] = Field(
         default_factory=list,
@@ -105,18 +114,15 @@ def decide(answers: Answers, *, check_compute: bool = True) -> Recommendation:
     top, runner_up = ranking[0], ranking[1]
     stages = hybrid_stages(answers, top.method)
     hybrid = hybrid_path(answers, stages)
-    lost = why_runner_up_lost(table, top.method, runner_up.method)
-    extra = notes(answers, top.method, checks)
     return Recommendation(
         method=top.method,
         ranking=ranking,
-        rationale=rationale(table, ranking, lost, hybrid, extra),
         caveats=caveats(answers, [r.method for r in ranking[:3]], stages) + skipped,
         confidence=confidence(top.score - runner_up.score),
-        why_not_runner_up=lost,
+        runner_up_gaps=runner_up_gaps(table, top.method, runner_up.method),
         hybrid_path=hybrid,
         hybrid_stages=stages,
-        notes=extra,
+        notes=notes(answers, top.method, checks),
         evaluation_plan=evaluation_plan(answers, top.method),
         next_command=next_command(answers, top.method, checks.get(top.method)),
         compute=list(checks.values()),
@@ -145,38 +151,16 @@ def _factor_points(effect_list: list[Effect]) -> dict[str, float]:
     return points
 
 
-def why_runner_up_lost(
+def runner_up_gaps(
     table: dict[Method, list[Effect]], top: Method, runner_up: Method, limit: int = 3
-) -> str:
-    """The factors where the runner-up fell furthest behind the winner, as one sentence."""
+) -> list[FactorGap]:
+    """The factors where the runner-up fell furthest behind the winner, largest gap first."""
     mine, theirs = _factor_points(table[top]), _factor_points(table[runner_up])
     gaps = {k: mine.get(k, 0.0) - theirs.get(k, 0.0) for k in {*mine, *theirs}}
     worst = sorted((k for k in gaps if gaps[k] > 0), key=lambda k: (-gaps[k], k))[:limit]
-    parts = [f"{k} ({theirs.get(k, 0.0):+g} vs {mine.get(k, 0.0):+g})" for k in worst]
-    return f"{label(runner_up)} lost on " + ", ".join(parts) if parts else ""
-
-
-def rationale(
-    table: dict[Method, list[Effect]],
-    ranking: list[MethodScore],
-    lost: str,
-    hybrid: str | None,
-    extra: list[str],
-) -> list[str]:
-    """The sentences a review board reads: why the winner, why not the runner-up, what next."""
-    top, second = ranking[0], ranking[1]
-    lines = [
-        f"{label(top.method)} ranks first with {top.score:g} points, "
-        f"{top.score - second.score:g} ahead of {label(second.method)} ({second.score:g})."
+    return [
+        FactorGap(factor=k, runner_up=theirs.get(k, 0.0), winner=mine.get(k, 0.0)) for k in worst
     ]
-    best = sorted((e for e in table[top.method] if e.points > 0), key=lambda e: -e.points)[:3]
-    if best:
-        lines.append("It wins on " + "; ".join(f"{e.factor} ({e.why})" for e in best) + ".")
-    if lost:
-        lines.append(f"Runner-up: {lost}.")
-    if hybrid:
-        lines.append(f"Hybrid path: {hybrid}")
-    return lines + extra
 
 
 def notes(answers: Answers, top: Method, checks: dict[Method, ComputeCheck]) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from advisor.decision.decide import Recommendation
 from advisor.decision.names import label
 from advisor.decision.output_file import write_text
-from advisor.views.reasons import reasons, strongest
+from advisor.views.reasons import rationale, reasons, strongest, why_not_runner_up
 
 FORCE_HINT = "pass --force to overwrite it"
 
@@ -42,7 +42,7 @@ def decision_record(
             out.append(
                 f"| {field} | {_cell(str(value).lower() if isinstance(value, bool) else str(value))} |"
             )
-    out += ["", "## Decision", "", *_list(rec.rationale)]
+    out += ["", "## Decision", "", *_list(rationale(rec))]
     out += [
         "",
         "## Options considered",
@@ -55,8 +55,9 @@ def decision_record(
         out.append(f"| {place} | {label(row.method)} | {row.score:g} | {_cell(strongest_three)} |")
     out += ["", f"## Why {label(rec.method)}", "", *_list(reasons(top))]
     out += ["", f"## Why not {label(runner_up.method)}", ""]
-    if rec.why_not_runner_up:
-        out += [f"{rec.why_not_runner_up}.", ""]
+    lost = why_not_runner_up(rec)
+    if lost:
+        out += [f"{lost}.", ""]
     out += _list(reasons(runner_up))
     if rec.compute:
         first = rec.compute[0]

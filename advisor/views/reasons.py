@@ -31,13 +31,46 @@ def strongest(row: MethodScore, n: int = 3) -> list[str]:
     return [sentence(e) for e in strongest_reasons(row.effects, n)]
 
 
+def why_not_runner_up(rec: Recommendation) -> str:
+    """The runner-up's gaps as one sentence ('DPO lost on risk = high (+0 vs +2), ...'), or ''."""
+    if not rec.runner_up_gaps:
+        return ""
+    parts = [f"{g.factor} ({g.runner_up:+g} vs {g.winner:+g})" for g in rec.runner_up_gaps]
+    return f"{label(rec.ranking[1].method)} lost on " + ", ".join(parts)
+
+
+def rationale(rec: Recommendation) -> list[str]:
+    """The sentences a review board reads: why the winner, why not the runner-up, the staged
+    path and what to do beside the method."""
+    top, second = rec.ranking[0], rec.ranking[1]
+    lines = [
+        f"{label(top.method)} ranks first with {top.score:g} points, "
+        f"{top.score - second.score:g} ahead of {label(second.method)} ({second.score:g})."
+    ]
+    best = sorted((e for e in top.effects if e.points > 0), key=lambda e: -e.points)[:3]
+    if best:
+        lines.append("It wins on " + "; ".join(f"{e.factor} ({e.why})" for e in best) + ".")
+    lost = why_not_runner_up(rec)
+    if lost:
+        lines.append(f"Runner-up: {lost}.")
+    if rec.hybrid_path:
+        lines.append(f"Hybrid path: {rec.hybrid_path}")
+    return lines + rec.notes
+
+
 def recommendation_json(rec: Recommendation) -> dict[str, Any]:
-    """`recommend --json`: the recommendation's own dump, each ranking entry's effects as
-    records (`effects`) and, for readers of the earlier contract, as sentences (`reasons`)."""
-    payload = rec.model_dump(mode="json")
-    for row, entry in zip(rec.ranking, payload["ranking"], strict=True):
+    """`recommend --json`: the recommendation's own dump with each ranking entry's effects as
+    records (`effects`) and as sentences (`reasons`), and the `rationale` and
+    `why_not_runner_up` sentences the contract promises."""
+    dump = rec.model_dump(mode="json")
+    for row, entry in zip(rec.ranking, dump["ranking"], strict=True):
         entry["reasons"] = reasons(row)
-    return payload
+    payload = {"method": dump.pop("method"), "ranking": dump.pop("ranking")}
+    payload["rationale"] = rationale(rec)
+    payload["caveats"] = dump.pop("caveats")
+    payload["confidence"] = dump.pop("confidence")
+    payload["why_not_runner_up"] = why_not_runner_up(rec)
+    return payload | dump
 
 
 def override_warning(rec: Recommendation, method: Method) -> str | None:

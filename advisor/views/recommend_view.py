@@ -9,7 +9,7 @@ from rich.text import Text
 
 from advisor.decision.decide import Confidence, Recommendation
 from advisor.decision.names import label
-from advisor.views.reasons import reasons, strongest
+from advisor.views.reasons import rationale, reasons, strongest, why_not_runner_up
 
 CONFIDENCE_STYLE = {Confidence.high: "green", Confidence.medium: "yellow", Confidence.low: "red"}
 
@@ -22,7 +22,7 @@ def headline(rec: Recommendation) -> Panel:
         ("   confidence: ", "bold"),
         (rec.confidence.value, f"bold {CONFIDENCE_STYLE[rec.confidence]}"),
     )
-    return Panel(Group(title, Text(rec.rationale[0])), border_style="cyan")
+    return Panel(Group(title, Text(rationale(rec)[0])), border_style="cyan")
 
 
 def ranking_table(rec: Recommendation) -> Table:
@@ -88,8 +88,9 @@ def runner_up_panel(rec: Recommendation) -> Panel:
     """The runner-up, its score, and the factors where it fell behind."""
     second = rec.ranking[1]
     lines = [f"{label(second.method)} scored {second.score:g} against {rec.ranking[0].score:g}."]
-    if rec.why_not_runner_up:
-        lines.append(rec.why_not_runner_up + ".")
+    lost = why_not_runner_up(rec)
+    if lost:
+        lines.append(lost + ".")
     if rec.hybrid_path:
         lines.append(f"Hybrid path: {rec.hybrid_path}")
     return bullets(f"Runner-up: {label(second.method)}", lines, "magenta")
