@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from planner.recipes import recipe
+from planner.specs import Method
 from runners.checkpoints import (
     DiskFull,
     install_atomic_checkpoints,
@@ -334,69 +336,12 @@ def dataset_for(spec: RunSpec):
     return load_train_split(spec.dataset)
 
 
-def train_sft(spec: RunSpec, run: Run) -> None:
-    from trl import SFTTrainer
-
-    trainer = SFTTrainer(
-        model=causal_lm(spec),
-        args=run.config(spec),
-        train_dataset=dataset_for(spec),
-        processing_class=tokenizer_for(spec),
-        peft_config=lora(spec),
-        callbacks=[run.callback],
-    )
-    run.fit(trainer)
-
-
-def train_dpo(spec: RunSpec, run: Run) -> None:
-    from trl import DPOTrainer
-
-    # With LoRA the reference is the base with the adapter disabled; in full fine-tuning TRL
-    # reloads it from the saved model path (config._name_or_path).
-    trainer = DPOTrainer(
-        model=causal_lm(spec),
-        args=run.config(spec),
-        train_dataset=dataset_for(spec),
-        processing_class=tokenizer_for(spec),
-        peft_config=lora(spec),
-        callbacks=[run.callback],
-    )
-    run.fit(trainer)
-
-
-def train_kto(spec: RunSpec, run: Run) -> None:
-    from trl import KTOTrainer
-
-    trainer = KTOTrainer(
-        model=causal_lm(spec),
-        args=run.config(spec),
-        train_dataset=dataset_for(spec),
-        processing_class=tokenizer_for(spec),
-        peft_config=lora(spec),
-        callbacks=[run.callback],
-    )
-    run.fit(trainer)
-
-
-def train_orpo(spec: RunSpec, run: Run) -> None:
-    from trl.experimental.orpo import ORPOTrainer
-
-    trainer = ORPOTrainer(
-        model=causal_lm(spec),
-        args=run.config(spec),
-        train_dataset=dataset_for(spec),
-        processing_class=tokenizer_for(spec),
-        peft_config=lora(spec),
-        callbacks=[run.callback],
-    )
-    run.fit(trainer)
-
-
-def train_simpo(spec: RunSpec, run: Run) -> None:
-    from trl.experimental.cpo import CPOTrainer
-
-    # SimPO is CPO with loss_type="simpo" and cpo_alpha=0 (settings put both in the config).
-    trainer = CPOTrainer(
+def train_on_dataset(spec: RunSpec, run: Run) -> None:
+    """SFT, DPO, KTO, ORPO and SimPO: the policy trained on a fixed dataset by the recipe's
+    trainer (SimPO is TRL's CPOTrainer with loss_type="simpo" and cpo_alpha=0, which settings
+    put in the config). With LoRA, DPO's and KTO's reference is the base with the adapter
+    disabled; in full tuning TRL reloads it from the model path (config._name_or_path)."""
+    trainer = _class(spec.trainer)(
         model=causal_lm(spec),
         args=run.config(spec),
         train_dataset=dataset_for(spec),
@@ -408,10 +353,8 @@ def train_simpo(spec: RunSpec, run: Run) -> None:
 
 
 def train_reward(spec: RunSpec, run: Run) -> None:
-    from trl import RewardTrainer
-
     tokenizer = tokenizer_for(spec)
-    trainer = RewardTrainer(
+    trainer = _class(spec.trainer)(
         model=sequence_scorer(spec, spec.model, tokenizer),
         args=run.config(spec),
         train_dataset=dataset_for(spec),
@@ -438,25 +381,10 @@ def reward_functions(spec: RunSpec) -> list:
     return functions
 
 
-def train_grpo(spec: RunSpec, run: Run) -> None:
-    from trl import GRPOTrainer
-
-    trainer = GRPOTrainer(
-        model=causal_lm(spec),
-        reward_funcs=reward_functions(spec),
-        args=run.config(spec),
-        train_dataset=dataset_for(spec),
-        processing_class=tokenizer_for(spec, padding_side="left"),
-        peft_config=lora(spec),
-        callbacks=[run.callback],
-    )
-    run.fit(trainer)
-
-
-def train_rloo(spec: RunSpec, run: Run) -> None:
-    from trl import RLOOTrainer
-
-    trainer = RLOOTrainer(
+def train_with_rewards(spec: RunSpec, run: Run) -> None:
+    """GRPO and RLOO: the policy generates from left-padded prompts and is scored by the run's
+    reward functions, with the recipe's trainer."""
+    trainer = _class(spec.trainer)(
         model=causal_lm(spec),
         reward_funcs=reward_functions(spec),
         args=run.config(spec),
@@ -469,8 +397,6 @@ def train_rloo(spec: RunSpec, run: Run) -> None:
 
 
 def train_ppo(spec: RunSpec, run: Run) -> None:
-    from trl.experimental.ppo import PPOTrainer
-
     # TRL's PPO takes pre-tokenized, left-padded prompts (trl.experimental.ppo docs).
     tokenizer = tokenizer_for(spec, padding_side="left")
     dataset = dataset_for(spec)
@@ -487,7 +413,7 @@ def train_ppo(spec: RunSpec, run: Run) -> None:
 
     dataset = dataset.map(tokenize, remove_columns=dataset.column_names)
     peft_config = lora(spec)
-    trainer = PPOTrainer(
+    trainer = _class(spec.trainer)(
         args=run.config(spec),
         processing_class=tokenizer,
         model=causal_lm(spec),
@@ -506,17 +432,14 @@ def train_ppo(spec: RunSpec, run: Run) -> None:
     run.save_final(trainer)
 
 
-METHODS = {
-    "sft": train_sft,
-    "dpo": train_dpo,
-    "kto": train_kto,
-    "orpo": train_orpo,
-    "simpo": train_simpo,
-    "reward": train_reward,
-    "grpo": train_grpo,
-    "rloo": train_rloo,
-    "ppo": train_ppo,
-}
+def train_function(method: Method):
+    """How a method trains, from its recipe: PPO and reward modelling have their own shapes,
+    methods that generate are scored by reward functions, the rest train on a fixed dataset."""
+    if method is Method.ppo:
+        return train_ppo
+    if method is Method.reward:
+        return train_reward
+    return train_with_rewards if recipe(method).generates else train_on_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before the model is built: LoRA's initialisation draws from the generator too.
     set_seed(int(spec.trl_config.get("seed", 42)))
     try:
-        METHODS[spec.method.value](spec, run)
+        train_function(spec.method)(spec, run)
     except torch.OutOfMemoryError as error:
         return _failed(run_dir, "oom", str(error).splitlines()[0], EXIT_OOM)
     except DiskFull as error:
