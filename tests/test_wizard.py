@@ -509,7 +509,9 @@ async def test_stop_sends_ctrl_c_to_the_run_and_back_waits_for_it_to_end(tmp_pat
         await pilot.press("ctrl+l")
         await pilot.pause(0.5)
         screen = app.screen
-        assert screen.running and screen.check_action("back", ()) is None
+        # Esc and ^n do nothing while it trains, so the footer does not offer them.
+        assert screen.running and screen.check_action("back", ()) is False
+        assert screen.check_action("next", ()) is False
         await pilot.press("escape")
         assert app.screen is screen  # Esc waits for the run to end
         await pilot.press("ctrl+x")
@@ -519,6 +521,35 @@ async def test_stop_sends_ctrl_c_to_the_run_and_back_waits_for_it_to_end(tmp_pat
         await pilot.press("escape")
         await pilot.pause()
         assert type(app.screen).__name__ == "LaunchScreen"
+
+
+async def test_ctrl_q_during_a_run_asks_then_stops_it_with_a_checkpoint_and_quits(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("advisor.wizard.screens.run.start_launch", fake_launcher(tmp_path, 200, []))
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await launch_ready_app(pilot, app, tmp_path)
+        await pilot.press("ctrl+l")
+        await pilot.pause(0.5)
+        run = app.screen
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "ConfirmQuit" and run.running  # asked, not killed
+        await pilot.press("n")
+        await pilot.pause()
+        assert app.screen is run and run.running and not run.stop_request.asked
+        await pilot.press("ctrl+q")
+        await pilot.pause()
+        await pilot.press("y")
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if not app.is_running:
+                break
+        assert run.stop_request.asked and not run.running
+        assert run.exit_status == 130  # stopped the way Ctrl-C stops `advisor launch`
+    assert app.return_code in (0, None)
 
 
 def test_run_watch_reads_steps_metrics_and_eta(tmp_path):

@@ -45,5 +45,29 @@ class WizardApp(App[None]):
         )
         """The answers, recommendation, plan and launch outcome gathered so far."""
 
+    async def action_quit(self) -> None:
+        """Quit; while a run trains, ask first, then stop it (a checkpoint) and quit once it
+        has ended."""
+        from advisor.wizard.confirm import ConfirmQuit
+        from advisor.wizard.screens.run import RunScreen
+
+        if isinstance(self.screen, ConfirmQuit):  # a second ^q: yes
+            self.screen.dismiss(True)
+            return
+        runs = [s for s in self.screen_stack if isinstance(s, RunScreen) and s.running]
+        if not runs:
+            self.exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                for run in runs:
+                    run.action_stop()
+                self.set_interval(
+                    0.2, lambda: None if any(r.running for r in runs) else self.exit()
+                )
+
+        self.push_screen(ConfirmQuit(), answered)
+
     def get_default_screen(self) -> InterviewScreen:
         return InterviewScreen(self.session)

@@ -1,4 +1,5 @@
-"""A small dialog that asks before a save replaces an existing file; keyboard only."""
+"""Small keyboard-only dialogs: before a save replaces an existing file, and before quitting
+stops a run that is training."""
 
 from __future__ import annotations
 
@@ -56,6 +57,45 @@ class ConfirmOverwrite(ModalScreen[bool]):
             yield Static("y, Enter or ^s overwrites · n or Esc keeps it", classes="dim")
 
     def action_overwrite(self) -> None:
+        self.dismiss(True)
+
+    def action_keep(self) -> None:
+        self.dismiss(False)
+
+
+class ConfirmQuit(ModalScreen[bool]):
+    """A run is training: y, Enter or a second ^q stop it (a checkpoint) and quit (True); n or
+    Esc keep it training (False)."""
+
+    DEFAULT_CSS = """
+    ConfirmQuit {
+        align: center middle;
+    }
+    #confirm-quit {
+        width: 60;
+        height: auto;
+        padding: 1 2;
+        border: round $warning;
+        background: $surface;
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y,enter,ctrl+q", "quit", "Stop and quit", id="stop-quit", priority=True),
+        Binding("n,escape", "keep", "Keep training", id="keep"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-quit"):
+            yield Static("A run is training.", classes="pane-title")
+            yield Static(
+                "Quit now? The run saves a checkpoint first (as Ctrl-C does in "
+                "`advisor launch`), so `advisor launch --resume` can go on from it."
+            )
+            yield Static(
+                "y, Enter or ^q stops it and quits · n or Esc keeps training", classes="dim"
+            )
+
+    def action_quit(self) -> None:
         self.dismiss(True)
 
     def action_keep(self) -> None:

@@ -217,7 +217,7 @@ class RunScreen(WizardScreen):
         if action == "stop":
             return True if self.running and not self.stopping else None
         if action in ("back", "next"):
-            return None if self.running else True  # stop the run first
+            return not self.running  # hidden from the footer until the run has ended
         return True
 
     def action_stop(self) -> None:
