@@ -85,6 +85,10 @@ def total_samples(request: PlanRequest) -> tuple[int | None, list[str]]:
     return None, []
 
 
+FIT_SUGGESTION = "or run `advisor plan ... --fit` to search for the fastest setup that fits"
+"""The last suggestion of a plan that does not fit (the wizard names its own key for it)."""
+
+
 def suggestions(
     spec: ModelSpec, request: PlanRequest, breakdown: MemoryBreakdown, capacity: float
 ) -> list[str]:
@@ -124,7 +128,9 @@ def suggestions(
         if request.offload is Offload.none and request.sharding in (Sharding.zero2, Sharding.zero3):
             out.append("offload optimizer states to the CPU (--offload optimizer), slower")
         if not fits:
-            out.append("or run `advisor plan ... --fit` to search for the fastest setup that fits")
+            out.append(FIT_SUGGESTION)
+        elif out:
+            out.insert(0, f"it fits with {1 - peak / capacity:.0%} headroom; for more room:")
     elif peak < suggestion("headroom_share") * capacity and request.grad_checkpointing:
         out.append(
             "plenty of headroom: --no-grad-checkpointing skips recomputing the forward pass in "

@@ -25,7 +25,7 @@ from advisor.views.reasons import override_warning, recommendation_json
 from advisor.views.session_record import session_record
 from advisor.wizard.app import WizardApp
 from advisor.wizard.session import WizardSession
-from planner.fit import search
+from planner.fit import search, search_space
 from planner.paths import profiles_dir
 from planner.plan import estimate
 from planner.specs import PlanRequest
@@ -131,11 +131,14 @@ async def test_whole_flow_matches_recommend_and_plan_json(tmp_path, monkeypatch)
         assert f"{mem.per_gpu_peak_gib:.1f} of {mem.capacity_gib:.1f} GiB" in shown
         assert "Run " in shown and "12,000 rows" in shown
 
-        # Fit it: the planner's best setup is applied, and the estimate follows.
+        # Fit it: the planner's best setup on the team's GPUs is applied, and the estimate
+        # follows; it never adds GPUs the team does not have.
         before = app.session.request
         await pilot.press("ctrl+f")
         await pilot.pause()
-        assert app.session.request == search(before)[0].request
+        space = search_space(before.num_gpus, before.nodes)
+        assert app.session.request == search(before, space=space)[0].request
+        assert app.session.request.world_size <= before.world_size
         assert app.session.plan == estimate(app.session.request)
         assert app.screen.query_one("#batch_size", Input).value == str(
             app.session.request.batch_size

@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from advisor.views.plan_view import command_line, duration, headline
+from planner.plan import FIT_SUGGESTION
 from planner.specs import COMPONENTS, Plan
 
 SHORT = {
@@ -84,8 +85,9 @@ def timing(plan: Plan) -> Text:
     return text
 
 
-def estimate_renderable(plan: Plan) -> RenderableType:
-    """The whole estimate panel."""
+def estimate_renderable(plan: Plan, fit_key: str | None = None) -> RenderableType:
+    """The whole estimate panel; `fit_key` names the key that searches for a setup that fits,
+    where the view has one (the wizard's ^f), in place of `advisor plan --fit`."""
     parts: list[RenderableType] = [
         Text(headline(plan), style="bold"),
         Text(f"Memory per GPU against the {plan.gpu.name} ({plan.memory.capacity_gib:.1f} GiB)"),
@@ -96,6 +98,12 @@ def estimate_renderable(plan: Plan) -> RenderableType:
     if plan.warnings:
         parts.append(Text("\n".join(f"⚠ {w}" for w in plan.warnings), style="yellow"))
     if plan.suggestions:
-        parts.append(Text("\n".join(f"• {s}" for s in plan.suggestions)))
+        shown = [
+            f"or press {fit_key} to search for the fastest setup that fits"
+            if fit_key and s == FIT_SUGGESTION
+            else s
+            for s in plan.suggestions
+        ]
+        parts.append(Text("\n".join(f"• {s}" for s in shown)))
     parts.append(Text(command_line(plan.request), style="cyan"))
     return Group(*parts)

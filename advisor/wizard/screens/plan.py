@@ -142,7 +142,7 @@ class PlanScreen(WizardScreen):
         except InputError as error:
             target.update(Text(f"Cannot estimate: {error}", style="bold red"))
             return
-        target.update(estimate_renderable(self.session.plan))
+        target.update(estimate_renderable(self.session.plan, fit_key="^f (Fit it)"))
 
     def knob_changed(self, field: str, value: Any) -> None:
         try:
@@ -169,26 +169,33 @@ class PlanScreen(WizardScreen):
             self.knob_changed(event.select.id, event.value)
 
     def action_fit(self) -> None:
-        """Apply the fastest setup that fits, as `advisor plan --fit` finds it."""
-        from planner.fit import search
+        """Apply the fastest setup that fits on the GPUs the knobs give (their count is the
+        team's ceiling), as `advisor plan --fit --num-gpus N --nodes M` finds it."""
+        from planner.fit import search, search_space
 
         request = self.session.request
+        gpus = f"{request.world_size}× {request.gpu}"
         try:
-            plans = search(request)
+            plans = search(request, space=search_space(request.num_gpus, request.nodes))
         except InputError as error:
             self.notify(str(error), severity="error")
             return
         if not plans:
             self.notify(
-                f"Nothing fits {request.model} on up to 4 nodes of 8× {request.gpu}: "
-                "try a larger GPU or a shorter sequence.",
+                f"Nothing fits {request.model} on {gpus}: try more GPUs, a larger GPU or a "
+                "shorter sequence.",
                 severity="error",
             )
             return
-        self.session.request = plans[0].request
+        plan = plans[0]
+        self.session.request = plan.request
         self.sync_knobs()
         self.refresh_estimate()
-        self.notify("Applied the fastest setup that fits.", title="Fit it")
+        self.notify(
+            f"Applied the fastest setup that fits on {gpus}: "
+            f"{plan.memory.per_gpu_peak_gib:.1f} of {plan.memory.capacity_gib:.1f} GiB per GPU.",
+            title="Fit it",
+        )
 
     def action_back(self) -> None:
         self.app.pop_screen()
