@@ -23,6 +23,14 @@ EXIT_STOPPED = 130
 (accelerate's and torchrun's launchers turn every non-zero status into 1, so the launcher
 reads progress.json and error.json rather than relying on these alone.)"""
 
+CHILD_ENV = {
+    "TRL_EXPERIMENTAL_SILENCE": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+"""The training process's environment beyond the caller's: offline (never a download), quiet
+TRL. `advisor launch`, command.sh and slurm.sbatch all set it."""
+
 LAUNCHER_PID = "ADVISOR_LAUNCHER_PID"
 """Environment variable: the `advisor launch` process the trainer stops for when it dies."""
 

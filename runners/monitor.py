@@ -15,17 +15,11 @@ from typing import Any
 
 from planner.recipes import RECIPES
 from planner.specs import Method
-from runners.lifecycle import EXIT_STOPPED, LAUNCHER_PID, read_progress
+from runners.lifecycle import CHILD_ENV, EXIT_STOPPED, LAUNCHER_PID, read_progress
 
 KEY_METRICS: dict[Method, tuple[str, ...]] = {m: r.key_metrics for m, r in RECIPES.items()}
 """What the live view shows per method, and what a run's metrics.jsonl must hold: each
 recipe's `key_metrics`."""
-
-CHILD_ENV = {
-    "TRL_EXPERIMENTAL_SILENCE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-}
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

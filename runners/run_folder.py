@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 import time
@@ -17,13 +18,8 @@ from pydantic import BaseModel, Field
 from planner.errors import InputError
 from planner.specs import Plan, PlanRequest
 from runners.data import fingerprint, model_fingerprint
-from runners.settings import (
-    TRL_CLI_METHODS,
-    RunSpec,
-    shell_safe,
-    slurm_script,
-    trl_cli_config,
-)
+from runners.lifecycle import CHILD_ENV
+from runners.settings import TRL_CLI_METHODS, RunSpec, shell_safe, trl_cli_config
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
 
@@ -115,7 +111,7 @@ def command_script(spec: RunSpec, run_dir: Path) -> str:
         "# launcher would kill them 5 s after a signal of its own). SIGTERM here does the same.",
         "set -u",
         'run_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)',
-        "export TRL_EXPERIMENTAL_SILENCE=1 HF_HUB_OFFLINE=1",
+        _exports(),
         f'{launcher} -m runners.train "$run_dir/runspec.json" "$@" &',
         "launcher=$!",
         'stop() { pkill -INT -P "$launcher" -f \'runners[.]train\' || kill -TERM "$launcher"; }',
@@ -131,6 +127,45 @@ def command_script(spec: RunSpec, run_dir: Path) -> str:
             f'#   cd "$run_dir" && trl {spec.method.value} --config trl_{spec.method.value}.yaml',
         ]
     return "\n".join(lines) + "\n"
+
+
+def _exports() -> str:
+    """The shell line that gives the training process the environment `advisor launch` gives it."""
+    return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in CHILD_ENV.items())
+
+
+def slurm_script(spec: RunSpec, run_dir: str, gpus_per_node: int) -> str:
+    """An sbatch script that starts one accelerate launch per node for a multi-node run, with
+    the interpreter and the environment command.sh uses. The run folder and the interpreter are
+    written once, quoted, and reach every node through the environment, so no character in
+    their names is ever run as shell code."""
+    total = spec.num_processes
+    folder = shlex.quote(shell_safe(run_dir, "run folder"))
+    python = shlex.quote(shell_safe(sys.executable, "python interpreter"))
+    if re.fullmatch(r"[\w./+-]+", run_dir):
+        log = f"#SBATCH --output={run_dir}/slurm-%j.out"
+    else:  # sbatch reads #SBATCH lines itself, without shell quoting
+        log = "# The job's log: slurm-<job id>.out in the folder sbatch was started from."
+    return f"""#!/bin/bash
+#SBATCH --job-name=advisor-{spec.method.value}
+#SBATCH --nodes={spec.nodes}
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node={gpus_per_node}
+#SBATCH --cpus-per-task={8 * gpus_per_node}
+{log}
+set -euo pipefail
+export RUN_DIR={folder}
+export ADVISOR_PYTHON={python}
+{_exports()}
+export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+export MASTER_PORT=29500
+srun bash -c '"$ADVISOR_PYTHON" -m accelerate.commands.launch \\
+  --config_file "$RUN_DIR/accelerate.yaml" \\
+  --num_machines {spec.nodes} --num_processes {total} \\
+  --machine_rank "$SLURM_NODEID" \\
+  --main_process_ip "$MASTER_ADDR" --main_process_port "$MASTER_PORT" \\
+  -m runners.train "$RUN_DIR/runspec.json"'
+"""
 
 
 def new_run_dir(output: Path, spec_method: str) -> Path:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import re
-import shlex
 from pathlib import Path
 from typing import Any, Literal
 
@@ -464,34 +462,3 @@ def shell_safe(text: str, what: str) -> str:
     if any(not c.isprintable() for c in text):
         raise InputError(f"{what} {text!r}: contains a newline or control character")
     return text
-
-
-def slurm_script(spec: RunSpec, run_dir: str, gpus_per_node: int) -> str:
-    """An sbatch script that starts one `accelerate launch` per node for a multi-node run. The
-    run folder is written once, quoted, and reaches every node through the environment, so no
-    character in its name is ever run as shell code."""
-    total = spec.num_processes
-    folder = shlex.quote(shell_safe(run_dir, "run folder"))
-    if re.fullmatch(r"[\w./+-]+", run_dir):
-        log = f"#SBATCH --output={run_dir}/slurm-%j.out"
-    else:  # sbatch reads #SBATCH lines itself, without shell quoting
-        log = "# The job's log: slurm-<job id>.out in the folder sbatch was started from."
-    return f"""#!/bin/bash
-#SBATCH --job-name=advisor-{spec.method.value}
-#SBATCH --nodes={spec.nodes}
-#SBATCH --ntasks-per-node=1
-#SBATCH --gpus-per-node={gpus_per_node}
-#SBATCH --cpus-per-task={8 * gpus_per_node}
-{log}
-set -euo pipefail
-export RUN_DIR={folder}
-export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-export MASTER_PORT=29500
-export TRL_EXPERIMENTAL_SILENCE=1
-srun bash -c 'accelerate launch \\
-  --config_file "$RUN_DIR/accelerate.yaml" \\
-  --num_machines {spec.nodes} --num_processes {total} \\
-  --machine_rank "$SLURM_NODEID" \\
-  --main_process_ip "$MASTER_ADDR" --main_process_port "$MASTER_PORT" \\
-  -m runners.train "$RUN_DIR/runspec.json"'
-"""

@@ -198,6 +198,21 @@ def test_multi_node_has_machine_fields_and_a_slurm_script(tmp_path):
     assert "--num_processes 16" in script
 
 
+def test_slurm_script_runs_the_interpreter_and_environment_of_command_sh(tmp_path):
+    request = PlanRequest(model="llama-3-8b", nodes=2, num_gpus=8, sharding="zero3")
+    spec = build_run_spec(request, model_path="/m", dataset="/d.jsonl", output_dir="checkpoints")
+    write_run_folder(tmp_path, spec, request)
+    sbatch = (tmp_path / "slurm.sbatch").read_text()
+    command = (tmp_path / "command.sh").read_text()
+    assert "accelerate launch" not in sbatch  # no bare `accelerate` from whatever PATH holds
+    assert f"export ADVISOR_PYTHON={sys.executable}" in sbatch
+    assert '"$ADVISOR_PYTHON" -m accelerate.commands.launch' in sbatch
+    exports = [line for line in command.splitlines() if line.startswith("export ")]
+    assert exports and "HF_HUB_OFFLINE=1" in exports[0]
+    assert exports[0] in sbatch.splitlines()
+    assert subprocess.run(["bash", "-n"], input=sbatch, text=True).returncode == 0
+
+
 def test_single_node_writes_no_slurm_script(tmp_path):
     request = PlanRequest(model="llama-3-8b")
     spec = build_run_spec(request, model_path="/m", dataset="/d.jsonl", output_dir="/x")
