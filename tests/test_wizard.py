@@ -555,6 +555,22 @@ async def test_ctrl_q_during_a_run_asks_then_stops_it_with_a_checkpoint_and_quit
     assert app.return_code in (0, None)
 
 
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+async def test_the_answers_sidebar_breaks_values_between_words_and_not_at_all_when_wide(size):
+    app = make_app(read_answers_file(SCENARIOS / "safety-critical-70b-eight-h100.yaml"))
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause()
+        sidebar = app.screen.query_one("#answers-so-far", Static)
+        console = Console(width=sidebar.content_size.width, record=True, file=io.StringIO())
+        console.print(sidebar.content)
+        lines = console.export_text().splitlines()
+        words = {w for line in lines for w in line.split()}
+        assert {"safety", "critical", "automation", "pairwise", "preferences"} <= words
+        if size[0] >= 120:
+            assert any("safety critical automation" in line for line in lines)
+            assert any("pairwise preferences" in line for line in lines)
+
+
 def test_run_watch_reads_steps_metrics_and_eta(tmp_path):
     from advisor.wizard.run_watch import RunWatch
     from planner.specs import Method

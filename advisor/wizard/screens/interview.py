@@ -101,7 +101,10 @@ class InterviewScreen(WizardScreen):
         table.add_column(overflow="fold")
         for i, q in enumerate(QUESTIONS):
             style = "bold reverse" if i == self.index else ("" if q.field in raw else "dim")
-            table.add_row(Text(q.field, style=style), Text(raw.get(q.field, "—"), style="cyan"))
+            # Word breaks where a narrow terminal must wrap: `pairwise preferences`, not
+            # `pairwise_prefe` / `rences`.
+            value = raw.get(q.field, "—").replace("_", " ")
+            table.add_row(Text(q.field, style=style), Text(value, style="cyan"))
         self.query_one("#answers-so-far", Static).update(table)
 
     def answer(self, value: str) -> None:
