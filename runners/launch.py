@@ -46,6 +46,9 @@ class LaunchOptions(BaseModel):
         default=None, ge=1, le=10**9, description="default: about ten checkpoints per run"
     )
     learning_rate: float | None = Field(default=None, ge=1e-12, le=10.0, allow_inf_nan=False)
+    learning_rate_reason: str = Field(
+        default="given by flag", description="why `learning_rate` replaces the recipe's value"
+    )
     rewards: list[str] = Field(
         default_factory=list, description="GRPO/RLOO/PPO rewards, as --reward takes them"
     )
@@ -311,6 +314,7 @@ def launch(
         max_steps=options.max_steps,
         save_steps=options.save_steps or default_save_steps(plan, options.max_steps),
         learning_rate=options.learning_rate,
+        learning_rate_reason=options.learning_rate_reason,
         rewards=[RewardSource.parse(r) for r in options.rewards],
         num_processes=options.processes,
         plan=plan,

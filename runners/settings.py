@@ -144,13 +144,15 @@ def trl_fields(
     max_steps: int | None = None,
     save_steps: int | None = None,
     learning_rate: float | None = None,
+    learning_rate_reason: str = "given by flag",
     seed: int = 42,
 ) -> tuple[dict[str, Any], list[StartingValue]]:
-    """The TRL config kwargs for request's method, and the starting values with reasons."""
+    """The TRL config kwargs for request's method, and the starting values with reasons
+    (`learning_rate_reason`: why a given `learning_rate` replaces the recipe's)."""
     method = recipe(request.method)
     lr = method.learning_rate_for(request.tuning)
     if learning_rate is not None:
-        lr = StartingValue(name="learning_rate", value=learning_rate, reason="given by flag")
+        lr = StartingValue(name="learning_rate", value=learning_rate, reason=learning_rate_reason)
     fields: dict[str, Any] = {
         "output_dir": output_dir,
         "per_device_train_batch_size": request.batch_size,
@@ -330,6 +332,7 @@ def build_run_spec(
     max_steps: int | None = None,
     save_steps: int | None = None,
     learning_rate: float | None = None,
+    learning_rate_reason: str = "given by flag",
     rewards: list[RewardSource] | None = None,
     reward_model: str | None = None,
     num_processes: int | None = None,
@@ -348,6 +351,7 @@ def build_run_spec(
         max_steps=max_steps,
         save_steps=save_steps,
         learning_rate=learning_rate,
+        learning_rate_reason=learning_rate_reason,
     )
     if method is Method.kto and kto_label_counts:
         weights = kto_weights(*kto_label_counts)

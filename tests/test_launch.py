@@ -83,6 +83,46 @@ def test_demo_trains_dpo_on_cpu_with_no_arguments(tmp_path, monkeypatch):
     assert any("rewards/margins" in r for r in records)
 
 
+@pytest.mark.parametrize("method", ["kto", "grpo", "ppo"])
+def test_demo_writes_the_method_asked_for_with_its_demo_data(method, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rc, out, err = _launch(
+        "--demo", "--method", method, "--output", str(tmp_path / "runs"), "--dry-run"
+    )
+    assert rc == 0, err
+    manifest = read_manifest(Path(out.strip().splitlines()[-1]))
+    assert manifest.spec.method is Method(method) and manifest.request.method is Method(method)
+    assert Path(manifest.spec.dataset).name == f"{method}.jsonl"
+
+
+@pytest.mark.slow
+def test_demo_trains_kto_when_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    rc, out, err = _launch("--demo", "--method", "kto", "--output", str(tmp_path / "runs"))
+    assert rc == 0, err
+    records = read_metrics(Path(out.strip().splitlines()[-1]))
+    assert max(r["step"] for r in records) == 8
+    assert set(KEY_METRICS[Method.kto]) <= set().union(*records)
+
+
+def test_demo_learning_rate_says_why_it_is_not_the_recipes(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    output = str(tmp_path / "runs")
+    rc, out, err = _launch("--demo", "--output", output, "--dry-run")
+    assert rc == 0, err
+    values = {v.name: v for v in read_manifest(Path(out.strip())).spec.starting_values}
+    assert values["learning_rate"].value == 5e-4
+    assert "given by flag" not in err and "given by flag" not in values["learning_rate"].reason
+    assert "learning_rate = 0.0005  (demo: a tiny random-weight model" in err
+    rc, out, err = _launch("--demo", "--output", output, "--dry-run", "--learning-rate", "1e-3")
+    assert rc == 0, err
+    values = {v.name: v for v in read_manifest(Path(out.strip())).spec.starting_values}
+    assert (values["learning_rate"].value, values["learning_rate"].reason) == (
+        1e-3,
+        "given by flag",
+    )
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_and_finishes_at_the_planned_step(
     tiny_model, tmp_path, monkeypatch

@@ -51,7 +51,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="write the run folder only")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     parser.add_argument(
-        "--demo", action="store_true", help="DPO on a tiny local model, on CPU, in under a minute"
+        "--demo",
+        action="store_true",
+        help="the --method (DPO unless given) on a tiny local model and demo data, on CPU, in "
+        "about a minute",
     )
     parser.add_argument("--force", action="store_true", help="launch despite data errors")
     steps = _number(int, 1, 10**9, " steps")
@@ -87,23 +90,41 @@ def _tiny_model_dir() -> Path:
     return cache / "alignment-advisor" / "tiny-llama"
 
 
+DEMO_LEARNING_RATE = 5e-4
+"""The demo's learning rate unless --learning-rate is given: a tiny random-weight model moves
+visibly in a few steps only at a high rate (real runs start at the recipe's value)."""
+
+
 def _demo_args(args: argparse.Namespace, output: Path) -> None:
-    """Fill args for the demo: tiny model, DPO, LoRA, short sequences, a few CPU steps."""
+    """Fill args for the demo: tiny model, the method asked for (DPO unless given) with its
+    demo data, LoRA, short sequences, a few CPU steps."""
+    from planner.recipes import recipe
+    from planner.specs import Tuning
     from runners.tiny import ensure_model, write_demo_dataset
 
+    method = Method(args.method)
     args.model = str(ensure_model(_tiny_model_dir()))
-    args.dataset = str(write_demo_dataset(Method.dpo, output / "demo-data"))
-    args.method = "dpo"
+    args.dataset = str(write_demo_dataset(method, output / "demo-data"))
     args.tuning = "lora"
     args.seq_len = 64
+    args.prompt_len = args.completion_len = None  # the demo's short sequence splits itself
     args.batch_size = 2
     args.grad_accum = 1
     args.grad_checkpointing = False
+    if method in (Method.grpo, Method.rloo):
+        args.num_generations = 2  # divides the demo's batch of 2
+    if method is Method.ppo:
+        args.ppo_epochs = 1
     args.device = "cpu"
     args.max_steps = args.max_steps or 8
     args.save_steps = args.save_steps or 4
-    # A random tiny model moves visibly only at a high rate; real runs keep the planned value.
-    args.learning_rate = args.learning_rate or 5e-4
+    if args.learning_rate is None:
+        usual = recipe(method).learning_rate_for(Tuning.lora).value
+        args.learning_rate = DEMO_LEARNING_RATE
+        args.learning_rate_reason = (
+            f"demo: a tiny random-weight model learns visibly at {DEMO_LEARNING_RATE:g}; a real "
+            f"{method.value} LoRA run starts at {usual:g}"
+        )
 
 
 def _setup(plan: Plan) -> str:
@@ -185,6 +206,7 @@ def options(args: argparse.Namespace, output: Path | None = None) -> LaunchOptio
         max_steps=args.max_steps,
         save_steps=args.save_steps,
         learning_rate=args.learning_rate,
+        learning_rate_reason=getattr(args, "learning_rate_reason", "given by flag"),
         rewards=args.reward or [],
         device=args.device,
         processes=args.processes,
