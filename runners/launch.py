@@ -21,7 +21,7 @@ from planner.errors import InputError
 from planner.specs import Method, Plan, PlanRequest
 from runners.lifecycle import EXIT_STOPPED
 from runners.run_folder import Manifest
-from runners.settings import RunSpec
+from runners.settings import RunSpec, Tracker
 from runners.validation import Validation
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -53,6 +53,9 @@ class LaunchOptions(BaseModel):
         default_factory=list, description="GRPO/RLOO/PPO rewards, as --reward takes them"
     )
     device: Device = "auto"
+    report_to: Tracker = Field(
+        default="none", description="the experiment tracker TRL sends the logs to"
+    )
     processes: int | None = Field(
         default=None, ge=1, le=65536, description="default: GPUs × nodes; CPU: gloo DDP"
     )
@@ -231,6 +234,7 @@ def check_runnable_here(spec: RunSpec) -> None:
     import importlib.util
 
     from runners.monitor import shadowed_libraries
+    from runners.settings import tracker_problem
 
     shadowed = shadowed_libraries(Path.cwd())
     if shadowed:
@@ -245,6 +249,11 @@ def check_runnable_here(spec: RunSpec) -> None:
             "DeepSpeed sharding needs the deepspeed package: pip install deepspeed "
             "(or --sharding fsdp / ddp)"
         )
+    trackers = spec.trl_config.get("report_to") or []
+    for tracker in [trackers] if isinstance(trackers, str) else trackers:
+        problem = tracker_problem(tracker)
+        if problem:
+            raise InputError(problem)
 
 
 def preflight(request: PlanRequest, console):
@@ -286,12 +295,15 @@ def launch(
     new metrics.jsonl record; `stop`: lets another thread stop the run as Ctrl-C would."""
     from runners.lifecycle import CHECKPOINTS
     from runners.run_folder import new_run_dir, write_run_folder
-    from runners.settings import RewardSource, build_run_spec
+    from runners.settings import RewardSource, build_run_spec, tracker_problem
 
     options = options or LaunchOptions()
     console = console or _console()
     output = output_folder(options.output)
     request = launchable(request)
+    problem = None if options.dry_run else tracker_problem(options.report_to)
+    if problem:  # before the data check: the one line that matters
+        raise InputError(problem)
     device, bf16 = resolve_device(options.device, request, options.dry_run)
     detected = detected_gpu() if device == "cuda" and not options.dry_run else None
     if detected is not None and options.plan_for_this_gpu and request.gpu == PlanRequest().gpu:
@@ -304,6 +316,7 @@ def launch(
             "launch anyway with --force"
         )
     labels = report.labels
+    run_dir = new_run_dir(output, request.method.value)  # its name names the run in a tracker
     spec = build_run_spec(
         request,
         model_path=request.model,
@@ -315,6 +328,8 @@ def launch(
         save_steps=options.save_steps or default_save_steps(plan, options.max_steps),
         learning_rate=options.learning_rate,
         learning_rate_reason=options.learning_rate_reason,
+        report_to=options.report_to,
+        run_name=run_dir.name,
         rewards=[RewardSource.parse(r) for r in options.rewards],
         num_processes=options.processes,
         plan=plan,
@@ -328,7 +343,6 @@ def launch(
             f"per GPU, more than {plan.gpu.name}'s {plan.gpu.memory_gib:.0f} GiB: it may run "
             "out of memory (`advisor plan ... --fit` finds setups that fit)"
         )
-    run_dir = new_run_dir(output, request.method.value)
     manifest = write_run_folder(run_dir, spec, request, plan, options.recommendation)
     (run_dir / "preflight.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
     _print_settings(spec, run_dir, console)

@@ -263,7 +263,8 @@ def resume_problems(manifest: Manifest, spec: RunSpec | None = None) -> list[str
         changed = sorted(
             key
             for key in set(old["trl_config"]) | set(new["trl_config"])
-            if key != "output_dir" and old["trl_config"].get(key) != new["trl_config"].get(key)
+            if key not in ("output_dir", "run_name")
+            and old["trl_config"].get(key) != new["trl_config"].get(key)
         )
         changed += [
             k for k in ("method", "model", "dataset", "peft", "rewards") if old[k] != new[k]

@@ -48,6 +48,28 @@ TRAINERS: dict[Method, tuple[str, str]] = {
 TRL_CLI_METHODS = tuple(m for m, r in RECIPES.items() if r.trl_cli)
 """Methods with a `trl <method> --config` command (from the recipes)."""
 
+Tracker = Literal["none", "wandb", "trackio", "tensorboard", "mlflow"]
+
+TRACKERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "none": ((), ""),
+    "wandb": (("wandb",), "pip install wandb (then `wandb login`, or WANDB_MODE=offline)"),
+    "trackio": (("trackio",), "pip install trackio"),
+    "tensorboard": (("tensorboard", "tensorboardX"), "pip install tensorboard"),
+    "mlflow": (("mlflow",), "pip install mlflow"),
+}
+"""Experiment trackers that TRL's `report_to` sends the training logs to: the modules that
+transformers looks for (any one will do) and how to install one."""
+
+
+def tracker_problem(report_to: str) -> str | None:
+    """Why `--report-to report_to` cannot work here (its package is not installed), or None.
+    Looks the package up without importing it; a name it does not know is left to TRL."""
+    modules, install = TRACKERS.get(report_to, ((), ""))
+    if not modules or any(importlib.util.find_spec(m) is not None for m in modules):
+        return None
+    return f"--report-to {report_to}: the {modules[0]} package is not installed; {install}"
+
+
 OPTIMIZERS = {
     "adamw": ADAMW_OPTIM,
     "adamw8bit": "adamw_bnb_8bit",
@@ -111,7 +133,9 @@ class RunSpec(BaseModel):
     def settings_hash(self) -> str:
         """sha256 of every setting that changes the training, not where it is written."""
         data = self.model_dump(mode="json", exclude={"output_dir", "warnings"})
-        data["trl_config"] = {k: v for k, v in data["trl_config"].items() if k != "output_dir"}
+        data["trl_config"] = {
+            k: v for k, v in data["trl_config"].items() if k not in ("output_dir", "run_name")
+        }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -145,10 +169,13 @@ def trl_fields(
     save_steps: int | None = None,
     learning_rate: float | None = None,
     learning_rate_reason: str = "given by flag",
+    report_to: Tracker = "none",
+    run_name: str | None = None,
     seed: int = 42,
 ) -> tuple[dict[str, Any], list[StartingValue]]:
     """The TRL config kwargs for request's method, and the starting values with reasons
-    (`learning_rate_reason`: why a given `learning_rate` replaces the recipe's)."""
+    (`learning_rate_reason`: why a given `learning_rate` replaces the recipe's; `report_to`:
+    the tracker that receives the logs, under `run_name`)."""
     method = recipe(request.method)
     lr = method.learning_rate_for(request.tuning)
     if learning_rate is not None:
@@ -164,11 +191,13 @@ def trl_fields(
         "save_strategy": "steps",
         "save_steps": save_steps or 500,
         "save_total_limit": 2,
-        "report_to": "none",
+        "report_to": report_to,
         "seed": seed,
         "optim": OPTIMIZERS[request.optimizer.value],
         **precision_fields(request.precision, device, supports_bf16),
     }
+    if run_name:
+        fields["run_name"] = run_name
     if max_steps is not None:
         fields["max_steps"] = max_steps
     if request.grad_checkpointing:
@@ -333,6 +362,8 @@ def build_run_spec(
     save_steps: int | None = None,
     learning_rate: float | None = None,
     learning_rate_reason: str = "given by flag",
+    report_to: Tracker = "none",
+    run_name: str | None = None,
     rewards: list[RewardSource] | None = None,
     reward_model: str | None = None,
     num_processes: int | None = None,
@@ -352,6 +383,8 @@ def build_run_spec(
         save_steps=save_steps,
         learning_rate=learning_rate,
         learning_rate_reason=learning_rate_reason,
+        report_to=report_to,
+        run_name=run_name,
     )
     if method is Method.kto and kto_label_counts:
         weights = kto_weights(*kto_label_counts)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from advisor.cli import main
 from planner.specs import Method
@@ -121,6 +123,34 @@ def test_demo_learning_rate_says_why_it_is_not_the_recipes(tmp_path, monkeypatch
         1e-3,
         "given by flag",
     )
+
+
+def test_report_to_names_the_tracker_and_the_run_in_the_trl_settings(tiny_model, tmp_path):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")
+    rc, out, err = _launch(*flags, "--dry-run", "--report-to", "tensorboard")
+    assert rc == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    fields = read_manifest(run).spec.trl_config
+    assert (fields["report_to"], fields["run_name"]) == ("tensorboard", run.name)
+    cli = yaml.safe_load((run / "trl_dpo.yaml").read_text())
+    assert (cli["report_to"], cli["run_name"]) == ("tensorboard", run.name)
+    rc, out, err = _launch(*flags, "--dry-run")
+    assert rc == 0, err
+    assert read_manifest(Path(out.strip().splitlines()[-1])).spec.trl_config["report_to"] == "none"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlflow") is not None, reason="mlflow is installed")
+def test_report_to_a_tracker_that_is_not_installed_is_refused_before_anything_is_written(
+    tiny_model, tmp_path
+):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")
+    rc, _, err = _launch(*flags, "--report-to", "mlflow")
+    assert rc == 2
+    assert "--report-to mlflow: the mlflow package is not installed; pip install mlflow" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow

@@ -75,6 +75,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         "--device", default="auto", choices=("auto", "cpu", "cuda"), help="where to train"
     )
     parser.add_argument(
+        "--report-to",
+        default="none",
+        choices=("none", "wandb", "trackio", "tensorboard", "mlflow"),
+        help="send the training logs to this experiment tracker too (its package must be "
+        "installed), the run named after its run folder",
+    )
+    parser.add_argument(
         "--processes",
         type=_number(int, 1, 65536),
         help="processes to start (default GPUs × nodes; CPU: gloo DDP)",
@@ -209,6 +216,7 @@ def options(args: argparse.Namespace, output: Path | None = None) -> LaunchOptio
         learning_rate_reason=getattr(args, "learning_rate_reason", "given by flag"),
         rewards=args.reward or [],
         device=args.device,
+        report_to=args.report_to,
         processes=args.processes,
         quiet=args.quiet,
         recommendation=_recommendation(args),
@@ -231,6 +239,11 @@ def launched(args: argparse.Namespace) -> Run:
         )
     output = output_folder(args.output)
     if args.demo:
+        from runners.settings import tracker_problem
+
+        problem = None if args.dry_run else tracker_problem(args.report_to)
+        if problem:  # before the demo writes its data
+            raise InputError(problem)
         _demo_args(args, output)
     request = _request(args)
     return launch(request, options(args, output))
