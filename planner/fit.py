@@ -180,12 +180,16 @@ def candidates(
     objective: Objective = Objective.time,
     space: SearchSpace = DEFAULT_SPACE,
 ) -> list[Candidate]:
-    """Every setting combination within `space` that fits, ranked best first by `objective`."""
+    """Every setting combination within `space` that fits, ranked best first by `objective`;
+    InputError when the request itself cannot run (a generation batch in broken groups)."""
     objective = Objective(objective)
     request = normalised(request, gpu)
     effective = request.rows_per_step()
-    if recipe(request.method).generation_group_problem(request):
-        return []  # no layout holding this effective batch fills whole generation groups
+    problem = recipe(request.method).generation_group_problem(request)
+    if problem:
+        # No layout holding this effective batch fills whole generation groups: the settings
+        # are wrong, not the GPUs, so say so as the plain plan does.
+        raise InputError(problem)
     fitting: list[Candidate] = []
     for tuning, checkpointing, layout in itertools.product(
         _tunings(request), (False, True), _layouts(space)

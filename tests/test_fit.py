@@ -229,3 +229,14 @@ def test_pruned_micro_batches_lose_no_fitting_setup():
             <= gpu.memory_bytes
         }
         assert micros == every
+
+
+def test_fit_names_a_generation_batch_in_broken_groups_not_the_gpu(capsys):
+    """GRPO's 4 completions per step cannot hold groups of 8: the settings are wrong, not the GPU,
+    so --fit says what the plain plan says, in one line, with status 2."""
+    code, out, err = run_cli(
+        capsys, "plan", "--model", "7b", "--method", "grpo", "--grad-accum", "4", "--fit"
+    )
+    assert code == 2 and out == ""
+    assert "divisible by --num-generations 8" in err and err.count("\n") == 1
+    assert "larger GPU" not in err
