@@ -169,7 +169,8 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
     total_steps = total_hours = None
     if samples is not None:
         total_steps = max(1, math.ceil(samples * request.epochs / samples_per_step(request)))
-        total_hours = round(total_steps * step.seconds / 3600, 3)
+        # Four significant digits, not three decimals: a 2-second run is not 0 hours.
+        total_hours = float(f"{total_steps * step.seconds / 3600:.4g}")
     capacity = gpu.memory_bytes
     held = precision_plan(request)
     fits = breakdown.peak <= capacity

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,19 @@ def test_samples_and_epochs_give_total_hours(capsys):
     assert plan["time"]["total_hours"] == pytest.approx(
         steps * plan["time"]["step_seconds"] / 3600, rel=0.01
     )
+
+
+@pytest.mark.parametrize("samples", ["8", "1300"])  # one step (under a second); about 40 s
+def test_a_short_run_total_is_shown_in_seconds_not_rounded_to_zero(capsys, monkeypatch, samples):
+    argv = ["--model", "qwen2.5-0.5b", "--gpu", "h100", "--samples", samples]
+    time = plan_json(capsys, *argv)["time"]
+    seconds = time["total_steps"] * time["step_seconds"]
+    assert time["total_hours"] * 3600 == pytest.approx(seconds, rel=0.01)
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_cli(capsys, "plan", *argv)
+    assert code == 0 and "≈ 0.00 s" not in out
+    shown = re.search(r"≈ ([0-9.]+) s\b", out)
+    assert shown and float(shown.group(1)) == pytest.approx(seconds, rel=0.01)
 
 
 def test_dataset_file_rows_are_counted(capsys, tmp_path):
