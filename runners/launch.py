@@ -346,6 +346,8 @@ def launch(
     manifest = write_run_folder(run_dir, spec, request, plan, options.recommendation)
     (run_dir / "preflight.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
     _print_settings(spec, run_dir, console)
+    for difference in manifest.effective.differs_from_request if manifest.effective else []:
+        console.print(f"  [yellow]note[/yellow] this run {difference}")
     if on_folder is not None:
         on_folder(run_dir)
     written = {"run_dir": run_dir, "manifest": manifest, "spec": manifest.spec, "exit_status": 0}

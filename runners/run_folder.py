@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
 import sys
 import time
 import zlib
@@ -16,12 +18,14 @@ import yaml
 from pydantic import BaseModel, Field
 
 from planner.errors import InputError
-from planner.specs import Plan, PlanRequest
+from planner.specs import Plan, PlanRequest, Precision
 from runners.data import fingerprint, model_fingerprint
 from runners.lifecycle import CHILD_ENV
 from runners.settings import TRL_CLI_METHODS, RunSpec, shell_safe, trl_cli_config
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
+DISTRIBUTION = "alignment-advisor"
+"""This project's own name on PyPI (pyproject.toml's `name`)."""
 
 
 class Hashes(BaseModel):
@@ -32,17 +36,60 @@ class Hashes(BaseModel):
     data: str
 
 
+class AdvisorVersion(BaseModel):
+    """The version of this tool that wrote the run folder."""
+
+    version: str | None = Field(description="the installed alignment-advisor's version")
+    commit: str | None = Field(
+        default=None, description="`git rev-parse HEAD` of its checkout; None when not one"
+    )
+    uncommitted_changes: bool | None = Field(
+        default=None, description="the checkout had edits to tracked files; None when not one"
+    )
+
+
+class Effective(BaseModel):
+    """What the run really trains with, which `request` may not say: on CPU a request for
+    bf16 on an A100 trains in fp32 with no GPU."""
+
+    device: str = Field(description="cpu or cuda")
+    gpu: str | None = Field(description="the GPU it plans for on cuda; None on CPU")
+    processes: int
+    nodes: int
+    precision: Precision = Field(description="how it holds its numbers here")
+    mixed_precision: str = Field(description="accelerate's mixed_precision: no, bf16 or fp16")
+    differs_from_request: list[str] = Field(
+        default_factory=list, description="each way the run differs from the request, in words"
+    )
+
+
+class RunPaths(BaseModel):
+    """The model and dataset as seen from the run folder: relative to it where they sit inside
+    the folder that holds it (copied together, they still match), else absolute. The spec keeps
+    the absolute paths the training reads."""
+
+    model: str
+    dataset: str
+
+
 class Manifest(BaseModel):
     """Everything needed to reproduce a run and to check a resume against it."""
 
     created: float
     run_dir: str
     spec: RunSpec
-    request: PlanRequest
+    request: PlanRequest = Field(description="the settings as asked for (see `effective`)")
+    effective: Effective | None = Field(
+        default=None, description="what really runs; absent in run folders written before it"
+    )
     plan: Plan | None = None
     recommendation: dict[str, Any] | None = None
+    advisor: AdvisorVersion | None = Field(
+        default=None, description="this tool's version; absent in older run folders"
+    )
     versions: dict[str, str]
     hashes: Hashes
+    paths: RunPaths | None = Field(default=None, description="model and data from the run folder")
     command: list[str]
     files: list[str] = Field(default_factory=list)
 
@@ -56,6 +103,73 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    """`git -C folder ARGS`'s output, or None when git or a checkout is not there."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def advisor_version() -> AdvisorVersion:
+    """This tool's version (package metadata) and, installed from a git checkout, its commit
+    and whether tracked files were edited (a copy that git does not track has neither)."""
+    try:
+        version = metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        version = None
+    here = Path(__file__).resolve()
+    if _git(here.parent, "ls-files", "--error-unmatch", here.name) is None:
+        return AdvisorVersion(version=version)  # not a checkout, or one that holds a copy
+    commit = _git(here.parent, "rev-parse", "HEAD")
+    status = _git(here.parent.parent, "status", "--porcelain", "--untracked-files=no")
+    return AdvisorVersion(
+        version=version,
+        commit=commit,
+        uncommitted_changes=None if status is None or commit is None else bool(status),
+    )
+
+
+def effective(spec: RunSpec, request: PlanRequest, plan: Plan | None) -> Effective:
+    """What the run trains with here, and each way that differs from what was asked."""
+    precision = spec.request.precision if spec.request is not None else request.precision
+    gpu = (plan.gpu.name if plan is not None else request.gpu) if spec.device == "cuda" else None
+    differs = []
+    if spec.device == "cpu":
+        differs.append(f"trains on CPU, not on the requested {request.gpu} (no GPU is used)")
+    elif plan is not None and plan.gpu.name.lower() != request.gpu.lower():
+        differs.append(f"plans for {plan.gpu.name}, not the requested {request.gpu}")
+    if precision is not request.precision:
+        where = "CPU" if spec.device == "cpu" else gpu
+        differs.append(
+            f"holds its numbers in {precision.value} on {where}, not the requested "
+            f"{request.precision.value}"
+        )
+    if spec.num_processes != request.world_size:
+        differs.append(f"starts {spec.num_processes} processes, not {request.world_size}")
+    return Effective(
+        device=spec.device,
+        gpu=gpu,
+        processes=spec.num_processes,
+        nodes=spec.nodes,
+        precision=precision,
+        mixed_precision=str(spec.accelerate.get("mixed_precision", "no")),
+        differs_from_request=differs,
+    )
+
+
+def from_run_folder(path: str, run_dir: Path) -> str:
+    """`path` relative to `run_dir` when it lies inside the folder that holds `run_dir`
+    (runs/demo-data/dpo.jsonl -> ../demo-data/dpo.jsonl), else as it is."""
+    target, run_dir = Path(path), Path(run_dir).resolve()
+    if not target.is_absolute() or not target.is_relative_to(run_dir.parent):
+        return path
+    return os.path.relpath(target, run_dir)
 
 
 def hashes_for(spec: RunSpec) -> Hashes:
@@ -221,8 +335,14 @@ def write_run_folder(
         request=request,
         plan=plan,
         recommendation=recommendation,
+        effective=effective(spec, request, plan),
+        advisor=advisor_version(),
         versions=library_versions(),
         hashes=hashes_for(spec),
+        paths=RunPaths(
+            model=from_run_folder(spec.model, run_dir),
+            dataset=from_run_folder(spec.dataset, run_dir),
+        ),
         command=command,
         files=files,
     )

@@ -153,6 +153,38 @@ def test_report_to_a_tracker_that_is_not_installed_is_refused_before_anything_is
     assert not (tmp_path / "runs").exists()
 
 
+def test_manifest_records_this_tools_version_what_really_runs_and_paths_from_the_run(
+    tiny_model, tmp_path
+):
+    import subprocess
+    from importlib import metadata
+
+    dataset = write_demo_dataset("dpo", tmp_path / "runs" / "data")
+    rc, out, err = _launch(*_flags(tiny_model, dataset, "dpo", tmp_path / "runs"), "--dry-run")
+    assert rc == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    manifest = read_manifest(run)
+    assert manifest.advisor.version == metadata.version("alignment-advisor")
+    root = Path(__file__).resolve().parent.parent
+    head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True)
+    assert manifest.advisor.commit == (head.stdout.decode().strip() or None)
+    # Asked: bf16 on the default A100; ran: fp32 on CPU. Both are recorded, and said.
+    assert (manifest.request.gpu, manifest.request.precision.value) == ("a100-80gb", "bf16-mixed")
+    ran = manifest.effective
+    assert (ran.device, ran.gpu, ran.precision.value, ran.mixed_precision) == (
+        "cpu",
+        None,
+        "fp32",
+        "no",
+    )
+    assert any("fp32" in d and "bf16-mixed" in d for d in ran.differs_from_request)
+    assert "this run trains on CPU" in err
+    assert manifest.paths.dataset == "../data/dpo.jsonl"
+    assert (run / manifest.paths.dataset).resolve() == dataset.resolve()
+    assert manifest.spec.dataset == str(dataset.resolve())  # the training reads this one
+    assert Path(manifest.paths.model).is_absolute()  # outside the folder that holds the runs
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_checkpoint_and_finishes_at_the_planned_step(
     tiny_model, tmp_path, monkeypatch
@@ -355,8 +387,11 @@ def test_dry_run_for_a_gpu_picks_its_precision(tiny_model, tmp_path, gpu, bf16, 
     flags.remove("--device")
     rc, out, err = _launch(*flags, "--device", "cuda", "--gpu", gpu, "--dry-run")
     assert rc == 0, err
-    spec = read_manifest(Path(out.strip().splitlines()[-1])).spec
+    manifest = read_manifest(Path(out.strip().splitlines()[-1]))
+    spec = manifest.spec
     assert (spec.trl_config["bf16"], spec.trl_config["fp16"]) == (bf16, fp16)
+    assert manifest.effective.precision.value == ("bf16-mixed" if bf16 else "fp16-mixed")
+    assert manifest.effective.device == "cuda" and manifest.effective.gpu.lower() == gpu
     assert "use_cpu" not in spec.trl_config
     assert spec.accelerate["mixed_precision"] == ("bf16" if bf16 else "fp16")
 
