@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from advisor.cli import main
+from planner.errors import InputError
 from planner.specs import COMPONENTS
 
 
@@ -299,3 +300,16 @@ def test_random_flags_never_traceback(capsys, flags, as_json):
         assert len(err.strip().splitlines()) == 1, err
     elif as_json:
         assert json.loads(out)["memory"]["per_gpu_peak_gib"] > 0
+
+
+def test_trace_says_on_stderr_that_it_is_tracing_before_it_starts(capsys, monkeypatch):
+    import planner.trace
+
+    def trace_step(*_args, **_kwargs):
+        assert "tracing one step on fake tensors" in capsys.readouterr().err  # already shown
+        raise InputError("stop here")
+
+    monkeypatch.setattr(planner.trace, "trace_step", trace_step)
+    code, out, err = run_cli(capsys, "plan", "--model", "7b", "--trace", "--json")
+    assert code == 2 and out == ""  # nothing on the JSON stdout
+    assert "stop here" in err

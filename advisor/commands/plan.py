@@ -160,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         from planner.models import resolve_model
         from planner.trace import trace_step
 
+        # The trace takes seconds (torch import, then the step): say so on stderr, never stdout.
+        print("tracing one step on fake tensors…", file=sys.stderr, flush=True)
         trace = trace_step(plan.request, resolve_model(request.model).hf_config)
     if args.json:
         if trace is None:
