@@ -386,6 +386,11 @@ class Validation(BaseModel):
         "in use minus a reading before launch, or all memory in use; null: nothing measured",
     )
     memory_note: str = Field(default="", description="what the measured peak counts and misses")
+    comparable: bool = Field(
+        default=True,
+        description="whether the run's device is the kind the plan estimated (false on CPU): "
+        "only then is measured / estimated a meaningful ratio",
+    )
 
 
 def measured_step_seconds(records: list[dict[str, Any]]) -> float | None:
@@ -425,4 +430,5 @@ def validation_record(
         note=note,
         measured_by=measured_by if measured is not None else None,
         memory_note=memory_note,
+        comparable=device != "cpu",
     )

@@ -20,3 +20,32 @@ def test_validate_runs_a_short_demo_and_compares_with_the_plan(tmp_path, capsys)
 def test_validate_refuses_a_dry_run(capsys):
     assert main(["validate", "--demo", "--dry-run"]) == 2
     assert "drop --dry-run" in capsys.readouterr().err
+
+
+def _record(device: str) -> dict:
+    from planner.plan import estimate
+    from planner.specs import PlanRequest
+    from runners.validation import validation_record
+
+    plan = estimate(PlanRequest(model="7b"))
+    steps = [{"step": s, "time": float(s) * 3.0} for s in (1, 2, 3)]
+    return validation_record(device, plan, steps, 30 * 2**30).model_dump(mode="json")
+
+
+def test_a_cpu_run_prints_no_ratio_with_the_gpu_plan(capsys, monkeypatch):
+    from advisor.commands.validate import print_validation
+
+    monkeypatch.setenv("COLUMNS", "200")
+    print_validation(_record("cpu"))
+    out = capsys.readouterr().out
+    assert "not comparable" in out
+    assert "measured / estimated" not in out and "×" not in out
+
+
+def test_a_gpu_run_prints_measured_over_estimated(capsys, monkeypatch):
+    from advisor.commands.validate import print_validation
+
+    monkeypatch.setenv("COLUMNS", "200")
+    print_validation(_record("cuda"))
+    out = capsys.readouterr().out
+    assert "measured / estimated" in out and "×" in out

@@ -44,21 +44,27 @@ def print_validation(record: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    # A CPU run's numbers say nothing about the plan's GPU: no ratio is printed for them.
+    comparable = record.get("comparable", True)
     table = Table(title=f"Estimated vs measured ({record['device']}, {record['steps']} steps)")
-    for column in ("quantity", "estimated", "measured", "measured / estimated"):
+    columns = ["quantity", "estimated", "measured"]
+    for column in columns + (["measured / estimated"] if comparable else []):
         table.add_column(column)
-    table.add_row(
+    memory = [
         "peak memory per GPU (GiB)",
         f"{record['estimated_peak_gib']}",
         f"{record['measured_peak_gib'] if record['measured_peak_gib'] is not None else '— (no NVML)'}",
-        _ratio(record["measured_peak_gib"], record["estimated_peak_gib"]),
-    )
-    table.add_row(
+    ]
+    step = [
         "seconds per step",
         f"{record['estimated_step_seconds']}",
         f"{record['measured_step_seconds']}",
-        _ratio(record["measured_step_seconds"], record["estimated_step_seconds"]),
-    )
+    ]
+    if comparable:
+        memory.append(_ratio(record["measured_peak_gib"], record["estimated_peak_gib"]))
+        step.append(_ratio(record["measured_step_seconds"], record["estimated_step_seconds"]))
+    table.add_row(*memory)
+    table.add_row(*step)
     console = Console()
     console.print(table)
     if record.get("measured_by"):
