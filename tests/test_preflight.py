@@ -155,6 +155,33 @@ def test_check_data_command_lists_problems_and_fails_on_errors(tiny_model, tmp_p
     assert ok == 2  # a missing file is a user error
 
 
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet", "/"])
+def test_check_data_prints_no_datasets_progress_bars(tmp_path, capfd, monkeypatch, suffix):
+    """`datasets` draws "Generating train split" bars on the real stderr as it reads a file; the
+    report is all check-data prints (a fresh cache, so the split is generated here)."""
+    import datasets
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "cache")
+    rows = demo_rows("dpo")[:4]
+    path = tmp_path / ("pairs" + suffix.rstrip("/"))
+    if suffix == ".jsonl":
+        write_jsonl(rows, path)
+    elif suffix == ".csv":
+        datasets.Dataset.from_list(rows).to_csv(str(path), index=False)
+    elif suffix == ".parquet":
+        datasets.Dataset.from_list(rows).to_parquet(str(path))
+    else:
+        datasets.Dataset.from_list(rows).save_to_disk(str(path))
+    capfd.readouterr()
+    assert main(["check-data", "--dataset", str(path), "--method", "dpo"]) == 0
+    out, err = capfd.readouterr()
+    assert "4 rows" in out
+    for bar in ("Generating", "examples/s", "it/s", "%|"):
+        assert bar not in out + err
+
+
 def test_reads_csv_and_saved_dataset_folders(tmp_path):
     import datasets
 
