@@ -164,3 +164,60 @@ def read_error(run_dir: Path) -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def trained_before(run_dir: Path) -> str | None:
+    """What a run folder already holds from an earlier training — `a finished run (step 8 of
+    8)`, `a run that stopped at step 3 of 40` — or None when nothing was trained in it yet."""
+    run_dir = Path(run_dir)
+    progress = read_progress(run_dir)
+    folder = run_dir / CHECKPOINTS
+    checkpoints = folder.is_dir() and any(folder.glob("checkpoint-*"))
+    metrics = run_dir / "metrics.jsonl"
+    logged = metrics.is_file() and metrics.stat().st_size > 0
+    if not (progress or checkpoints or logged or (run_dir / "final").exists()):
+        return None
+    step, total = progress.get("step"), progress.get("max_steps")
+    at = f"step {step} of {total}" if step is not None and total else f"step {step or '?'}"
+    if progress.get("state") == "done":
+        return f"a finished run ({at})"
+    return f"a run that stopped at {at}"
+
+
+def fresh_start_problem(run_dir: Path, resume: bool) -> str | None:
+    """Why a training must not start in `run_dir` now, in one line, or None: a live trainer
+    holds it, or (unless `resume`) an earlier run trained there, which a fresh start would
+    overwrite (checkpoints) and mix into (metrics.jsonl)."""
+    holder = lock_holder(run_dir)
+    if holder is not None:
+        return f"{run_dir} is being trained now by {holder}; nothing was started"
+    held = None if resume else trained_before(run_dir)
+    if held is None:
+        return None
+    fresh = f"start a fresh copy with `advisor launch --from {run_dir}`"
+    if held.startswith("a finished"):
+        return f"{run_dir} already holds {held}; nothing was started: {fresh}"
+    return (
+        f"{run_dir} already holds {held}; nothing was started: continue it with "
+        f"`{run_dir}/command.sh --resume`, or {fresh}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m runners.lifecycle RUN_DIR [--resume]`: command.sh's check before it starts
+    the training; exits 2 with one line when it must not start."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m runners.lifecycle RUN_DIR [--resume]", file=sys.stderr)
+        return 2
+    problem = fresh_start_problem(Path(args[0]), "--resume" in args[1:])
+    if problem:
+        print(f"advisor: {problem}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

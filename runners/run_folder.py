@@ -217,6 +217,7 @@ def command_script(spec: RunSpec, run_dir: Path) -> str:
     launcher = launcher.replace(
         shlex.quote(f"{run_dir}/accelerate.yaml"), '"$run_dir/accelerate.yaml"'
     )
+    python = shlex.quote(shell_safe(sys.executable, "python interpreter"))
     lines = [
         "#!/bin/bash",
         "# The exact command `advisor launch` runs (arguments: --resume to continue the run).",
@@ -226,6 +227,8 @@ def command_script(spec: RunSpec, run_dir: Path) -> str:
         "set -u",
         'run_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)',
         _exports(),
+        "# A finished or stopped run is never trained over: --resume continues it.",
+        f'{python} -m runners.lifecycle "$run_dir" "$@" || exit $?',
         f'{launcher} -m runners.train "$run_dir/runspec.json" "$@" &',
         "launcher=$!",
         'stop() { pkill -INT -P "$launcher" -f \'runners[.]train\' || kill -TERM "$launcher"; }',

@@ -44,6 +44,7 @@ from runners.lifecycle import (
     RunLock,
     RunLocked,
     checkpoints_dir,
+    trained_before,
     trim_metrics,
     write_error,
     write_progress,
@@ -458,6 +459,15 @@ def main(argv: list[str] | None = None) -> int:
         except RunLocked as error:
             print(f"advisor: {run_dir} is in use by a live trainer ({error})", file=sys.stderr)
             return EXIT_LOCKED
+    # Every rank checks before any trains: a fresh start never writes over an earlier run.
+    held = None if args.resume else trained_before(run_dir)
+    if held is not None:
+        lock.release()
+        print(
+            f"advisor: {run_dir} already holds {held}; nothing was started (--resume continues it)",
+            file=sys.stderr,
+        )
+        return 2
     watch_launchers(STOP)
     spec = RunSpec.model_validate_json(path.read_text(encoding="utf-8"))
     run = Run(run_dir, args.resume)

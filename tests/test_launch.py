@@ -458,6 +458,65 @@ def test_the_written_command_reproduces_the_run(tiny_model, tmp_path):
     result = subprocess.run(["bash", str(run / "command.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert max(r["step"] for r in read_metrics(run)) == 2
+    # Run again, it would train over the finished run: refused, nothing touched.
+    records = read_metrics(run)
+    checkpoint = run / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    written = checkpoint.stat().st_mtime_ns
+    again = subprocess.run(["bash", str(run / "command.sh")], capture_output=True, text=True)
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert again.stderr.strip().splitlines() == [
+        f"advisor: {run} already holds a finished run (step 2 of 2); nothing was started: "
+        f"start a fresh copy with `advisor launch --from {run}`"
+    ]
+    assert read_metrics(run) == records and checkpoint.stat().st_mtime_ns == written
+
+
+@pytest.mark.parametrize(
+    ("progress", "said"),
+    [
+        ({"step": 2, "max_steps": 2, "state": "done"}, "a finished run (step 2 of 2)"),
+        ({"step": 3, "max_steps": 40, "state": "stopped"}, "a run that stopped at step 3 of 40"),
+    ],
+)
+def test_command_sh_refuses_to_train_over_an_earlier_run_unless_resuming(
+    progress, said, tiny_model, tmp_path
+):
+    import subprocess
+
+    from runners.lifecycle import fresh_start_problem
+
+    run = _dry_run(tiny_model, tmp_path)
+    assert fresh_start_problem(run, resume=False) is None  # a written, untrained folder starts
+    (run / "progress.json").write_text(json.dumps(progress))
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.7}\n')
+    result = subprocess.run(["bash", str(run / "command.sh")], capture_output=True, text=True)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert f"{run} already holds {said}; nothing was started" in line
+    assert f"advisor launch --from {run}" in line
+    assert ("command.sh --resume" in line) is (progress["state"] != "done")
+    assert not (run / "checkpoints").exists()
+    assert (run / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0.7}\n'
+    assert fresh_start_problem(run, resume=True) is None
+
+
+def test_the_trainer_itself_refuses_a_fresh_start_over_a_finished_run(tiny_model, tmp_path, capsys):
+    import signal
+
+    from runners import train
+
+    run = _dry_run(tiny_model, tmp_path)
+    (run / "progress.json").write_text(json.dumps({"step": 2, "max_steps": 2, "state": "done"}))
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        assert train.main([str(run / "runspec.json")]) == 2
+    finally:
+        signal.signal(signal.SIGINT, handlers[0])
+        signal.signal(signal.SIGTERM, handlers[1])
+    assert (
+        "already holds a finished run (step 2 of 2); nothing was started" in capsys.readouterr().err
+    )
+    assert not (run / "checkpoints").exists()
 
 
 @pytest.mark.slow
