@@ -276,6 +276,39 @@ async def test_gpu_knobs_are_the_planners_layout():
         assert app.session.plan == estimate(r) and app.session.plan.gpu.count == 16
 
 
+async def test_generation_knobs_show_for_the_methods_they_change_and_reach_the_plan():
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await forward(pilot, screens=2)
+        shown = lambda field: app.screen.query_one(f"#{field}", Input).display  # noqa: E731
+        assert app.session.request.method.value == "dpo"
+        assert not any(shown(f) for f in ("num_generations", "prompt_len", "beta", "ppo_epochs"))
+        app.screen.query_one("#method", Select).value = "grpo"
+        await pilot.pause()
+        assert all(shown(f) for f in ("num_generations", "prompt_len", "completion_len", "beta"))
+        assert not shown("ppo_epochs")
+        assert app.screen.query_one("#num_generations", Input).value == "8"  # TRL's default
+        for field, value in (
+            ("num_generations", "4"),
+            ("prompt_len", "256"),
+            ("completion_len", "768"),
+            ("beta", "0.04"),
+            ("epochs", "2"),
+        ):
+            app.screen.query_one(f"#{field}", Input).value = value
+            await pilot.pause()
+        r = app.session.request
+        assert (r.num_generations, r.prompt_len, r.completion_len, r.beta, r.epochs) == (
+            4, 256, 768, 0.04, 2.0
+        )  # fmt: skip
+        assert r.seq_len == 1024 and app.screen.query_one("#seq_len", Input).value == "1024"
+        assert app.session.plan == estimate(r)
+        app.screen.query_one("#method", Select).value = "ppo"
+        await pilot.pause()
+        assert shown("ppo_epochs") and not shown("num_generations") and not shown("beta")
+        assert app.session.request.num_generations is None  # not GRPO's setting carried over
+
+
 async def test_nvml_gpu_prefills_the_gpus_answer():
     app = WizardApp(detect_gpu=lambda: ("h100-80gb", 8), today=TODAY)
     app.session.raw.update(

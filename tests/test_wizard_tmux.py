@@ -16,6 +16,7 @@ from advisor.decision.answers import Answers
 from advisor.decision.compute_check import default_request
 from advisor.decision.decide import decide
 from advisor.decision.names import label
+from planner.paths import profiles_dir
 from planner.plan import estimate
 
 ADVISOR = Path(sys.executable).with_name("advisor")
@@ -124,3 +125,28 @@ def test_a_person_answers_the_interview_and_reaches_the_plan(terminal):
     while term.alive() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not term.alive()
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    ["safety-critical-70b-eight-h100", "math-code-verifiable", "ppo-7b-one-24gb-card"],
+)
+def test_every_number_on_the_plan_screen_is_whole_at_80_by_24(terminal, scenario):
+    """The plan screen at 80×24, before and after ^f: each memory component's GiB and the peak
+    stand whole on their row (no `2…`), whatever the method's components are called."""
+    from advisor.views.estimate_view import SHORT
+
+    answers = profiles_dir() / "scenarios" / f"{scenario}.yaml"
+    term = terminal(f"{ADVISOR} --answers {answers}")
+    term.wait_for("Question 1 of 9")
+    term.keys("C-n")
+    term.wait_for("Recommended:")
+    term.keys("C-n")
+    for _ in ("before", "after ^f"):
+        screen = term.wait_for("Memory per GPU against", "peak per GPU")
+        rows = {line.split("▏")[-1].strip() for line in screen.splitlines()}
+        assert "…" not in "".join(r for r in rows if r.startswith(tuple(SHORT.values())))
+        numbers = [r for r in rows if r.startswith("peak per GPU")]
+        assert numbers and numbers[0].split()[3].replace(".", "").isdigit(), screen
+        term.keys("C-f")
+        time.sleep(1.0)

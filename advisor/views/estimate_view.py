@@ -37,19 +37,26 @@ def bar(value: float, capacity: float, style: str = "cyan") -> Text:
 
 
 def memory_table(plan: Plan) -> Table:
-    """Each non-zero component and the peak, in GiB, with bars scaled to the card."""
+    """Each non-zero component and the peak, in GiB, with bars scaled to the card; components
+    freed before the peak are dim, with a line saying so (a suffix would squeeze the numbers
+    out of an 80-column terminal)."""
     mem = plan.memory
     table = Table.grid(padding=(0, 1))
     table.add_column(no_wrap=True)
-    table.add_column(justify="right", no_wrap=True)
-    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True, min_width=5)
+    table.add_column(no_wrap=True, overflow="crop")
     live = set(mem.live_at_peak)
     for name in COMPONENTS:
         value = mem.components_gib[name]
         if value == 0 and name not in ("weights", "activations"):
             continue
-        mark = "" if name in live else " (not at peak)"
-        table.add_row(SHORT[name] + mark, f"{value:.1f}", bar(value, mem.capacity_gib))
+        at_peak = name in live
+        style = "" if at_peak else "dim"
+        table.add_row(
+            Text(SHORT[name], style=style),
+            Text(f"{value:.1f}", style=style),
+            bar(value, mem.capacity_gib, "cyan" if at_peak else "dim cyan"),
+        )
     colour = "green" if plan.fits else "red"
     table.add_row(
         Text("peak per GPU", style="bold"),
@@ -57,6 +64,15 @@ def memory_table(plan: Plan) -> Table:
         bar(mem.per_gpu_peak_gib, mem.capacity_gib, colour),
     )
     return table
+
+
+def freed_note(plan: Plan) -> Text | None:
+    """The line under the memory table when some components are freed before the peak."""
+    mem = plan.memory
+    live = set(mem.live_at_peak)
+    if any(v and name not in live for name, v in mem.components_gib.items()):
+        return Text("dim: freed before the peak", style="dim")
+    return None
 
 
 def verdict(plan: Plan) -> Text:
@@ -92,6 +108,7 @@ def estimate_renderable(plan: Plan, fit_key: str | None = None) -> RenderableTyp
         Text(headline(plan), style="bold"),
         Text(f"Memory per GPU against the {plan.gpu.name} ({plan.memory.capacity_gib:.1f} GiB)"),
         memory_table(plan),
+        *filter(None, [freed_note(plan)]),
         verdict(plan),
         timing(plan),
     ]

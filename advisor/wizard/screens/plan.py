@@ -19,9 +19,30 @@ from advisor.wizard.steps import StepBar
 from planner.errors import InputError
 from planner.gpu_counts import count_choices, layout
 from planner.specs import Method, Offload, PlanRequest, Sharding, Tuning, request_problem
+from planner.trl_defaults import NUM_GENERATIONS
 
 GPU_COUNTS = tuple(count_choices())
-NUMBERS = ("seq_len", "batch_size", "grad_accum", "samples")
+NUMBERS = (
+    "seq_len",
+    "batch_size",
+    "grad_accum",
+    "samples",
+    "prompt_len",
+    "completion_len",
+    "num_generations",
+    "ppo_epochs",
+)
+DECIMALS = ("epochs", "beta")
+OPTIONAL = ("samples", "prompt_len", "completion_len", "num_generations", "beta")
+"""Knobs that may be left empty: the dataset's rows, or the method's own default."""
+METHOD_KNOBS = {
+    "prompt_len": lambda r: r.generates,
+    "completion_len": lambda r: r.generates,
+    "num_generations": lambda r: r.method.value in NUM_GENERATIONS,
+    "beta": lambda r: r.reference == "when-kl",
+    "ppo_epochs": lambda r: r.method is Method.ppo,
+}
+"""Knobs shown only for the methods they change (by the method's recipe)."""
 
 
 def _gpu_names() -> list[str]:
@@ -42,10 +63,15 @@ def request_update(request: PlanRequest, field: str, value: Any) -> PlanRequest:
     if field == "gpus":
         per_node, nodes = layout(int(value))
         update = {"num_gpus": per_node, "nodes": nodes}
-    elif field in NUMBERS:
+    elif field in NUMBERS or field in DECIMALS:
         text = str(value).strip()
-        if not text and field == "samples":
-            update = {"samples": None}
+        if not text and field in OPTIONAL:
+            update = {field: None}
+        elif field in DECIMALS:
+            try:
+                update = {field: float(text)}
+            except ValueError:
+                raise InputError(f"{field.replace('_', ' ')}: enter a number") from None
         elif not (text.isascii() and text.isdigit()):
             raise InputError(f"{field.replace('_', ' ')}: enter a whole number")
         elif len(text) > 18:  # past every ceiling, and int() refuses thousands of digits
@@ -56,8 +82,18 @@ def request_update(request: PlanRequest, field: str, value: Any) -> PlanRequest:
         update = {field: value == "on"}
     else:
         update = {field: value}
+    data = {**request.model_dump(), **update}
+    if field == "method":  # the method's own defaults, not the last method's
+        data.update(num_generations=None, beta=None)
+    if field in ("prompt_len", "completion_len", "seq_len") and None not in (
+        data["prompt_len"],
+        data["completion_len"],
+    ):
+        if field == "seq_len":  # a new total: the completion takes what the prompt leaves
+            data["completion_len"] = max(1, data["seq_len"] - data["prompt_len"])
+        data["seq_len"] = data["prompt_len"] + data["completion_len"]
     try:
-        return PlanRequest.model_validate({**request.model_dump(), **update})
+        return PlanRequest.model_validate(data)
     except ValidationError as error:
         name, message = request_problem(error)
         raise InputError(f"{(name or field).replace('_', ' ')}: {message}") from None
@@ -114,13 +150,41 @@ class PlanScreen(WizardScreen):
                     placeholder="dataset rows",
                     compact=True,
                 )
+                yield Label("epochs")
+                yield Input(v["epochs"], id="epochs", type="number", compact=True)
+                for field, name, kind, hint in (
+                    ("prompt_len", "prompt len", "integer", "share of seq len"),
+                    ("completion_len", "completion", "integer", "share of seq len"),
+                    ("num_generations", "generations", "integer", "TRL's default"),
+                    ("beta", "β (KL)", "number", "TRL's default"),
+                    ("ppo_epochs", "PPO epochs", "integer", ""),
+                ):
+                    yield Label(name, classes=f"knob-{field}")
+                    yield Input(
+                        v[field],
+                        id=field,
+                        type=kind,
+                        placeholder=hint,
+                        compact=True,
+                        classes=f"knob-{field}",
+                    )
             with VerticalScroll(id="estimate-pane"):
                 yield Static(id="estimate")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.show_method_knobs()
         self.refresh_estimate()
         self.query_one("#model", Input).focus()
+
+    def show_method_knobs(self) -> None:
+        """Show the knobs the request's method uses (GRPO's generations, PPO's epochs, ...)."""
+        from planner.recipes import recipe
+
+        method = recipe(self.session.request.method)
+        for field, applies in METHOD_KNOBS.items():
+            for widget in self.query(f".knob-{field}"):
+                widget.display = applies(method)
 
     def sync_knobs(self) -> None:
         """Set every knob from the session's request, without re-running the estimate per knob."""
@@ -153,9 +217,13 @@ class PlanScreen(WizardScreen):
             return
         if request == self.session.request and self.session.plan is not None:
             return  # a knob reporting the value it was given
+        derived = request.seq_len != self.session.request.seq_len and field != "seq_len"
         self.session.request = request
         if field == "method":
             self.session.method = request.method
+            self.show_method_knobs()
+        if derived or field == "method":  # the sequence length, or the method's defaults
+            self.sync_knobs()
         self.refresh_estimate()
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -221,6 +289,12 @@ def knob_values(r: PlanRequest) -> dict[str, str]:
         "sharding": r.sharding.value,
         "offload": r.offload.value,
         "samples": "" if r.samples is None else str(r.samples),
+        "epochs": f"{r.epochs:g}",
+        "prompt_len": "" if r.prompt_len is None else str(r.prompt_len),
+        "completion_len": "" if r.completion_len is None else str(r.completion_len),
+        "num_generations": "" if r.num_generations is None else str(r.num_generations),
+        "beta": "" if r.beta is None else f"{r.beta:g}",
+        "ppo_epochs": str(r.ppo_epochs),
     }
 
 
