@@ -69,6 +69,20 @@ def resolve_gpu(name: str) -> GpuSpec:
     raise InputError(f"unknown GPU {short(name)}{hint} (known: {names}; add one in profiles/gpus/)")
 
 
+_COUNTED = re.compile(r"^\s*(\d{1,30})\s*[x×*]\s*(\S.*)$", re.IGNORECASE)
+"""`8x h100`, `2 × RTX 4090`, `4*l40s`: a count, a times sign, then the GPU's name."""
+
+
+def counted_gpu(text: str) -> tuple[GpuSpec, int]:
+    """A GPU name with an optional count in front (`8x h100-80gb`, `1x 4090`, `rtx 4090`) as
+    its profile and the count (1 when none is written); the name is read as `resolve_gpu` reads
+    `--gpu`, so an answers file accepts every spelling `advisor plan` does."""
+    match = _COUNTED.match(text) if len(text) <= 200 else None
+    if match:
+        return resolve_gpu(match.group(2)), int(match.group(1))
+    return resolve_gpu(text), 1
+
+
 def custom_gpu(memory_bytes: int, name: str, like: GpuSpec | None = None) -> GpuSpec:
     """A GPU seen by NVML but missing from the profiles: its memory, another card's speeds."""
     base = like or resolve_gpu("a100-80gb")

@@ -141,8 +141,11 @@ def test_without_both_model_and_gpus_the_check_is_skipped_and_the_caveats_say_so
 
 
 def test_an_unknown_gpu_is_the_users_error():
-    with pytest.raises(InputError):
-        decide(answers(model="7b", gpus="1x not-a-gpu"))
+    from advisor.decision.answers import answers_from_mapping
+
+    # Refused as the answers are read (the planner's GPU names), before anything is decided.
+    with pytest.raises(InputError, match="unknown GPU 'not-a-gpu'"):
+        decide(answers_from_mapping({**PPO_CASE, "model": "7b", "gpus": "1x not-a-gpu"}))
 
 
 def test_an_unknown_model_is_the_users_error():

@@ -90,6 +90,31 @@ def test_gpus_text_parses_into_name_and_count(text, expected):
     assert parse_gpus(text) == expected
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("gpus: 1x 4090", ("rtx-4090", 1)),
+        ("gpus: '4090'", ("rtx-4090", 1)),
+        ("gpus: 4090", ("rtx-4090", 1)),  # YAML reads this as a number
+        ("gpus: 2x rtx 4090", ("rtx-4090", 2)),
+        ("gpus: 8x nvidia h100 80gb hbm3", ("h100-80gb", 8)),
+    ],
+)
+def test_gpus_answers_take_the_spellings_plan_takes(tmp_path, line, expected):
+    text = "\n".join(f"{k}: {str(v).lower()}" for k, v in GOOD.items()) + f"\n{line}\n"
+    assert load_answers(write_yaml(tmp_path, text)).parsed_gpus() == expected
+
+
+def test_every_gpu_name_and_alias_plan_accepts_is_a_gpus_answer():
+    from planner.gpus import list_gpus, resolve_gpu
+
+    for gpu in list_gpus():
+        for name in [gpu.name, *gpu.aliases]:
+            assert resolve_gpu(name) == gpu  # what `advisor plan --gpu NAME` takes
+            assert parse_gpus(f"2x {name}") == (gpu.name.lower(), 2), name
+            assert parse_gpus(name) == (gpu.name.lower(), 1), name
+
+
 @pytest.mark.parametrize("text", ["0x a100-80gb", "eight h100s", "8x", ""])
 def test_bad_gpus_text_says_how_to_write_it(tmp_path, text):
     with pytest.raises(InputError, match="gpus:"):

@@ -7,7 +7,6 @@ names the field, what was wrong, and the values that are valid.
 from __future__ import annotations
 
 import difflib
-import re
 from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from planner.errors import InputError
 from planner.files import parse_json, parse_yaml, read_text, short, shown
 from planner.gpu_counts import GPUS_PER_NODE
+from planner.gpus import counted_gpu
 from planner.models import check_model_text
 from planner.specs import MAX_GPUS_PER_NODE
 
@@ -76,21 +76,21 @@ LEVEL_ORDER = (Level.low, Level.medium, Level.high)
 """Risk and maturity from lowest to highest (the property tests walk this order)."""
 
 
-_GPUS = re.compile(r"^\s*(?:(\d+)\s*[x×*]\s*)?([A-Za-z][A-Za-z0-9._-]*)\s*$", re.IGNORECASE)
+_GPU_EXAMPLES = "'1x a100-80gb', '8x h100-80gb' or just 'a100-80gb'"
 
 MAX_TEAM_GPUS = MAX_GPUS_PER_NODE * GPUS_PER_NODE
 """Most GPUs a `gpus` answer may name: 8,192, past the largest alignment runs published."""
 
 
 def parse_gpus(text: str) -> tuple[str, int]:
-    """Split a `gpus` answer such as `8x h100-80gb` or `a100-80gb` into (name, count)."""
-    match = _GPUS.match(text) if len(text) <= 200 else None
-    if not match:
-        raise InputError(
-            f"gpus: {short(text)} is not COUNTx NAME; write it like '1x a100-80gb', "
-            "'8x h100-80gb' or just 'a100-80gb'"
-        )
-    count = int(match.group(1) or 1)
+    """Split a `gpus` answer such as `8x h100-80gb`, `1x 4090` or `a100-80gb` into (the GPU
+    profile's name, count); the name is any spelling `advisor plan --gpu` accepts."""
+    if not text.strip():
+        raise InputError(f"gpus: empty; write it like {_GPU_EXAMPLES}")
+    try:
+        gpu, count = counted_gpu(text)
+    except InputError as error:
+        raise InputError(f"gpus: {error}; write it like {_GPU_EXAMPLES}") from None
     if count < 1:
         raise InputError(f"gpus: {short(text)} asks for {count} GPUs; the count must be at least 1")
     if count > MAX_TEAM_GPUS:
@@ -99,7 +99,7 @@ def parse_gpus(text: str) -> tuple[str, int]:
         raise InputError(
             f"gpus: {count:,} GPUs; more than {MAX_GPUS_PER_NODE:,} must be whole nodes of {GPUS_PER_NODE}"
         )
-    return match.group(2).lower(), count
+    return gpu.name.lower(), count
 
 
 class Answers(BaseModel):
@@ -116,6 +116,14 @@ class Answers(BaseModel):
     priority: Priority
     model: str | None = Field(default=None, description="anything `advisor plan --model` accepts")
     gpus: str | None = Field(default=None, description="e.g. '1x a100-80gb', '8x h100-80gb'")
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus_number(cls, value: Any) -> Any:
+        # YAML reads an unquoted `gpus: 4090` as a number; it names a card all the same.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
 
     @field_validator("gpus")
     @classmethod
