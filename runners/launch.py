@@ -63,11 +63,27 @@ class LaunchOptions(BaseModel):
     recommendation: dict[str, Any] | None = Field(
         default=None, description="a recommendation (`advisor recommend --json`) to record"
     )
+    from_run: Path | None = Field(
+        default=None, description="the run folder whose settings these are (`launch --from`)"
+    )
     plan_for_this_gpu: bool = Field(
         default=True,
         description="training on CUDA, plan for the card found here when the request names the "
         "default GPU (a saved plan keeps its own)",
     )
+
+
+REUSED_OPTIONS = (
+    "max_steps",
+    "save_steps",
+    "learning_rate",
+    "rewards",
+    "device",
+    "processes",
+    "report_to",
+)
+"""The launch options that a fresh copy of a run (`advisor launch --from`) takes from it; the
+others (dry run, force, quiet, output) belong to each launch."""
 
 
 class Run(BaseModel):
@@ -343,7 +359,12 @@ def launch(
             f"per GPU, more than {plan.gpu.name}'s {plan.gpu.memory_gib:.0f} GiB: it may run "
             "out of memory (`advisor plan ... --fit` finds setups that fit)"
         )
-    manifest = write_run_folder(run_dir, spec, request, plan, options.recommendation)
+    recorded = options.model_dump(
+        mode="json", include=set(REUSED_OPTIONS) | {"learning_rate_reason", "plan_for_this_gpu"}
+    )
+    manifest = write_run_folder(
+        run_dir, spec, request, plan, options.recommendation, recorded, options.from_run
+    )
     (run_dir / "preflight.json").write_text(report.model_dump_json(indent=2), encoding="utf-8")
     _print_settings(spec, run_dir, console)
     for difference in manifest.effective.differs_from_request if manifest.effective else []:
@@ -376,6 +397,43 @@ def _print_settings(spec: RunSpec, run_dir: Path, console) -> None:
         console.print(f"  {value.name} = {value.value:g}  ({value.reason})")
     for warning in spec.warnings:
         console.print(f"  [yellow]note[/yellow] {warning}")
+
+
+def settings_of(run_dir: str | Path) -> tuple[PlanRequest, LaunchOptions]:
+    """The request and launch options that wrote `run_dir`, to launch a fresh copy of it beside
+    it (the folder itself is only read). InputError when it is not a run folder."""
+    from planner.recipes import recipe
+    from runners.run_folder import read_manifest
+
+    run_dir = absolute(str(run_dir), "--from")
+    manifest = read_manifest(run_dir, "--from")
+    spec, request = manifest.spec, manifest.request
+    if manifest.options is not None:
+        found = {k: v for k, v in manifest.options.items() if k in LaunchOptions.model_fields}
+    else:  # written before the manifest kept its options: what the settings say
+        lr = next((v for v in spec.starting_values if v.name == "learning_rate"), None)
+        usual = recipe(spec.method).learning_rate_for(request.tuning)
+        given = lr is not None and (lr.value, lr.reason) != (usual.value, usual.reason)
+        found = {
+            "max_steps": spec.trl_config.get("max_steps"),
+            "save_steps": spec.trl_config.get("save_steps"),
+            "learning_rate": lr.value if given else None,
+            "learning_rate_reason": lr.reason if given else "given by flag",
+            "device": spec.device,
+        }
+    if found.get("learning_rate") is not None:
+        reason = found.get("learning_rate_reason") or "given by flag"
+        if not reason.startswith("as in "):  # a copy of a copy names the first
+            found["learning_rate_reason"] = f"as in {run_dir.name}: {reason}"
+    if found.get("device") == "auto":
+        found["device"] = spec.device  # what it resolved to: the same device again
+    options = LaunchOptions(
+        **found,
+        output=run_dir.parent,
+        recommendation=manifest.recommendation,
+        from_run=run_dir,
+    )
+    return request, options
 
 
 def _finished_step(checkpoint: Path) -> int | None:

@@ -90,6 +90,13 @@ class Manifest(BaseModel):
     versions: dict[str, str]
     hashes: Hashes
     paths: RunPaths | None = Field(default=None, description="model and data from the run folder")
+    options: dict[str, Any] | None = Field(
+        default=None,
+        description="the launch options it was written with (`advisor launch --from` reuses them)",
+    )
+    from_run: str | None = Field(
+        default=None, description="the run folder whose settings it copied (`launch --from`)"
+    )
     command: list[str]
     files: list[str] = Field(default_factory=list)
 
@@ -306,9 +313,12 @@ def write_run_folder(
     request: PlanRequest,
     plan: Plan | None = None,
     recommendation: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+    from_run: Path | None = None,
 ) -> Manifest:
     """Write manifest.json, runspec.json, accelerate.yaml, the TRL CLI YAML, command.sh and,
-    for several nodes, slurm.sbatch; return the manifest."""
+    for several nodes, slurm.sbatch; return the manifest. `options`: the launch options to
+    record; `from_run`: the run folder whose settings these are."""
     run_dir = Path(run_dir)
     script = command_script(spec, run_dir)  # refuses unsafe paths before anything is written
     gpus_per_node = max(1, spec.num_processes // spec.nodes)
@@ -346,6 +356,8 @@ def write_run_folder(
             model=from_run_folder(spec.model, run_dir),
             dataset=from_run_folder(spec.dataset, run_dir),
         ),
+        options=options,
+        from_run=str(from_run) if from_run is not None else None,
         command=command,
         files=files,
     )
@@ -353,11 +365,17 @@ def write_run_folder(
     return manifest
 
 
-def read_manifest(run_dir: Path) -> Manifest:
+def read_manifest(run_dir: Path, flag: str = "--resume") -> Manifest:
+    """RUN_DIR/manifest.json; InputError naming `flag` when it is missing or not a manifest."""
     path = Path(run_dir) / "manifest.json"
     if not path.is_file():
-        raise InputError(f"--resume {run_dir}: no manifest.json there (not a run folder)")
-    return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+        raise InputError(f"{flag} {run_dir}: no manifest.json there (not a run folder)")
+    try:
+        return Manifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"{flag} {path}: not a readable manifest ({type(error).__name__})"
+        ) from None
 
 
 def read_run_spec(run_dir: Path) -> RunSpec:

@@ -359,6 +359,95 @@ def test_resume_with_edited_settings_is_refused(tiny_model, tmp_path, capsys):
     assert "learning_rate" in capsys.readouterr().err
 
 
+def test_from_a_run_folder_writes_a_fresh_copy_with_its_settings_and_the_flags_given(
+    tiny_model, tmp_path
+):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=3)
+    rc, out, err = _launch(*flags, "--learning-rate", "1e-4", "--save-steps", "1", "--dry-run")
+    assert rc == 0, err
+    original = Path(out.strip().splitlines()[-1])
+    before = {p.name: p.read_bytes() for p in original.iterdir()}
+    rc, out, err = _launch("--from", str(original), "--batch-size", "1", "--dry-run")
+    assert rc == 0, err
+    copy = Path(out.strip().splitlines()[-1])
+    assert copy != original and copy.parent == original.parent  # beside it
+    assert {p.name: p.read_bytes() for p in original.iterdir()} == before  # untouched
+    old, new = read_manifest(original), read_manifest(copy)
+    assert new.from_run == str(original)
+    assert new.request == old.request.model_copy(update={"batch_size": 1})
+    fields = new.spec.trl_config
+    assert (fields["max_steps"], fields["save_steps"], fields["per_device_train_batch_size"]) == (
+        3,
+        1,
+        1,
+    )
+    assert (fields["learning_rate"], new.spec.device) == (1e-4, "cpu")
+    values = {v.name: v.reason for v in new.spec.starting_values}
+    assert values["learning_rate"] == f"as in {original.name}: given by flag"
+    assert fields["run_name"] == copy.name
+    # A flag typed with the default value still overrides: --method dpo over a KTO run.
+    kto = write_demo_dataset("kto", tmp_path / "data")
+    rc, out, err = _launch(
+        "--from", str(copy), "--method", "kto", "--dataset", str(kto), "--dry-run"
+    )
+    assert rc == 0, err
+    kto_run = read_manifest(Path(out.strip().splitlines()[-1]))
+    assert kto_run.spec.method is Method.kto and kto_run.request.batch_size == 1
+    rc, out, err = _launch(
+        "--from", str(kto_run.run_dir), "--method", "dpo", "--dataset", str(dataset), "--dry-run"
+    )
+    assert rc == 0, err
+    assert read_manifest(Path(out.strip().splitlines()[-1])).spec.method is Method.dpo
+
+
+@pytest.mark.slow
+def test_from_a_finished_run_trains_a_fresh_copy_and_leaves_the_original_alone(
+    tiny_model, tmp_path
+):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    rc, out, err = _launch(*_flags(tiny_model, dataset, "dpo", tmp_path / "runs"))
+    assert rc == 0, err
+    original = Path(out.strip().splitlines()[-1])
+    records = read_metrics(original)
+    checkpoint = original / "checkpoints" / "checkpoint-2" / "trainer_state.json"
+    written = checkpoint.stat().st_mtime_ns
+    rc, out, err = _launch("--from", str(original), "--quiet")
+    assert rc == 0, err
+    copy = Path(out.strip().splitlines()[-1])
+    assert copy != original
+    assert [r["step"] for r in read_metrics(copy) if "loss" in r] == [1, 2]
+    assert read_metrics(original) == records and checkpoint.stat().st_mtime_ns == written
+
+
+def test_a_run_folders_manifest_as_plan_launches_a_fresh_copy(tiny_model, tmp_path):
+    original = _dry_run(tiny_model, tmp_path)
+    rc, out, err = _launch("--plan", str(original / "manifest.json"), "--dry-run")
+    assert rc == 0, err
+    assert f"launching a fresh copy of {original}" in err
+    copy = read_manifest(Path(out.strip().splitlines()[-1]))
+    assert copy.from_run == str(original) and copy.request == read_manifest(original).request
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--from", "{tmp}/nowhere"], "--from {tmp}/nowhere: no manifest.json there"),
+        (["--from", "{run}", "--demo"], "drop --demo"),
+        (["--from", "{run}", "--resume", "{run}"], "drop --resume"),
+        (["--from", "{run}", "--batch-size", "0"], "--batch-size:"),
+    ],
+)
+def test_from_refusals_are_one_line_and_write_nothing(argv, message, tiny_model, tmp_path, capsys):
+    run = _dry_run(tiny_model, tmp_path)
+    argv = [a.format(tmp=tmp_path, run=run) for a in argv]
+    capsys.readouterr()
+    assert main(["launch", *argv, "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == [run.name]
+
+
 def test_launch_takes_a_saved_plan_and_records_the_recommendation(tiny_model, tmp_path):
     plan_json = io.StringIO()
     with contextlib.redirect_stdout(plan_json):

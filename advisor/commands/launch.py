@@ -37,8 +37,34 @@ def _number(kind: type, low: float, high: float, unit: str = ""):
     return parse
 
 
+def _recording(base: type) -> type:
+    """`base` (an argparse action class) that also adds its dest to the namespace's
+    `given_flags`: which flags were typed, whatever their values (a default typed again too)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        base.__call__(self, parser, namespace, values, option_string)
+        namespace.given_flags = frozenset(getattr(namespace, "given_flags", ())) | {self.dest}
+
+    return type(f"Recorded{base.__name__}", (base,), {"__call__": __call__})
+
+
+def _record_given_flags(parser: argparse.ArgumentParser) -> None:
+    """Make every flag of `parser` record that it was given (for --from's overrides)."""
+    parser.set_defaults(given_flags=frozenset())
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            action.__class__ = _recording(type(action))
+
+
 def register(parser: argparse.ArgumentParser) -> None:
     add_plan_flags(parser)
+    parser.add_argument(
+        "--from",
+        dest="from_run",
+        metavar="RUN_DIR",
+        help="a new run folder beside RUN_DIR with the same settings (its manifest); flags "
+        "given here override them; RUN_DIR is left untouched",
+    )
     parser.add_argument(
         "--plan",
         help="a plan.json from `advisor plan --json` (its settings), or the list that "
@@ -90,6 +116,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the run's manifest as JSON, not its folder"
     )
+    _record_given_flags(parser)
 
 
 def _tiny_model_dir() -> Path:
@@ -202,6 +229,59 @@ def _recommendation(args: argparse.Namespace) -> dict | None:
     return found
 
 
+def _is_manifest(path: str) -> bool:
+    """Whether `path` holds a run folder's manifest.json (not a plan)."""
+    import json
+
+    try:
+        found = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and {"spec", "hashes", "command"} <= set(found)
+
+
+def _copy_of_run(args: argparse.Namespace) -> tuple[PlanRequest, LaunchOptions]:
+    """--from RUN_DIR: its request and launch options, with the flags given here on top."""
+    from pydantic import ValidationError
+
+    from planner.specs import request_problem
+    from runners.launch import settings_of
+
+    for flag, used in (("--resume", args.resume), ("--plan", args.plan), ("--demo", args.demo)):
+        if used:
+            raise InputError(
+                f"--from starts a fresh copy of a run from its own settings: drop {flag}"
+            )
+    request, reused = settings_of(args.from_run)
+    given = args.given_flags
+    fields = {
+        name: getattr(args, name)
+        for name in PlanRequest.model_fields
+        if name in given and getattr(args, name, None) is not None
+    }
+    try:
+        request = PlanRequest.model_validate({**request.model_dump(), **fields})
+    except ValidationError as error:
+        field, message = request_problem(error)
+        flag = "--" + field.replace("_", "-") if field else "settings"
+        raise InputError(f"{flag}: {message}") from None
+    mine = options(args, Path(args.output) if "output" in given else reused.output)
+    update = {
+        name: getattr(mine, name)
+        for name in ("output", "dry_run", "force", "quiet")
+        if name != "output" or "output" in given
+    }
+    for dest in ("max_steps", "save_steps", "processes", "reward", "report_to", "device"):
+        if dest in given:
+            name = "rewards" if dest == "reward" else dest
+            update[name] = getattr(mine, name)
+    if "learning_rate" in given:
+        update.update(learning_rate=mine.learning_rate, learning_rate_reason="given by flag")
+    if "recommendation" in given:
+        update["recommendation"] = mine.recommendation
+    return request, reused.model_copy(update=update)
+
+
 def options(args: argparse.Namespace, output: Path | None = None) -> LaunchOptions:
     """The launch options that `advisor launch`'s flags set."""
     from runners.launch import LaunchOptions
@@ -228,14 +308,24 @@ def launched(args: argparse.Namespace) -> Run:
     """Launch (or with --resume, continue) what the flags say; the Run as it ended."""
     from runners.launch import LaunchOptions, launch, output_folder, resume
 
+    if args.plan and args.from_run is None and not args.resume and _is_manifest(args.plan):
+        args.from_run, args.plan = str(Path(args.plan).parent), None
+        print(
+            f"a run folder's manifest: launching a fresh copy of {args.from_run} "
+            f"(advisor launch --from {args.from_run})",
+            file=sys.stderr,
+        )
+    if args.from_run is not None:
+        request, copied = _copy_of_run(args)
+        return launch(request, copied)
     if args.resume:
-        default = PlanRequest()
+        given = args.given_flags  # typed flags, even with their default values
         return resume(
             args.resume,
             LaunchOptions(quiet=args.quiet),  # the run keeps the settings it was written with
-            model=args.model if args.model != default.model else None,
+            model=args.model if "model" in given else None,
             dataset=args.dataset,
-            method=args.method if args.method != default.method.value else None,
+            method=args.method if "method" in given else None,
         )
     output = output_folder(args.output)
     if args.demo:
