@@ -420,6 +420,19 @@ def test_from_a_finished_run_trains_a_fresh_copy_and_leaves_the_original_alone(
     assert read_metrics(original) == records and checkpoint.stat().st_mtime_ns == written
 
 
+def test_validate_from_a_run_keeps_its_own_short_run(tiny_model, tmp_path):
+    import argparse
+
+    from advisor.commands import validate
+    from advisor.commands.launch import _copy_of_run
+
+    original = _dry_run(tiny_model, tmp_path)
+    parser = argparse.ArgumentParser()
+    validate.register(parser)
+    _, options = _copy_of_run(parser.parse_args(["--from", str(original)]))
+    assert options.max_steps == 10 and options.from_run == original
+
+
 def test_a_run_folders_manifest_as_plan_launches_a_fresh_copy(tiny_model, tmp_path):
     original = _dry_run(tiny_model, tmp_path)
     rc, out, err = _launch("--plan", str(original / "manifest.json"), "--dry-run")

@@ -272,7 +272,8 @@ def _copy_of_run(args: argparse.Namespace) -> tuple[PlanRequest, LaunchOptions]:
         if name != "output" or "output" in given
     }
     for dest in ("max_steps", "save_steps", "processes", "reward", "report_to", "device"):
-        if dest in given:
+        # No default in `launch`: a value there is typed, or a command's own (validate's 10 steps).
+        if dest in given or (dest not in ("report_to", "device") and getattr(args, dest)):
             name = "rewards" if dest == "reward" else dest
             update[name] = getattr(mine, name)
     if "learning_rate" in given:
