@@ -309,6 +309,65 @@ async def test_generation_knobs_show_for_the_methods_they_change_and_reach_the_p
         assert app.session.request.num_generations is None  # not GRPO's setting carried over
 
 
+async def test_grpo_launches_with_the_reward_chosen_on_the_launch_screen(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    calls: list = []
+    monkeypatch.setattr(
+        "advisor.wizard.screens.run.start_launch", fake_launcher(tmp_path, 2, calls)
+    )
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(
+        (profiles_dir() / "models" / "qwen2.5-0.5b.json").read_text()
+    )
+    data = tmp_path / "prompts.jsonl"
+    data.write_text('{"prompt": "Say hi"}\n' * 16)
+    app = make_app(read_answers_file(SCENARIOS / "ppo-7b-one-24gb-card.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await forward(pilot, screens=2)
+        app.screen.query_one("#method", Select).value = "grpo"
+        app.screen.query_one("#model", Input).value = str(model)
+        await pilot.pause()
+        await forward(pilot)
+        assert app.screen.query_one("#reward-row").display
+        body = lambda: text_of(app.screen.query_one("#launch-body", Static))  # noqa: E731
+        assert "no --reward given: using the built-in length reward" in body()
+        app.screen.query_one("#reward", Input).focus()
+        await pilot.press(*"nothing-here", "enter")
+        await pilot.pause()
+        assert "not a built-in" in body() and app.session.rewards == []
+        await pilot.press("ctrl+u", *"distinct_words", "enter")
+        await pilot.pause()
+        assert app.session.rewards == ["distinct_words"]
+        assert "--reward distinct_words" in body() and "length reward" not in body()
+        app.screen.query_one("#dataset", Input).value = str(data)
+        app.screen.query_one("#dataset", Input).focus()
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("ctrl+l")
+        await wait_for_run_end(pilot, app)
+        ((request, options),) = calls
+        assert request.method.value == "grpo" and options.rewards == ["distinct_words"]
+        record = app.session.record()
+        assert "--reward distinct_words" in record
+        # The plan's model is not the interview's: the record says which one the check used.
+        assert "The plan below was edited after the recommendation" in record
+        assert "compute check used the interview's" in record
+
+
+async def test_a_dpo_launch_screen_has_no_reward_row():
+    app = make_app(read_answers_file(SCENARIOS / "ppo-7b-one-24gb-card.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await forward(pilot, screens=2)
+        app.screen.query_one("#method", Select).value = "dpo"
+        await pilot.pause()
+        await forward(pilot)
+        assert type(app.screen).__name__ == "LaunchScreen"
+        assert not app.screen.query_one("#reward-row").display
+        assert "The plan below was edited" not in app.session.record()
+
+
 async def test_nvml_gpu_prefills_the_gpus_answer():
     app = WizardApp(detect_gpu=lambda: ("h100-80gb", 8), today=TODAY)
     app.session.raw.update(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shlex
+from collections.abc import Sequence
 from pathlib import Path
 
 from advisor.decision.decide import Recommendation
@@ -19,15 +21,44 @@ from advisor.decision.output_file import write_text
 from advisor.views.decision_record import decision_record
 from advisor.views.plan_view import LABELS, command_line, duration, headline
 from advisor.views.reasons import override_warning
+from planner.gpus import resolve_gpu
 from planner.specs import COMPONENTS, Method, Plan, PlanRequest
 
 
-def launch_command(request: PlanRequest) -> str:
-    """The `advisor launch` line for a request: the same flags as its `advisor plan` line."""
-    return "advisor launch" + command_line(request).removeprefix("advisor plan")
+def launch_command(request: PlanRequest, rewards: Sequence[str] = ()) -> str:
+    """The `advisor launch` line for a request: the same flags as its `advisor plan` line, and
+    the rewards it is scored by (GRPO / RLOO / PPO)."""
+    flags = "".join(f" --reward {shlex.quote(r)}" for r in rewards)
+    return "advisor launch" + command_line(request).removeprefix("advisor plan") + flags
 
 
-def plan_section(plan: Plan) -> list[str]:
+def compute_edited(rec: Recommendation, plan: Plan) -> str | None:
+    """A sentence when the plan's model or GPUs are not the ones the interview named (and the
+    recommendation's compute check used), else None."""
+    answers = rec.answers
+    gpus = answers.parsed_gpus()
+    request = plan.request
+    if answers.model is None and gpus is None:
+        return None
+    same_model = answers.model is None or answers.model.strip().lower() == request.model.lower()
+    same_gpus = gpus is None or (
+        resolve_gpu(gpus[0]).name == resolve_gpu(request.gpu).name and gpus[1] == request.world_size
+    )
+    if same_model and same_gpus:
+        return None
+    interview = " on ".join(
+        part
+        for part in (answers.model, f"{gpus[1]}× {gpus[0]}" if gpus else None)
+        if part is not None
+    )
+    return (
+        f"The plan below was edited after the recommendation: {request.model} on "
+        f"{request.world_size}× {plan.gpu.name}. The recommendation's compute check used the "
+        f"interview's {interview}."
+    )
+
+
+def plan_section(plan: Plan, rewards: Sequence[str] = ()) -> list[str]:
     """The plan as Markdown lines: headline, memory by component, verdict, time, commands."""
     mem, t = plan.memory, plan.time
     verdict = (
@@ -63,7 +94,7 @@ def plan_section(plan: Plan) -> list[str]:
         "",
         "```",
         command_line(plan.request),
-        launch_command(plan.request),
+        launch_command(plan.request, rewards),
         "```",
     ]
     return out
@@ -111,8 +142,11 @@ def session_record(
     today: dt.date | None = None,
     run_dir: str | Path | None = None,
     launch_status: int | None = None,
+    rewards: Sequence[str] = (),
 ) -> str:
-    """The whole record: decision record, the method chosen (and the warning), plan, outcome."""
+    """The whole record: decision record, the method chosen (and the warning), plan, outcome.
+    Where the plan's model or GPUs differ from the interview's, the record says so: the
+    recommendation's compute check used the interview's."""
     out = [decision_record(rec, source=source, today=today).rstrip("\n"), ""]
     out += ["## Method chosen", ""]
     warning = override_warning(rec, method)
@@ -123,7 +157,10 @@ def session_record(
         out.append(f"> {warning}")
     out.append("")
     if plan is not None:
-        out += [*plan_section(plan), ""]
+        edited = compute_edited(rec, plan)
+        if edited:
+            out += [f"> {edited}", ""]
+        out += [*plan_section(plan, rewards), ""]
     out += [*outcome_section(run_dir, launch_status), ""]
     return "\n".join(out)
 

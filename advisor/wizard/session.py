@@ -45,6 +45,10 @@ class WizardSession:
     """The method the plan is for: the recommended one unless the user picked another."""
     request: PlanRequest | None = None
     plan: Plan | None = None
+    rewards: list[str] = field(default_factory=list)
+    """What GRPO / RLOO / PPO completions are scored by, as `advisor launch --reward` takes
+    them (a built-in name, `module:function` or a reward-model folder); empty: the built-in
+    `length` reward, which the launch screen says is a smoke test."""
     dataset_check: Text | None = None
     """The launch step's pre-flight of the dataset, as it was shown."""
     run_dir: Path | None = None
@@ -134,4 +138,5 @@ class WizardSession:
             today=self.today,
             run_dir=self.run_dir,
             launch_status=self.launch_status,
+            rewards=self.rewards,
         )

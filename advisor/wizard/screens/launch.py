@@ -77,9 +77,10 @@ OUTPUT = Path("runs")
 """Where launches from the wizard write their run folders (`advisor launch --output`)."""
 
 
-def launch_options(recommendation) -> LaunchOptions:
+def launch_options(recommendation, rewards: list[str] | None = None) -> LaunchOptions:
     """What the wizard launches with: run folders under runs/, the recommendation recorded in
-    the manifest, and no console view (the run screen draws the progress itself)."""
+    the manifest, the rewards chosen on the launch screen, and no console view (the run screen
+    draws the progress itself)."""
     from advisor.views.reasons import recommendation_json
     from runners.launch import LaunchOptions
 
@@ -87,6 +88,7 @@ def launch_options(recommendation) -> LaunchOptions:
         output=OUTPUT.resolve(),  # absolute: the training child runs from elsewhere
         # What `advisor recommend --json` prints, so a manifest reads the same either way.
         recommendation=recommendation_json(recommendation) if recommendation else None,
+        rewards=list(rewards or []),
         quiet=True,
     )
 
@@ -102,11 +104,18 @@ def launch_blocker(request: PlanRequest) -> str | None:
     return None
 
 
-def trainer_settings(request: PlanRequest) -> RenderableType:
+def scored(request: PlanRequest) -> bool:
+    """Whether the method's completions are scored by rewards (GRPO, RLOO, PPO)."""
+    from planner.recipes import recipe
+
+    return recipe(request.method).generates
+
+
+def trainer_settings(request: PlanRequest, rewards: list[str] | None = None) -> RenderableType:
     """The TRL, PEFT and accelerate settings `advisor launch` would write, as a panel."""
     try:
         from planner.gpus import resolve_gpu
-        from runners.settings import build_run_spec
+        from runners.settings import RewardSource, build_run_spec
 
         spec = build_run_spec(
             request,
@@ -115,6 +124,7 @@ def trainer_settings(request: PlanRequest) -> RenderableType:
             output_dir=f"runs/{request.method.value}-…/checkpoints",
             device="cuda",
             supports_bf16=resolve_gpu(request.gpu).supports_bf16,
+            rewards=[RewardSource.parse(r) for r in rewards or []] or None,
         )
     except (ImportError, InputError) as error:
         return Panel(
@@ -189,6 +199,14 @@ class LaunchScreen(WizardScreen):
                     placeholder="path to a JSONL/JSON/CSV/Parquet file, Enter checks it",
                     compact=True,
                 )
+            with Horizontal(id="reward-row"):
+                yield Label("reward  ")
+                yield Input(
+                    id="reward",
+                    placeholder="length, distinct_words, module:function or a reward-model "
+                    "folder; Enter sets it",
+                    compact=True,
+                )
             yield Static(id="preflight")
             yield Static(id="launch-body")
         yield Footer()
@@ -197,6 +215,8 @@ class LaunchScreen(WizardScreen):
         request = self.session.request
         if request.dataset:
             self.query_one("#dataset", Input).value = request.dataset
+        self.query_one("#reward-row").display = scored(request)
+        self.query_one("#reward", Input).value = ", ".join(self.session.rewards)
         self.query_one("#preflight", Static).update(
             self.session.dataset_check or Text("No dataset checked yet.", style="dim")
         )
@@ -206,7 +226,9 @@ class LaunchScreen(WizardScreen):
     def show_body(self) -> None:
         request = self.session.request
         commands = Text.assemble(
-            (launch_command(request), "bold cyan"), "\n", (command_line(request), "cyan")
+            (launch_command(request, self.session.rewards if scored(request) else ()), "bold cyan"),
+            "\n",
+            (command_line(request), "cyan"),
         )
         blocker = launch_blocker(request)
         note = (
@@ -218,14 +240,17 @@ class LaunchScreen(WizardScreen):
             Group(
                 note,
                 Panel(commands, title="Launch command", title_align="left"),
-                trainer_settings(request),
+                trainer_settings(request, self.session.rewards if scored(request) else None),
             )
         )
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        """Re-estimate with the dataset's rows, then pre-flight it for the method (in a thread:
-        loading a dataset takes seconds)."""
+        """The reward: checked and shown in the settings. The dataset: re-estimate with its
+        rows, then pre-flight it for the method (in a thread: loading takes seconds)."""
         event.stop()
+        if event.input.id == "reward":
+            self.set_rewards(event.value)
+            return
         path = event.value.strip()
         if not path:
             return
@@ -238,6 +263,21 @@ class LaunchScreen(WizardScreen):
         self.query_one("#preflight", Static).update(Text(f"Checking {path} …", style="dim"))
         self.show_body()
         self.run_preflight(request)
+
+    def set_rewards(self, text: str) -> None:
+        """Rewards as `advisor launch --reward` takes them, comma-separated; each is checked
+        the way the launch checks it, and a bad one is said in place of the settings."""
+        from runners.settings import RewardSource
+
+        rewards = [part.strip() for part in text.split(",") if part.strip()]
+        try:
+            for reward in rewards:
+                RewardSource.parse(reward)
+        except InputError as error:
+            self.query_one("#launch-body", Static).update(Text(f"✗ {error}", style="red"))
+            return
+        self.session.rewards = rewards
+        self.show_body()
 
     @work(thread=True, exclusive=True, group="preflight")
     def run_preflight(self, request: PlanRequest) -> None:
@@ -266,7 +306,8 @@ class LaunchScreen(WizardScreen):
         """Launch the request (`runners.launch.launch`) and follow it live on the run screen."""
         from advisor.wizard.screens.run import RunScreen
 
-        options = launch_options(self.session.recommendation)
+        rewards = self.session.rewards if scored(self.session.request) else []
+        options = launch_options(self.session.recommendation, rewards)
         self.app.push_screen(RunScreen(self.session, options))
 
     def action_back(self) -> None:
