@@ -92,13 +92,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"advisor: error: {message}\n")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions and examples as written; a flag's help ends with its default, if it has one
+    (argparse's ArgumentDefaultsHelpFormatter also prints `None` and `False`)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        default = action.default
+        if (
+            not text
+            or not action.option_strings
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or "(default" in text
+        ):
+            return text
+        shown = "on" if default is True else str(default).replace("%", "%%")
+        return f"{text} (default: {shown})"
+
+
 def _load(module: str):
     return importlib.import_module(f"advisor.commands.{module}")
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     """The parser, with only the named subcommand's flags loaded (keeps start-up fast)."""
-    raw = argparse.RawDescriptionHelpFormatter
+    raw = _HelpFormatter
     parser = _Parser(prog="advisor", description=__doc__, formatter_class=raw)
     subparsers = parser.add_subparsers(dest="command", parser_class=_Parser)
     for name, (module, help_text) in COMMANDS.items():

@@ -313,3 +313,23 @@ def test_trace_says_on_stderr_that_it_is_tracing_before_it_starts(capsys, monkey
     code, out, err = run_cli(capsys, "plan", "--model", "7b", "--trace", "--json")
     assert code == 2 and out == ""  # nothing on the JSON stdout
     assert "stop here" in err
+
+
+def test_a_seq_len_that_disagrees_with_prompt_plus_completion_is_refused(capsys):
+    argv = ["--seq-len", "1024", "--prompt-len", "256", "--completion-len", "512"]
+    code, out, err = run_cli(capsys, "plan", *argv)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "--seq-len 1024" in err and "768" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "lengths"),
+    [
+        (["--seq-len", "768", "--prompt-len", "256", "--completion-len", "512"], (768, 256, 512)),
+        (["--prompt-len", "256", "--completion-len", "512"], (768, 256, 512)),
+        (["--seq-len", "2048", "--prompt-len", "512"], (2048, 512, None)),
+    ],
+)
+def test_lengths_that_agree_plan_the_sum(capsys, argv, lengths):
+    request = plan_json(capsys, "--method", "grpo", *argv)["request"]
+    assert (request["seq_len"], request["prompt_len"], request["completion_len"]) == lengths

@@ -6,17 +6,23 @@ import argparse
 import sys
 
 from planner.errors import InputError
-from planner.specs import Method
+from planner.specs import Method, PlanRequest
 
 
 def register(parser: argparse.ArgumentParser) -> None:
+    planned = PlanRequest()  # the defaults `advisor plan` assumes
     parser.add_argument("--dataset", required=True, help="JSONL/JSON/CSV/Parquet, folder, HF id")
-    parser.add_argument("--method", default="dpo", choices=[m.value for m in Method])
+    parser.add_argument(
+        "--method",
+        default=planned.method.value,
+        choices=[m.value for m in Method],
+        help="the method whose TRL trainer will read the data (its columns and checks)",
+    )
     parser.add_argument("--model", help="a model folder: its tokenizer adds length/template checks")
     parser.add_argument(
         "--seq-len",
         type=int,
-        default=1024,
+        default=planned.seq_len,
         help="planned max tokens per row (for ppo/grpo/rloo: per prompt)",
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

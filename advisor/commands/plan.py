@@ -47,22 +47,68 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 
 def add_plan_flags(parser: argparse.ArgumentParser) -> None:
-    """The planning flags, shared by `plan`, `validate` and `launch`."""
+    """The planning flags, shared by `plan`, `validate` and `launch`. Defaults are read from
+    PlanRequest (the help shows them); a flag whose default depends on others says so."""
+    from planner.gpu_counts import GPUS_PER_NODE, MAX_SEARCH_NODES
+    from planner.trl_defaults import NUM_GENERATIONS
+
     d = PlanRequest()
     parser.add_argument(
         "--model", default=d.model, help="7b-style size, profile, config.json or dir"
     )
-    parser.add_argument("--method", default=d.method.value, choices=_values(Method))
-    parser.add_argument("--tuning", default=d.tuning.value, choices=_values(Tuning))
-    parser.add_argument("--lora-rank", type=int, default=d.lora_rank)
     parser.add_argument(
-        "--lora-targets", default=d.lora_targets.value, choices=_values(LoraTargets)
+        "--method",
+        default=d.method.value,
+        choices=_values(Method),
+        help="the alignment method, as its TRL trainer runs it",
     )
-    parser.add_argument("--seq-len", type=int, default=d.seq_len)
-    parser.add_argument("--prompt-len", type=int)
-    parser.add_argument("--completion-len", type=int)
-    parser.add_argument("--batch-size", type=int, default=d.batch_size, help="micro-batch per GPU")
-    parser.add_argument("--grad-accum", type=int, default=d.grad_accum)
+    parser.add_argument(
+        "--tuning",
+        default=d.tuning.value,
+        choices=_values(Tuning),
+        help="train every weight (full), LoRA adapters, or LoRA on a 4-bit base (qlora)",
+    )
+    parser.add_argument(
+        "--lora-rank", type=int, default=d.lora_rank, help="LoRA / QLoRA: the adapters' rank r"
+    )
+    parser.add_argument(
+        "--lora-targets",
+        default=d.lora_targets.value,
+        choices=_values(LoraTargets),
+        help="LoRA / QLoRA: adapt the q and v projections, every attention projection, or "
+        "every linear layer",
+    )
+    parser.add_argument(
+        "--seq-len",
+        type=int,
+        help=f"tokens per sequence, prompt + completion (default: {d.seq_len}); when "
+        "--prompt-len and --completion-len are both given their sum is the sequence, and a "
+        "--seq-len that differs is refused",
+    )
+    parser.add_argument(
+        "--prompt-len",
+        type=int,
+        help="prompt tokens (default: half the sequence; with --seq-len alone, the "
+        "completion is the rest)",
+    )
+    parser.add_argument(
+        "--completion-len",
+        type=int,
+        help="completion tokens (default: half the sequence; with --seq-len alone, the "
+        "prompt is the rest)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=d.batch_size,
+        help="micro-batch per GPU (rows; GRPO / RLOO: completions)",
+    )
+    parser.add_argument(
+        "--grad-accum",
+        type=int,
+        default=d.grad_accum,
+        help="micro-batches accumulated into one optimizer step",
+    )
     parser.add_argument(
         "--precision",
         default=d.precision.value,
@@ -70,34 +116,95 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
         help="bf16-mixed (TRL's default: fp32 master weights), bf16-true (all bf16), "
         "fp16-mixed, fp32; bf16 / fp16 mean the mixed forms",
     )
-    parser.add_argument("--optimizer", default=d.optimizer.value, choices=_values(Optimizer))
     parser.add_argument(
-        "--grad-checkpointing", action=argparse.BooleanOptionalAction, default=d.grad_checkpointing
+        "--optimizer",
+        default=d.optimizer.value,
+        choices=_values(Optimizer),
+        help="AdamW, 8-bit AdamW (bitsandbytes), its paged form, or SGD (no optimizer states)",
     )
-    parser.add_argument("--attention", default=d.attention.value, choices=_values(Attention))
-    parser.add_argument("--gpu", default=d.gpu)
-    parser.add_argument("--num-gpus", type=int, default=None, help="GPUs per node")
-    parser.add_argument("--nodes", type=int, default=None)
-    parser.add_argument("--sharding", default=d.sharding.value, choices=_values(Sharding))
-    parser.add_argument("--offload", default=d.offload.value, choices=_values(Offload))
     parser.add_argument(
-        "--num-generations", type=int, help="GRPO/RLOO completions per prompt (TRL's default)"
+        "--grad-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=d.grad_checkpointing,
+        help="recompute activations in backward: less memory, about a third more compute",
+    )
+    parser.add_argument(
+        "--attention",
+        default=d.attention.value,
+        choices=_values(Attention),
+        help="attention kernel: sdpa and flash keep no sequence × sequence scores, eager does",
+    )
+    parser.add_argument(
+        "--gpu", default=d.gpu, help="GPU profile name or alias (--list-gpus shows them)"
+    )
+    parser.add_argument(
+        "--num-gpus",
+        type=int,
+        default=None,
+        help=f"GPUs per node (default: {d.num_gpus}; --fit searches up to this many, or up "
+        f"to the GPUs seen here, else {GPUS_PER_NODE})",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=None,
+        help=f"nodes (default: {d.nodes}; --fit searches up to this many, else up to "
+        f"{MAX_SEARCH_NODES} when no GPU count is given or seen)",
+    )
+    parser.add_argument(
+        "--sharding",
+        default=d.sharding.value,
+        choices=_values(Sharding),
+        help="how several GPUs share the model: DDP copies, DeepSpeed ZeRO stage 1/2/3, FSDP",
+    )
+    parser.add_argument(
+        "--offload",
+        default=d.offload.value,
+        choices=_values(Offload),
+        help="DeepSpeed: keep optimizer states (and parameters) in CPU memory",
+    )
+    generations = ", ".join(f"{n} for {m}" for m, n in NUM_GENERATIONS.items())
+    parser.add_argument(
+        "--num-generations",
+        type=int,
+        help=f"GRPO / RLOO completions per prompt (default: TRL's, {generations})",
     )
     parser.add_argument(
         "--precompute-ref-log-probs", action="store_true", help="DPO/KTO: no reference at step time"
     )
-    parser.add_argument("--beta", type=float, help="KL weight (GRPO/RLOO: > 0 loads a reference)")
-    parser.add_argument("--ppo-epochs", type=int, default=d.ppo_epochs)
+    parser.add_argument(
+        "--beta",
+        type=float,
+        help="KL weight (default: the method's TRL default; GRPO/RLOO: > 0 loads a reference)",
+    )
+    parser.add_argument(
+        "--ppo-epochs",
+        type=int,
+        default=d.ppo_epochs,
+        help="PPO: optimisation passes over each batch of rollouts",
+    )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--samples", type=int, help="training rows in the run")
     group.add_argument("--dataset", help="a local JSONL/JSON/CSV/Parquet file to count rows of")
-    parser.add_argument("--epochs", type=float, default=d.epochs)
+    parser.add_argument(
+        "--epochs",
+        type=float,
+        default=d.epochs,
+        help="passes over the rows (with --samples or --dataset: the run's total time)",
+    )
 
 
 def request_from_args(args: argparse.Namespace) -> PlanRequest:
     """A validated PlanRequest from parsed flags; bad values raise InputError naming the flag."""
     from pydantic import ValidationError
 
+    lengths = [getattr(args, name, None) for name in ("seq_len", "prompt_len", "completion_len")]
+    seq, prompt, completion = lengths
+    if None not in lengths and prompt + completion != seq:
+        raise InputError(
+            f"--seq-len {seq} is not --prompt-len {prompt} + --completion-len {completion} "
+            f"(= {prompt + completion}): give --seq-len, or the two lengths, not three that differ"
+        )
     fields = {
         name: getattr(args, name)
         for name in PlanRequest.model_fields

@@ -11,12 +11,19 @@ import argparse
 
 from planner.errors import InputError
 
+REFUSED = ("dry_run", "resume")
+"""launch's flags that validate takes only to refuse them (see `run`): kept off its --help."""
+
 
 def register(parser: argparse.ArgumentParser) -> None:
     from advisor.commands import launch
 
     launch.register(parser)
     parser.set_defaults(max_steps=10, output="runs/validate", quiet=True)
+    # Still parsed, so that `run` can say why each is refused, but not offered in --help.
+    for action in parser._actions:
+        if action.dest in REFUSED:
+            action.help = argparse.SUPPRESS
 
 
 def run(args: argparse.Namespace) -> int:
