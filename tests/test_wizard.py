@@ -20,6 +20,7 @@ from advisor.cli import main
 from advisor.decision.answers import load_answers, read_answers_file
 from advisor.decision.decide import decide
 from advisor.decision.interview import QUESTIONS, answers_yaml, raw_from_mapping, save_answers
+from advisor.decision.names import label
 from advisor.views.plan_view import command_line
 from advisor.views.reasons import override_warning, recommendation_json
 from advisor.views.session_record import session_record
@@ -523,6 +524,26 @@ async def test_a_method_changed_on_the_plan_shows_on_the_ranking():
         await pilot.pause()
         choice = text_of(app.screen.query_one("#choice", Static))
         assert "KTO" in choice and "not the recommendation" in choice
+
+
+async def test_enter_on_the_ranking_plans_that_method_and_no_stale_warning_stays():
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await forward(pilot)
+        second = app.session.recommendation.ranking[1].method
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "PlanScreen"
+        assert app.session.method is second and app.session.request.method is second
+        assert [n.title for n in app._notifications] == [f"Training {label(second)}"]
+        app.screen.query_one("#method", Select).value = app.session.recommendation.method.value
+        await pilot.pause()
+        assert not list(app._notifications)  # "Training …" no longer holds
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("up", "enter")
+        await pilot.pause()
+        assert type(app.screen).__name__ == "PlanScreen" and not list(app._notifications)
 
 
 async def launch_ready_app(pilot, app, tmp_path) -> None:

@@ -221,6 +221,7 @@ class PlanScreen(WizardScreen):
         self.session.request = request
         if field == "method":
             self.session.method = request.method
+            self.app.clear_notifications()  # a warning about the last method no longer holds
             self.show_method_knobs()
         if derived or field == "method":  # the sequence length, or the method's defaults
             self.sync_knobs()

@@ -55,7 +55,7 @@ class RecommendationScreen(WizardScreen):
         yield StepBar(self.STEP)
         with Horizontal(id="recommendation"):
             with Vertical(id="ranking-pane"):
-                yield Static("Ranking · Enter trains the highlighted method", classes="pane-title")
+                yield Static("Ranking · Enter plans the highlighted method", classes="pane-title")
                 yield DataTable(id="ranking", cursor_type="row", zebra_stripes=True)
                 yield Static(id="choice")
             with VerticalScroll(id="details"):
@@ -104,13 +104,18 @@ class RecommendationScreen(WizardScreen):
         self.query_one("#details", VerticalScroll).scroll_home(animate=False)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter: train the highlighted method and go on to its plan, with the case against
+        it, where the engine ranked it lower, as a warning (and none left from an earlier
+        choice)."""
         method = Method(event.row_key.value)
         warning = self.session.choose_method(method)
         cursor = self.query_one("#ranking", DataTable).cursor_row
         self.fill_table()
         self.query_one("#ranking", DataTable).move_cursor(row=cursor, animate=False)
+        self.app.clear_notifications()
         if warning:
             self.notify(warning, title=f"Training {label(method)}", severity="warning")
+        self.action_next()
 
     def action_back(self) -> None:
         self.app.pop_screen()
