@@ -41,3 +41,15 @@ def test_a_roomy_plan_offers_speed_not_a_larger_micro_batch():
     plan = estimate(PlanRequest(model="0.5b", gpu="h100"))
     assert plan.fits and plan.suggestions
     assert not any("--batch-size" in s for s in plan.suggestions)
+
+
+def test_parameter_counts_read_as_people_say_them():
+    from advisor.views.plan_view import headline, param_count
+
+    assert [param_count(n) for n in (6_738_415_616, 494_032_768, 1_234_567, 40_960)] == [
+        "6.74B",
+        "494.0M",
+        "1.2M",
+        "40,960",
+    ]
+    assert "494.0M params" in headline(estimate(PlanRequest(model="qwen2.5-0.5b")))

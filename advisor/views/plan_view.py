@@ -49,9 +49,19 @@ def headline(plan: Plan) -> str:
     if plan.gpu.count > 1:
         layout += f", {r.sharding.value}"
     return (
-        f"{m.name}{rep} · {m.params / 1e9:.2f}B params · {plan.method.value.upper()} · "
+        f"{m.name}{rep} · {param_count(m.params)} params · {plan.method.value.upper()} · "
         f"{plan.tuning.value} · {layout}"
     )
+
+
+def param_count(n: int) -> str:
+    """A parameter count as people say it: 6.74B, 494.0M, 1.2M, or the number itself below
+    a million (a tiny test model is not '0.00B')."""
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.1f}M"
+    return f"{n:,}"
 
 
 def precision_line(plan: Plan) -> Text:
@@ -252,7 +262,7 @@ def print_models(console: Console | None = None) -> None:
     for spec in list_models():
         table.add_row(
             spec.name,
-            f"{spec.params / 1e9:.2f}B",
+            param_count(spec.params),
             str(spec.num_layers),
             str(spec.hidden_size),
             f"{spec.num_heads}/{spec.num_kv_heads}",
