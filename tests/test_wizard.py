@@ -546,6 +546,19 @@ async def test_enter_on_the_ranking_plans_that_method_and_no_stale_warning_stays
         assert type(app.screen).__name__ == "PlanScreen" and not list(app._notifications)
 
 
+async def test_a_long_model_path_shows_from_its_start_with_the_whole_path_as_tooltip(tmp_path):
+    model = tmp_path / "a-rather-long-folder-name" / "alignment-advisor" / "tiny-llama"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text((profiles_dir() / "models" / "qwen2.5-0.5b.json").read_text())
+    answers = read_answers_file(SCENARIOS / "support-copilot.yaml") | {"model": str(model)}
+    app = make_app(answers)
+    async with app.run_test(size=SIZE) as pilot:
+        await forward(pilot, screens=2)
+        knob = app.screen.query_one("#model", Input)
+        assert knob.value == str(model) and knob.cursor_position == 0
+        assert knob.tooltip == str(model)
+
+
 async def launch_ready_app(pilot, app, tmp_path) -> None:
     """From the first question to a launch screen with a model folder and a dataset."""
     model = tmp_path / "model"

@@ -176,6 +176,14 @@ class PlanScreen(WizardScreen):
         self.show_method_knobs()
         self.refresh_estimate()
         self.query_one("#model", Input).focus()
+        self.call_after_refresh(self.show_model_from_its_start)  # after focus moved the cursor
+
+    def show_model_from_its_start(self) -> None:
+        """A model path longer than its knob shows from its start (not cut to
+        `-advisor/tiny-llama`), with the whole path as the knob's tooltip."""
+        model = self.query_one("#model", Input)
+        model.cursor_position = 0
+        model.tooltip = model.value or None
 
     def show_method_knobs(self) -> None:
         """Show the knobs the request's method uses (GRPO's generations, PPO's epochs, ...)."""
@@ -197,6 +205,7 @@ class PlanScreen(WizardScreen):
             for field, value in values.items():
                 widget = self.query_one(f"#{field}")
                 widget.value = value
+        self.show_model_from_its_start()
 
     def refresh_estimate(self) -> None:
         """Run the planner on the current request and draw the result (or its error)."""
