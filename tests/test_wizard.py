@@ -549,7 +549,9 @@ async def test_enter_on_the_ranking_plans_that_method_and_no_stale_warning_stays
 async def test_a_long_model_path_shows_from_its_start_with_the_whole_path_as_tooltip(tmp_path):
     model = tmp_path / "a-rather-long-folder-name" / "alignment-advisor" / "tiny-llama"
     model.mkdir(parents=True)
-    (model / "config.json").write_text((profiles_dir() / "models" / "qwen2.5-0.5b.json").read_text())
+    (model / "config.json").write_text(
+        (profiles_dir() / "models" / "qwen2.5-0.5b.json").read_text()
+    )
     answers = read_answers_file(SCENARIOS / "support-copilot.yaml") | {"model": str(model)}
     app = make_app(answers)
     async with app.run_test(size=SIZE) as pilot:
@@ -557,6 +559,43 @@ async def test_a_long_model_path_shows_from_its_start_with_the_whole_path_as_too
         knob = app.screen.query_one("#model", Input)
         assert knob.value == str(model) and knob.cursor_position == 0
         assert knob.tooltip == str(model)
+
+
+@pytest.mark.slow
+async def test_with_no_model_folder_the_wizard_runs_the_demo_to_a_report(
+    tmp_path, monkeypatch, tiny_model
+):
+    """Interview → recommendation → plan → launch (no model folder, so ^l is off) → ^t: the
+    demo trains for real, and the report records it as the demo."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("runners.demo.tiny_model_dir", lambda: tiny_model)
+    app = make_app(read_answers_file(SCENARIOS / "support-copilot.yaml"))
+    async with app.run_test(size=SIZE) as pilot:
+        await forward(pilot, screens=3)
+        assert type(app.screen).__name__ == "LaunchScreen"
+        assert app.screen.check_action("launch", ()) is None
+        body = text_of(app.screen.query_one("#launch-body", Static))
+        assert "^t runs the demo instead" in body and "--local-dir" in body
+        await pilot.press("ctrl+t")
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if type(app.screen).__name__ == "RunScreen":
+                break
+        assert type(app.screen).__name__ == "RunScreen", [n.message for n in app._notifications]
+        for _ in range(1800):
+            await pilot.pause(0.1)
+            if app.session.launch_status is not None:
+                break
+        assert app.session.launch_status == 0, app.screen.log_path.read_text()
+        run = app.session.run_dir
+        assert (run / "final").is_dir() and app.session.demo
+        assert app.session.request.model == "7b"  # the plan is still the team's
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        await pilot.press("ctrl+u", *"record.md", "ctrl+s")
+        await pilot.pause()
+        record = (tmp_path / "record.md").read_text()
+        assert "The run below is the demo" in record and "exit status: 0" in record
 
 
 async def launch_ready_app(pilot, app, tmp_path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,46 +118,20 @@ def register(parser: argparse.ArgumentParser) -> None:
     _record_given_flags(parser)
 
 
-def _tiny_model_dir() -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "alignment-advisor" / "tiny-llama"
-
-
-DEMO_LEARNING_RATE = 5e-4
-"""The demo's learning rate unless --learning-rate is given: a tiny random-weight model moves
-visibly in a few steps only at a high rate (real runs start at the recipe's value)."""
-
-
 def _demo_args(args: argparse.Namespace, output: Path) -> None:
-    """Fill args for the demo: tiny model, the method asked for (DPO unless given) with its
-    demo data, LoRA, short sequences, a few CPU steps."""
-    from planner.recipes import recipe
-    from planner.specs import Tuning
-    from runners.tiny import ensure_model, write_demo_dataset
+    """Fill args for the demo (`runners.demo`): tiny model, the method asked for (DPO unless
+    given) with its demo data, LoRA, short sequences, a few CPU steps."""
+    from runners.demo import demo
 
-    method = Method(args.method)
-    args.model = str(ensure_model(_tiny_model_dir()))
-    args.dataset = str(write_demo_dataset(method, output / "demo-data"))
-    args.tuning = "lora"
-    args.seq_len = 64
-    args.prompt_len = args.completion_len = None  # the demo's short sequence splits itself
-    args.batch_size = 2
-    args.grad_accum = 1
-    args.grad_checkpointing = False
-    if method in (Method.grpo, Method.rloo):
-        args.num_generations = 2  # divides the demo's batch of 2
-    if method is Method.ppo:
-        args.ppo_epochs = 1
-    args.device = "cpu"
-    args.max_steps = args.max_steps or 8
-    args.save_steps = args.save_steps or 4
-    if args.learning_rate is None:
-        usual = recipe(method).learning_rate_for(Tuning.lora).value
-        args.learning_rate = DEMO_LEARNING_RATE
-        args.learning_rate_reason = (
-            f"demo: a tiny random-weight model learns visibly at {DEMO_LEARNING_RATE:g}; a real "
-            f"{method.value} LoRA run starts at {usual:g}"
-        )
+    d = demo(
+        Method(args.method),
+        output / "demo-data",
+        max_steps=args.max_steps,
+        save_steps=args.save_steps,
+        learning_rate=args.learning_rate,
+    )
+    for name, value in {**d.request, **d.options}.items():
+        setattr(args, name, value)
 
 
 def _setup(plan: Plan) -> str:

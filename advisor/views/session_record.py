@@ -143,6 +143,7 @@ def session_record(
     run_dir: str | Path | None = None,
     launch_status: int | None = None,
     rewards: Sequence[str] = (),
+    demo: bool = False,
 ) -> str:
     """The whole record: decision record, the method chosen (and the warning), plan, outcome.
     Where the plan's model or GPUs differ from the interview's, the record says so: the
@@ -161,6 +162,13 @@ def session_record(
         if edited:
             out += [f"> {edited}", ""]
         out += [*plan_section(plan, rewards), ""]
+    if demo and run_dir is not None:
+        out += [
+            "> The run below is the demo: the same method on a tiny local model with demo "
+            "data, on CPU. It shows the run works end to end; its numbers say nothing about "
+            "the plan above.",
+            "",
+        ]
     out += [*outcome_section(run_dir, launch_status), ""]
     return "\n".join(out)
 

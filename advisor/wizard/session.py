@@ -53,6 +53,8 @@ class WizardSession:
     """The launch step's pre-flight of the dataset, as it was shown."""
     run_dir: Path | None = None
     """The run folder of the last launch from the wizard, if any."""
+    demo: bool = False
+    """Whether that launch was the demo (the tiny local model), not the plan's model."""
     launch_status: int | None = None
     report_path: str | None = None
     """Where the report step last wrote the session's record."""
@@ -139,4 +141,5 @@ class WizardSession:
             run_dir=self.run_dir,
             launch_status=self.launch_status,
             rewards=self.rewards,
+            demo=self.demo,
         )

@@ -93,6 +93,16 @@ def launch_options(recommendation, rewards: list[str] | None = None) -> LaunchOp
     )
 
 
+def demo_note(method) -> str:
+    """What ^d does, and how to train a model of one's own instead."""
+    return (
+        f"^t runs the demo instead: {method.value.upper()} on a tiny local model with demo data, "
+        "on CPU, in about a minute. For your own model, set the plan's model to its local "
+        "folder (its config and weights, e.g. `huggingface-cli download ORG/NAME --local-dir "
+        "models/NAME`) and give a dataset here."
+    )
+
+
 def launch_blocker(request: PlanRequest) -> str | None:
     """Why `runners.launch.launch` would refuse this request before starting, or None."""
     from runners.launch import launchable
@@ -186,6 +196,7 @@ class LaunchScreen(WizardScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", id="back"),
         Binding("ctrl+l", "launch", "Launch", id="launch"),
+        Binding("ctrl+t", "demo", "Try the demo", id="demo"),
         Binding("ctrl+n", "next", "Report", id="next"),
     ]
 
@@ -236,6 +247,7 @@ class LaunchScreen(WizardScreen):
             if blocker
             else Text("^l launches the command below and follows it live.", style="green")
         )
+        note.append(f"\n{demo_note(request.method)}", style="" if blocker else "dim")
         self.query_one("#launch-body", Static).update(
             Group(
                 note,
@@ -302,12 +314,42 @@ class LaunchScreen(WizardScreen):
             return None  # shown, disabled, with the reason on screen
         return True
 
+    def action_demo(self) -> None:
+        """Build the tiny model and the method's demo data (seconds, in a thread), then launch
+        the demo run as `advisor launch --demo --method M` would, followed on the run screen."""
+        self.notify(f"Preparing the {self.session.request.method.value} demo …", title="Demo run")
+        self.prepare_demo(self.session.request.method)
+
+    @work(thread=True, exclusive=True, group="demo")
+    def prepare_demo(self, method) -> None:
+        from runners.demo import demo
+
+        try:
+            prepared = demo(method, OUTPUT.resolve() / "demo-data")
+        except Exception as error:  # the tiny model or its data could not be written
+            self.app.call_from_thread(self.notify, f"demo: {error}", severity="error")
+            return
+        self.app.call_from_thread(self.launch_demo, prepared)
+
+    def launch_demo(self, prepared) -> None:
+        from advisor.wizard.screens.run import RunScreen
+
+        request = PlanRequest.model_validate(
+            {**self.session.request.model_dump(), **prepared.request}
+        )
+        options = launch_options(self.session.recommendation, []).model_copy(
+            update=prepared.options
+        )
+        self.session.demo = True
+        self.app.push_screen(RunScreen(self.session, options, request=request))
+
     def action_launch(self) -> None:
         """Launch the request (`runners.launch.launch`) and follow it live on the run screen."""
         from advisor.wizard.screens.run import RunScreen
 
         rewards = self.session.rewards if scored(self.session.request) else []
         options = launch_options(self.session.recommendation, rewards)
+        self.session.demo = False
         self.app.push_screen(RunScreen(self.session, options))
 
     def action_back(self) -> None:

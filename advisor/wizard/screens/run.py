@@ -60,12 +60,15 @@ class RunScreen(WizardScreen):
         Binding("ctrl+n", "next", "Report", id="next"),
     ]
 
-    def __init__(self, session: WizardSession, options: LaunchOptions) -> None:
-        """Launch the session's request as it stands now, with `options`."""
+    def __init__(
+        self, session: WizardSession, options: LaunchOptions, request: PlanRequest | None = None
+    ) -> None:
+        """Launch `request` (the session's as it stands now, unless another is given: the
+        demo's) with `options`."""
         from runners.launch import StopRequest
 
         super().__init__(session)
-        self.request: PlanRequest = session.request
+        self.request: PlanRequest = request or session.request
         self.options = options
         self.method = self.request.method
         self.stop_request = StopRequest()
