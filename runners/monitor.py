@@ -4,9 +4,12 @@ method's key metrics, read from the run folder's progress.json and metrics.jsonl
 from __future__ import annotations
 
 import contextlib
+import datetime
+import itertools
 import json
 import os
 import signal
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -73,14 +76,33 @@ def shadowed_libraries(folder: Path) -> list[str]:
     return shadowed
 
 
+def median_step_seconds(step_times: dict[int, float]) -> float | None:
+    """Median wall time per step between logged steps (None before two steps): the first
+    step's start-up and a slow save or evaluation do not skew it as an average would."""
+    steps = sorted(step_times)
+    gaps = [
+        (step_times[b] - step_times[a]) / (b - a) for a, b in itertools.pairwise(steps) if b > a
+    ]
+    return statistics.median(gaps) if gaps else None
+
+
 class MetricsTail:
-    """New records of a growing metrics.jsonl, read incrementally."""
+    """New records of a growing metrics.jsonl, read incrementally, with the time each step
+    was logged at (for the ETA)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.offset = 0
         self.inode: int | None = None
         self.latest: dict[str, Any] = {}
+        self.step_times: dict[int, float] = {}
+
+    def eta_seconds(self, step: int, max_steps: int | None) -> float | None:
+        """Time left at the median step time, when the total and two steps are known."""
+        per_step = median_step_seconds(self.step_times)
+        if per_step is None or not max_steps:
+            return None
+        return max(0.0, (max_steps - step) * per_step)
 
     def poll(self) -> list[dict[str, Any]]:
         try:
@@ -103,6 +125,8 @@ class MetricsTail:
                 continue
         for record in records:
             self.latest.update(record)
+            if isinstance(record.get("step"), int) and isinstance(record.get("time"), int | float):
+                self.step_times.setdefault(record["step"], float(record["time"]))
         return records
 
 
@@ -186,13 +210,6 @@ def run_child(
     training ranks to save and stop, a second Ctrl-C kills them. Returns the child's exit
     status, or 130 (EXIT_STOPPED) when it stopped on request."""
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     console = console or Console(stderr=True)
     log = (run_dir / "train.log").open("ab")
@@ -205,18 +222,8 @@ def run_child(
         start_new_session=True,  # Ctrl-C reaches us only; we forward it to the whole group
     )
     tail = MetricsTail(run_dir / "metrics.jsonl")
-    progress = Progress(
-        TextColumn(f"[bold]{method.value}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[metrics]}"),
-        console=console,
-        disable=not show,
-    )
-    task = progress.add_task("train", total=None, metrics="starting…")
+    progress = live_progress(method, console, show)
+    task = progress.add_task("train", total=None, metrics="starting…", eta="-:--:--")
     stopping = False
     previous_sigterm = _sigterm_as_ctrl_c()
     with progress:
@@ -250,6 +257,28 @@ def run_child(
     return process.returncode
 
 
+def live_progress(method: Method, console, show: bool = True):
+    """The one-line live view: method, bar, steps, elapsed, ETA (`MetricsTail.eta_seconds`)
+    and the key metrics, which are cut first when the terminal is narrow."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Column
+
+    return Progress(
+        TextColumn(f"[bold]{method.value}", table_column=Column(no_wrap=True)),
+        BarColumn(bar_width=16),
+        TextColumn("{task.completed}/{task.total} steps", table_column=Column(no_wrap=True)),
+        TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)),
+        TextColumn("ETA {task.fields[eta]}", table_column=Column(no_wrap=True, min_width=11)),
+        TextColumn(
+            "{task.fields[metrics]}",
+            table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+        ),
+        console=console,
+        disable=not show,
+        expand=True,  # the metrics column takes what is left, and only it is cut
+    )
+
+
 def _sigterm_as_ctrl_c():
     """While a run is followed, SIGTERM (a scheduler, the wizard leaving) stops it as Ctrl-C
     does; returns the previous handler (None off the main thread, where none can be set)."""
@@ -277,6 +306,9 @@ def _refresh(
     if state and state.get("max_steps"):
         fields["total"] = state["max_steps"]
         fields["completed"] = state["step"]
+        eta = tail.eta_seconds(state["step"], state["max_steps"])
+        if eta is not None:
+            fields["eta"] = str(datetime.timedelta(seconds=round(eta)))
     progress.update(task, **fields)
 
 

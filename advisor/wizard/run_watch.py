@@ -3,9 +3,7 @@ GPU-memory series the wizard charts. Reads the files the runners write; no Textu
 
 from __future__ import annotations
 
-import itertools
 import json
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,14 +118,10 @@ class RunWatch:
             self.gpu_gib.append(run_bytes / GIB)
 
     def seconds_per_step(self) -> float | None:
-        """Median wall time between logged steps (None before two steps)."""
-        steps = sorted(self.step_times)
-        gaps = [
-            (self.step_times[b] - self.step_times[a]) / (b - a)
-            for a, b in itertools.pairwise(steps)
-            if b > a
-        ]
-        return statistics.median(gaps) if gaps else None
+        """Median wall time between logged steps (None before two steps), as the CLI's ETA."""
+        from runners.monitor import median_step_seconds
+
+        return median_step_seconds(self.step_times)
 
     def eta_seconds(self) -> float | None:
         """Time left at the median step time, when the total is known."""
