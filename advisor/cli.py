@@ -6,7 +6,7 @@ examples:
   advisor recommend --answers my-team.yaml             rank the methods, with every reason
   advisor plan --model 7b --method dpo --gpu h100      peak memory per GPU and step time
   advisor plan --model 70b --fit                       the fastest setup that fits your GPUs
-  advisor launch --demo                                a tiny DPO run on this machine
+  advisor launch --demo --method kto                   a tiny run of any method here
 
 `advisor COMMAND --help` shows each command's flags and examples.
 """
@@ -75,7 +75,9 @@ examples:
   advisor launch --demo                                  # tiny local model, DPO, under a minute
   advisor launch --method dpo --model ./my-sft-model --dataset pairs.jsonl --tuning lora --dry-run
   advisor launch --plan plan.json --model ./my-sft-model --dataset pairs.jsonl
-  advisor launch --resume runs/dpo-20261129-101500        # continue from the last checkpoint""",
+  advisor launch --from runs/dpo-20261129-101500 --learning-rate 1e-6   # a fresh copy, one change
+  advisor launch --resume runs/dpo-20261129-101500        # continue from the last checkpoint
+  advisor launch --demo --method grpo --report-to tensorboard   # another method, logs to a tracker""",
     "check-data": """\
 Checks a dataset against what the method's TRL trainer expects: columns, empty or identical
 pairs, duplicates, token lengths and truncation, chat template.
