@@ -879,3 +879,19 @@ async def test_a_save_path_that_cannot_be_written_is_a_notification_not_a_crash(
         assert any("home folder" in m for m in messages)
         assert any("cannot write it" in m for m in messages)
         assert any("a folder" in m for m in messages)
+
+
+def test_the_recommendations_compute_check_reads_whole_in_the_wizards_narrow_pane():
+    """At 80 columns the details pane is about 46 wide: the compute check is a list there, so
+    no GPU name or setup is cut to `RTX-40…` / `optimi…`."""
+    from advisor.wizard.screens.recommendation import method_details
+
+    rec = decide(load_answers(SCENARIOS / "ppo-7b-one-24gb-card.yaml"))
+    console = Console(width=44, record=True, file=io.StringIO())
+    console.print(method_details(rec, rec.method))
+    text = console.export_text()
+    section = text[text.index("Compute check") :]
+    assert "…" not in section
+    for check in rec.compute:
+        assert f"{label(check.method)}: " in section
+    assert "RTX-4090" in section

@@ -84,6 +84,26 @@ def compute_table(rec: Recommendation) -> Table | None:
     return table
 
 
+def compute_list(rec: Recommendation) -> Panel | None:
+    """The compute check as one bullet per method, for a pane too narrow for its table (the
+    wizard at 80 columns): the verdict, each setup's GiB against the card, what would fit."""
+    if not rec.compute:
+        return None
+    first = rec.compute[0]
+    lines = []
+    for check in rec.compute:
+        verdict = f"fits as {check.setup.value}" if check.setup is not None else "does not fit"
+        tried = "; ".join(
+            f"{t.tuning.value} {t.per_gpu_peak_gib:.1f} of {t.capacity_gib:.1f} GiB"
+            for t in check.tried
+        )
+        line = f"{label(check.method)}: {verdict} ({tried})."
+        if check.would_take:
+            line += " Would take: " + "; ".join(check.would_take) + "."
+        lines.append(line)
+    return bullets(f"Compute check: {first.model} on {first.gpus}× {first.gpu}", lines, "cyan")
+
+
 def runner_up_panel(rec: Recommendation) -> Panel:
     """The runner-up, its score, and the factors where it fell behind."""
     second = rec.ranking[1]
@@ -96,14 +116,15 @@ def runner_up_panel(rec: Recommendation) -> Panel:
     return bullets(f"Runner-up: {label(second.method)}", lines, "magenta")
 
 
-def advice_parts(rec: Recommendation) -> list[RenderableType]:
-    """Notes, the compute check, caveats and the evaluation plan, in reading order."""
+def advice_parts(rec: Recommendation, *, narrow: bool = False) -> list[RenderableType]:
+    """Notes, the compute check (a list where `narrow`, else a table), caveats and the
+    evaluation plan, in reading order."""
     parts: list[RenderableType] = []
     if rec.notes:
         parts.append(bullets("Before you start", rec.notes, "cyan"))
-    table = compute_table(rec)
-    if table is not None:
-        parts.append(table)
+    compute = compute_list(rec) if narrow else compute_table(rec)
+    if compute is not None:
+        parts.append(compute)
     parts.append(bullets("Caveats", rec.caveats, "yellow"))
     parts.append(bullets("Evaluation plan", rec.evaluation_plan, "blue"))
     return parts

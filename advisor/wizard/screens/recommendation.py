@@ -31,7 +31,7 @@ def method_details(rec: Recommendation, method: Method) -> RenderableType:
             headline(rec),
             bullets(f"Why {label(method)}", reasons(row), "green"),
             runner_up_panel(rec),
-            *advice_parts(rec),
+            *advice_parts(rec, narrow=True),
         )
     warning = override_warning(rec, method) or ""
     return Group(
