@@ -97,16 +97,6 @@ def test_demo_writes_the_method_asked_for_with_its_demo_data(method, tmp_path, m
     assert Path(manifest.spec.dataset).name == f"{method}.jsonl"
 
 
-@pytest.mark.slow
-def test_demo_trains_kto_when_asked(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    rc, out, err = _launch("--demo", "--method", "kto", "--output", str(tmp_path / "runs"))
-    assert rc == 0, err
-    records = read_metrics(Path(out.strip().splitlines()[-1]))
-    assert max(r["step"] for r in records) == 8
-    assert set(KEY_METRICS[Method.kto]) <= set().union(*records)
-
-
 def test_demo_learning_rate_says_why_it_is_not_the_recipes(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     output = str(tmp_path / "runs")
