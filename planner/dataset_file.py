@@ -1,7 +1,7 @@
 """Reading a user's dataset file safely: where it is, and each of its rows, checked.
 
-A dataset is a JSONL / JSON / CSV / Parquet file or a folder written by `datasets`'
-`save_to_disk`. Everything that `advisor plan --dataset` and `advisor check-data` read goes
+A dataset is a JSONL / JSON / CSV / Parquet file (the text formats also gzip-compressed, as
+hh-rlhf ships them) or a folder written by `datasets`' `save_to_disk`. Everything that `advisor plan --dataset` and `advisor check-data` read goes
 through here first, so a FIFO, a device, a stray folder, a broken line, non-UTF-8 bytes or
 nesting that would crash a parser is a one-line `InputError` naming the file and the line.
 Only the standard library is imported at module level (pyarrow only for Parquet).
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
 import itertools
 import json
 import os
 import re
 import stat
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,6 +36,12 @@ MAX_ROW_NESTING = 32
 refuses 64 levels; real rows, tool calls included, use fewer than 10."""
 FORMATS = {".jsonl": "JSON Lines", ".json": "JSON", ".csv": "CSV", ".parquet": "Parquet"}
 """Supported file suffixes and the format's name in messages."""
+GZIP_FORMATS = (".jsonl", ".json", ".csv")
+"""Formats also read gzip-compressed (NAME.jsonl.gz): `datasets` decompresses them the same way."""
+LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+"""Format (`file_format`) -> the `datasets` builder that reads it; it decompresses .gz itself."""
+SUPPORTED = "use .jsonl, .json, .csv or .parquet, or .jsonl.gz, .json.gz or .csv.gz"
+"""What an unsupported file is told to be instead."""
 SAVED_MARKERS = ("state.json", "dataset_dict.json")
 """Files `save_to_disk` writes at the top of a Dataset / DatasetDict folder."""
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -53,9 +61,23 @@ def label(reference: object) -> str:
     return f"dataset {shown(reference)}"
 
 
+def file_format(path: str | Path) -> str:
+    """The format suffix of a dataset file name ('.jsonl' for both x.jsonl and x.jsonl.gz), or ''
+    when it is not one that is read."""
+    name = Path(path).name.lower()
+    for suffix in FORMATS:
+        if name.endswith(suffix) or (suffix in GZIP_FORMATS and name.endswith(f"{suffix}.gz")):
+            return suffix
+    return ""
+
+
+def _compressed(path: Path) -> bool:
+    return path.name.lower().endswith(".gz")
+
+
 def looks_like_path(reference: str) -> bool:
     """True when `reference` is meant as a local path, not a dataset id of the HF cache."""
-    return reference.startswith((".", "/", "~")) or Path(reference).suffix.lower() in FORMATS
+    return reference.startswith((".", "/", "~")) or bool(file_format(reference))
 
 
 def dataset_location(reference: str) -> Path | None:
@@ -84,10 +106,9 @@ def dataset_location(reference: str) -> Path | None:
         _check_saved_folder(path, name)
         return path
     path = checked_path(path, "dataset", MAX_DATASET_BYTES)
-    if path.suffix.lower() not in FORMATS:
+    if not file_format(path):
         raise InputError(
-            f"{name}: unsupported format {path.suffix or '(no suffix)'!r} "
-            f"(use .jsonl, .json, .csv or .parquet)"
+            f"{name}: unsupported format {path.suffix or '(no suffix)'!r} ({SUPPORTED})"
         )
     return path
 
@@ -115,7 +136,7 @@ def _check_saved_folder(path: Path, name: str, most: int = 10_000) -> None:
 def iter_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
     """Each row of a checked JSONL / JSON / CSV / Parquet file as a dict; InputError names the
     file and the line (or item) of the first defect."""
-    suffix = path.suffix.lower()
+    suffix = file_format(path)
     try:
         if suffix == ".jsonl":
             yield from _jsonl_rows(path, name)
@@ -127,14 +148,14 @@ def iter_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
         elif suffix == ".parquet":
             yield from _parquet_rows(path, name)
         else:
-            raise InputError(f"{name}: unsupported format (use .jsonl, .json, .csv or .parquet)")
-    except (OSError, MemoryError) as error:
-        raise InputError(f"{name}: cannot read it ({_io_reason(error)})") from None
+            raise InputError(f"{name}: unsupported format ({SUPPORTED})")
+    except (OSError, MemoryError, EOFError, zlib.error) as error:
+        raise _read_error(name, error) from None
 
 
 def scan(path: Path, name: str) -> Scan:
     """Check every row of a dataset file (Parquet: its schema) and count them."""
-    suffix = path.suffix.lower()
+    suffix = file_format(path)
     if suffix == ".parquet":
         parquet = _parquet_file(path, name)
         parquet.close()
@@ -143,8 +164,8 @@ def scan(path: Path, name: str) -> Scan:
     if suffix == ".json":
         try:
             rows, field = _json_document(path, name)
-        except (OSError, MemoryError) as error:
-            raise InputError(f"{name}: cannot read it ({_io_reason(error)})") from None
+        except (OSError, MemoryError, EOFError, zlib.error) as error:
+            raise _read_error(name, error) from None
         if rows is not None:
             return Scan(len(rows), frozenset(k for row in rows for k in row), field)
     count, columns = 0, set()
@@ -154,11 +175,33 @@ def scan(path: Path, name: str) -> Scan:
     return Scan(count, frozenset(columns), field)
 
 
+def row_lines(path: Path, name: str) -> list[int] | None:
+    """The line number of each row of a checked JSON Lines file (blank lines hold none), or None
+    for a file whose rows are not lines (JSON list, CSV, Parquet, saved folder)."""
+    if path.is_dir() or file_format(path) not in (".jsonl", ".json"):
+        return None
+    try:
+        if file_format(path) == ".json" and _json_document(path, name)[0] is not None:
+            return None
+        return [number for number, text in _lines(path, name) if text.strip()]
+    except (OSError, MemoryError, EOFError, zlib.error) as error:
+        raise _read_error(name, error) from None
+
+
+def _open(path: Path):
+    """The file's bytes, decompressed when its name ends in .gz."""
+    return gzip.open(path, "rb") if _compressed(path) else path.open("rb")
+
+
 def _lines(path: Path, name: str) -> Iterator[tuple[int, str]]:
     """(number, text) of each line, UTF-8 decoded (a leading BOM dropped), at most
     MAX_ROW_BYTES each."""
-    with path.open("rb") as handle:
+    with _open(path) as handle:
+        total = 0
         for number, raw in enumerate(iter(lambda: handle.readline(MAX_ROW_BYTES + 1), b""), 1):
+            total += len(raw)
+            if total > MAX_DATASET_BYTES:  # only a compressed file gets here (checked_path)
+                raise InputError(f"{name}: more than {MAX_DATASET_BYTES // GIB} GiB decompressed")
             if len(raw) > MAX_ROW_BYTES:
                 raise InputError(
                     f"{name} line {number}: longer than {MAX_ROW_BYTES // MIB} MiB, far more "
@@ -221,7 +264,10 @@ def _check_surrogates(value: Any, where: str) -> None:
 def _json_document(path: Path, name: str) -> tuple[list[dict[str, Any]] | None, str | None]:
     """(rows, field) of a .json file holding one document: a list of rows, a list of strings
     (rows of "text"), or {"data": [rows]}; (None, None) when it is JSON Lines instead."""
-    raw = path.read_bytes()
+    with _open(path) as handle:
+        raw = handle.read(MAX_DATASET_BYTES + 1)
+    if len(raw) > MAX_DATASET_BYTES:  # only a compressed file gets here (checked_path)
+        raise InputError(f"{name}: more than {MAX_DATASET_BYTES // GIB} GiB decompressed")
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
     try:
@@ -335,6 +381,13 @@ def _parquet_error(name: str, error: Exception) -> InputError:
     if isinstance(error, OSError) and error.errno is not None:
         return InputError(f"{name}: cannot read it ({_io_reason(error)})")
     return InputError(f"{name}: not a readable Parquet file ({one_line(error)})")
+
+
+def _read_error(name: str, error: BaseException) -> InputError:
+    """The one-line error for a file that cannot be read: an I/O error or a damaged gzip stream."""
+    if isinstance(error, (gzip.BadGzipFile, EOFError, zlib.error)):
+        return InputError(f"{name}: not a readable gzip file ({one_line(error)})")
+    return InputError(f"{name}: cannot read it ({_io_reason(error)})")
 
 
 def _io_reason(error: OSError | MemoryError) -> str:

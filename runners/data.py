@@ -7,15 +7,21 @@ import hashlib
 import re
 from pathlib import Path
 
-from planner.dataset_file import FORMATS, dataset_location, label, one_line, scan
+from planner.dataset_file import (
+    FORMATS,
+    LOADERS,
+    dataset_location,
+    file_format,
+    iter_rows,
+    label,
+    one_line,
+    scan,
+)
 from planner.errors import InputError
-
-LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-"""File suffix -> the `datasets` builder that reads it."""
 
 
 def load_train_split(reference: str, *, quiet: bool = False):
-    """A `datasets.Dataset`: a JSONL/JSON/CSV/Parquet file, a `save_to_disk` folder, or a
+    """A `datasets.Dataset`: a JSONL/JSON/CSV/Parquet file (.gz too), a `save_to_disk` folder, or a
     dataset id already in the local Hugging Face cache (offline).
 
     A local file is checked row by row before `datasets` reads it, so a broken one is a
@@ -48,13 +54,16 @@ def load_train_split(reference: str, *, quiet: bool = False):
     found = scan(location, name)
     if not found.rows or not found.columns:
         return datasets.Dataset.from_list([])  # `datasets` cannot build an empty split
-    loader = LOADERS[location.suffix.lower()]
-    options = {"field": found.field} if found.field else {}
     try:
+        if found.field:  # {"data": [rows]}: the json builder's `field` path fails on a UTF-8 BOM
+            return datasets.Dataset.from_list(list(iter_rows(location, name)))
         with _quiet_datasets(quiet):
-            return datasets.load_dataset(loader, data_files=str(location), split="train", **options)
+            loader = LOADERS[file_format(location)]
+            return datasets.load_dataset(loader, data_files=str(location), split="train")
+    except InputError:
+        raise
     except Exception as error:  # what the row check let through and `datasets` still refuses
-        kind = FORMATS[location.suffix.lower()]
+        kind = FORMATS[file_format(location)]
         raise InputError(f"{name}: cannot read it as {kind} ({_reason(error)})") from None
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from planner.dataset_file import LOADERS, file_format
 from planner.deepspeed import deepspeed_config, offload_targets, zero_stage
 from planner.errors import InputError
 from planner.memory import ADAMW_OPTIM
@@ -461,8 +462,7 @@ def trl_cli_config(spec: RunSpec) -> dict[str, Any] | None:
     config["model_name_or_path"] = spec.model
     if spec.precision is not None:
         config["dtype"] = spec.precision.load_dtype  # TRL's ModelConfig: float32 when unset
-    suffix = Path(spec.dataset).suffix.lstrip(".").lower()
-    loader = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(suffix)
+    loader = LOADERS.get(file_format(spec.dataset))
     if loader:
         config["datasets"] = [{"path": loader, "data_files": spec.dataset, "split": "train"}]
     else:

@@ -228,7 +228,7 @@ BAD_FILES = [
     ("pairs.csv", b"prompt\n\xff\xfe\n", "line 2: not UTF-8 text (byte 0xff"),
     ("pairs.parquet", b"PAR1\x00", "not a readable Parquet file"),
     ("pairs.parquet", b"PAR1" + b"\x00" * 64 + b"PAR1", "not a readable Parquet file"),
-    ("pairs.txt", b"hello\n", "unsupported format '.txt' (use .jsonl, .json, .csv or .parquet)"),
+    ("pairs.txt", b"hello\n", "unsupported format '.txt' (use .jsonl, .json, .csv or .parquet"),
 ]
 
 
