@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from planner.dataset_file import dataset_location, label, row_lines
 from planner.errors import InputError
 from planner.recipes import PREFERENCE_COLUMNS, PROMPT_COLUMNS, RECIPES, recipe, sft_columns
 from planner.specs import Method
@@ -412,7 +413,20 @@ def check_dataset(
             raise InputError(f"cannot load a tokenizer from {where}: {reason}") from None
     # A file name from the shell may hold undecodable bytes; JSON and terminals need text.
     shown = reference.encode("utf-8", "replace").decode("utf-8")
-    return check_rows(rows, method, tokenizer=tokenizer, max_length=max_length, dataset=shown)
+    report = check_rows(rows, method, tokenizer=tokenizer, max_length=max_length, dataset=shown)
+    return _numbered_as_lines(report, reference)
+
+
+def _numbered_as_lines(report: PreflightReport, reference: str) -> PreflightReport:
+    """The report with its row numbers made the file's line numbers where they differ (a JSON
+    Lines file with blank lines), so that "row 4" is the row an editor shows on line 4."""
+    location = dataset_location(reference)
+    lines = None if location is None else row_lines(location, label(reference))
+    if not lines or len(lines) != report.rows or lines[-1] == len(lines):
+        return report  # not lines, or no blank line among them: the numbers already agree
+    for problem in report.problems:
+        problem.rows = [lines[row - 1] for row in problem.rows]
+    return report
 
 
 def print_report(report: PreflightReport, console) -> None:
