@@ -42,6 +42,11 @@ LOADERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parque
 """Format (`file_format`) -> the `datasets` builder that reads it; it decompresses .gz itself."""
 SUPPORTED = "use .jsonl, .json, .csv or .parquet, or .jsonl.gz, .json.gz or .csv.gz"
 """What an unsupported file is told to be instead."""
+NOT_A_HUB_ID = (
+    "no such file or folder (a Hub dataset id is not read: save the dataset with `datasets`' "
+    "save_to_disk and give that folder)"
+)
+"""The refusal of a name that is no local path, as check-data, plan and launch all give it."""
 SAVED_MARKERS = ("state.json", "dataset_dict.json")
 """Files `save_to_disk` writes at the top of a Dataset / DatasetDict folder."""
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -76,14 +81,15 @@ def _compressed(path: Path) -> bool:
 
 
 def looks_like_path(reference: str) -> bool:
-    """True when `reference` is meant as a local path, not a dataset id of the HF cache."""
+    """True when `reference` is meant as a local path, not a Hugging Face Hub dataset id."""
     return reference.startswith((".", "/", "~")) or bool(file_format(reference))
 
 
-def dataset_location(reference: str) -> Path | None:
-    """The checked local file or saved folder that `reference` names, or None when no such
-    path exists and it may be a dataset id; InputError for anything else (a FIFO, a device, a
-    folder not written by `save_to_disk`, an unsupported suffix, too large, unreadable)."""
+def dataset_location(reference: str) -> Path:
+    """The checked local file or saved folder that `reference` names; InputError for anything
+    else (missing, a Hub dataset id, a FIFO, a device, a folder not written by `save_to_disk`,
+    an unsupported suffix, too large, unreadable). Every command reads datasets only here, so
+    none takes a Hub id that another would refuse."""
     name = label(reference)
     if not reference.strip():
         raise InputError("dataset: the name is empty; give a JSONL/JSON/CSV/Parquet file")
@@ -93,7 +99,7 @@ def dataset_location(reference: str) -> Path | None:
     except FileNotFoundError:
         if looks_like_path(reference):
             raise InputError(f"{name}: no such file or folder") from None
-        return None
+        raise InputError(f"{name}: {NOT_A_HUB_ID}") from None
     except (OSError, ValueError, RuntimeError):
         checked_path(reference, "dataset")  # raises its one-line reason
         raise  # pragma: no cover - checked_path always raises here

@@ -45,8 +45,6 @@ def dataset_stats(path_text: str) -> DatasetStats:
     it: a broken file is a InputError naming its line)."""
     name = label(path_text)
     path = dataset_location(path_text)
-    if path is None:
-        raise InputError(f"{name}: no such file (give a JSONL/JSON/CSV/Parquet file)")
     if path.is_dir():
         raise InputError(
             f"{name}: plan counts the rows of a file, not a saved folder; give --samples N"

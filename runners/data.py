@@ -21,8 +21,8 @@ from planner.errors import InputError
 
 
 def load_train_split(reference: str, *, quiet: bool = False):
-    """A `datasets.Dataset`: a JSONL/JSON/CSV/Parquet file (.gz too), a `save_to_disk` folder, or a
-    dataset id already in the local Hugging Face cache (offline).
+    """A `datasets.Dataset`: a JSONL/JSON/CSV/Parquet file (.gz too) or a `save_to_disk` folder
+    (a Hub dataset id is refused, as `advisor launch` refuses it).
 
     A local file is checked row by row before `datasets` reads it, so a broken one is a
     one-line InputError naming its line; `quiet` hides the library's logging and progress bars.
@@ -31,15 +31,6 @@ def load_train_split(reference: str, *, quiet: bool = False):
 
     location = dataset_location(reference)
     name = label(reference)
-    if location is None:
-        try:
-            with _quiet_datasets(quiet):
-                return datasets.load_dataset(reference, split="train")
-        except Exception as error:  # datasets raises many kinds; the user needs one message
-            raise InputError(
-                f"dataset {reference!r} is not a file, a saved folder, or in the local HF cache "
-                f"({type(error).__name__})"
-            ) from None
     if location.is_dir():
         try:
             with _quiet_datasets(quiet):

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from planner.dataset_file import dataset_location, looks_like_path
 from planner.errors import InputError
 from planner.specs import Method, Plan, PlanRequest
 from runners.lifecycle import EXIT_STOPPED
@@ -186,6 +187,8 @@ def launchable(request: PlanRequest) -> PlanRequest:
     if not request.dataset:
         raise InputError("--dataset PATH is required to launch (a JSONL/JSON/CSV/Parquet file)")
     model_path = local_model(request.model)
+    if not looks_like_path(request.dataset):  # a Hub id is refused as check-data refuses it
+        dataset_location(request.dataset)
     dataset = str(absolute(request.dataset, "--dataset"))
     return request.model_copy(update={"model": model_path, "dataset": dataset})
 

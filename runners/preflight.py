@@ -420,8 +420,7 @@ def check_dataset(
 def _numbered_as_lines(report: PreflightReport, reference: str) -> PreflightReport:
     """The report with its row numbers made the file's line numbers where they differ (a JSON
     Lines file with blank lines), so that "row 4" is the row an editor shows on line 4."""
-    location = dataset_location(reference)
-    lines = None if location is None else row_lines(location, label(reference))
+    lines = row_lines(dataset_location(reference), label(reference))
     if not lines or len(lines) != report.rows or lines[-1] == len(lines):
         return report  # not lines, or no blank line among them: the numbers already agree
     for problem in report.problems:

@@ -256,3 +256,21 @@ def test_rows_under_a_data_key_are_counted_alike_by_plan_and_check_data(tmp_path
     assert json.loads(out)["rows"] == len(rows), err
     plan_rc, plan_out, _ = _plan(path)
     assert plan_rc == 0 and _planned_rows(plan_out) == len(rows)
+
+
+def test_no_command_offers_a_hub_dataset_id_that_another_refuses(tiny_model, tmp_path):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["check-data", "--help"])
+    assert "HF id" not in out.getvalue() and "hub" not in out.getvalue().lower()
+    refusals = {
+        _one_error_line(rc, err)
+        for rc, _, err in (
+            _check_data(Path("Anthropic/hh-rlhf")),
+            _plan(Path("Anthropic/hh-rlhf")),
+            _launch(Path("Anthropic/hh-rlhf"), tiny_model, tmp_path / "runs"),
+        )
+    }
+    assert len(refusals) == 1, refusals
+    assert "a Hub dataset id is not read" in refusals.pop()
+    assert not (tmp_path / "runs").exists()

@@ -11,7 +11,11 @@ from planner.specs import Method, PlanRequest
 
 def register(parser: argparse.ArgumentParser) -> None:
     planned = PlanRequest()  # the defaults `advisor plan` assumes
-    parser.add_argument("--dataset", required=True, help="JSONL/JSON/CSV/Parquet, folder, HF id")
+    parser.add_argument(
+        "--dataset",
+        required=True,
+        help="a local JSONL/JSON/CSV/Parquet file (.gz too) or a folder saved with save_to_disk",
+    )
     parser.add_argument(
         "--method",
         default=planned.method.value,
