@@ -185,7 +185,9 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--samples", type=int, help="training rows in the run")
-    group.add_argument("--dataset", help="a local JSONL/JSON/CSV/Parquet file to count rows of")
+    group.add_argument(
+        "--dataset", help="a local JSONL/JSON/CSV/Parquet file (.gz too) to count rows of"
+    )
     parser.add_argument(
         "--epochs",
         type=float,
