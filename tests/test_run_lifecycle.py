@@ -89,7 +89,8 @@ def _resume_to_the_end(run: Path, max_steps: int) -> None:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_to_advisor_launch_saves_and_the_resume_finishes(signum, tiny_model, tmp_path):
     """Single process under accelerate's launcher, which kills its child 5 s after a signal of
-    its own: the launch signals the trainer alone."""
+    its own: the launch signals the trainer alone. SIGTERM's run resumes in place; SIGINT's is
+    copied elsewhere first and resumes into the copy."""
     dataset = write_demo_dataset("dpo", tmp_path / "data")
     flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
     process = _start([*flags, "--save-steps", "1000"])
@@ -98,18 +99,12 @@ def test_a_signal_to_advisor_launch_saves_and_the_resume_finishes(signum, tiny_m
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert f"advisor launch --resume {run}" in err
-    _assert_stopped_with_a_checkpoint(run, 40)
-    _resume_to_the_end(run, 40)
-
-
-def test_a_stopped_run_copied_elsewhere_resumes_into_the_copy(tiny_model, tmp_path):
-    dataset = write_demo_dataset("dpo", tmp_path / "data")
-    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
-    process = _start([*flags, "--save-steps", "1000"])
-    run = _wait_for_step(tmp_path / "runs", 2, process)
-    process.send_signal(signal.SIGINT)
-    process.communicate(timeout=120)
     step = _assert_stopped_with_a_checkpoint(run, 40)
+    if signum == signal.SIGTERM:
+        _resume_to_the_end(run, 40)
+        return
+    # A stopped run copied elsewhere (another disk, another machine) resumes into the copy
+    # and leaves the original as it was.
     copy = tmp_path / "elsewhere" / run.name
     shutil.copytree(run, copy)
     _resume_to_the_end(copy, 40)
