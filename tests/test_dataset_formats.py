@@ -15,6 +15,7 @@ import pytest
 
 from advisor.cli import main
 from runners.tiny import demo_rows
+from tests.test_preflight import _one_error_line
 
 
 def _cli(*argv: str) -> tuple[int, str, str]:
@@ -38,14 +39,6 @@ def _launch(path: Path, model: Path, output: Path) -> tuple[int, str, str]:
         "--tuning", "lora", "--seq-len", "64", "--device", "cpu", "--output", str(output),
         "--quiet", "--dry-run",
     )  # fmt: skip
-
-
-def _one_error_line(rc: int, err: str) -> str:
-    assert rc == 2, err
-    assert "Traceback" not in err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("advisor: error: dataset"), err
-    return lines[0]
 
 
 def _hh_rows(count: int) -> list[dict[str, str]]:
