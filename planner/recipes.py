@@ -25,6 +25,16 @@ from typing import Any
 from pydantic import BaseModel
 
 from planner.constants import learning_rate
+from planner.data_rules import (
+    CPO_RULE,
+    DPO_RULE,
+    KTO_RULE,
+    ONLINE_RULE,
+    ORPO_RULE,
+    REWARD_RULE,
+    SFT_RULE,
+    LengthRule,
+)
 from planner.specs import Method, PlanRequest, Tuning
 from planner.trl_defaults import NUM_GENERATIONS
 
@@ -57,6 +67,8 @@ class Recipe:
     trainer: str
     """The TRL trainer class, as `module:Name` (TRL 1.12 locations)."""
     config_class: str
+    length_rule: LengthRule
+    """What the trainer does with a row longer than its limit (planner.data_rules)."""
     trl_cli: bool
     """`trl <method> --config FILE` exists for it (trl/cli/commands/__init__.py, TRL 1.12)."""
     columns: tuple[str, ...]
@@ -146,6 +158,13 @@ class Recipe:
         if self.rollout_chunk is not None:
             return min(rollout, self.rollout_chunk)
         return rollout
+
+    def length_limit(self, request: PlanRequest) -> int:
+        """The tokens a row is measured against: the trainer's max_length (seq_len), or for
+        methods that generate, the plan's prompt length (which TRL does not enforce)."""
+        if self.generates:
+            return request.prompt_and_completion()[0]
+        return request.seq_len
 
     def learning_rate_for(self, tuning: Tuning) -> StartingValue:
         """The starting learning rate for this method and tuning (profiles/constants.toml)."""
@@ -270,6 +289,7 @@ RECIPES: dict[Method, Recipe] = {
     Method.sft: Recipe(
         Method.sft,
         trainer="trl:SFTTrainer",
+        length_rule=SFT_RULE,
         config_class="trl:SFTConfig",
         trl_cli=True,
         columns=("text",),
@@ -284,6 +304,7 @@ RECIPES: dict[Method, Recipe] = {
     Method.dpo: Recipe(
         Method.dpo,
         trainer="trl:DPOTrainer",
+        length_rule=DPO_RULE,
         config_class="trl:DPOConfig",
         trl_cli=True,
         columns=PREFERENCE_COLUMNS,
@@ -310,6 +331,7 @@ RECIPES: dict[Method, Recipe] = {
     Method.kto: Recipe(
         Method.kto,
         trainer="trl:KTOTrainer",
+        length_rule=KTO_RULE,
         config_class="trl:KTOConfig",
         trl_cli=True,
         columns=("prompt", "completion", "label"),
@@ -334,6 +356,7 @@ RECIPES: dict[Method, Recipe] = {
     Method.orpo: Recipe(
         Method.orpo,
         trainer="trl.experimental.orpo:ORPOTrainer",
+        length_rule=ORPO_RULE,
         config_class="trl.experimental.orpo:ORPOConfig",
         trl_cli=False,
         columns=PREFERENCE_COLUMNS,
@@ -355,6 +378,7 @@ RECIPES: dict[Method, Recipe] = {
     Method.simpo: Recipe(
         Method.simpo,
         trainer="trl.experimental.cpo:CPOTrainer",
+        length_rule=CPO_RULE,
         config_class="trl.experimental.cpo:CPOConfig",
         trl_cli=False,
         columns=PREFERENCE_COLUMNS,
@@ -380,6 +404,7 @@ RECIPES: dict[Method, Recipe] = {
     Method.reward: Recipe(
         Method.reward,
         trainer="trl:RewardTrainer",
+        length_rule=REWARD_RULE,
         config_class="trl:RewardConfig",
         trl_cli=True,
         columns=PREFERENCE_COLUMNS,
@@ -404,6 +429,7 @@ RECIPES: dict[Method, Recipe] = {
     Method.grpo: Recipe(
         Method.grpo,
         trainer="trl:GRPOTrainer",
+        length_rule=ONLINE_RULE,
         config_class="trl:GRPOConfig",
         trl_cli=True,
         columns=PROMPT_COLUMNS,
@@ -422,6 +448,7 @@ RECIPES: dict[Method, Recipe] = {
     Method.rloo: Recipe(
         Method.rloo,
         trainer="trl:RLOOTrainer",
+        length_rule=ONLINE_RULE,
         config_class="trl:RLOOConfig",
         trl_cli=True,
         columns=PROMPT_COLUMNS,
@@ -440,6 +467,7 @@ RECIPES: dict[Method, Recipe] = {
     Method.ppo: Recipe(
         Method.ppo,
         trainer="trl.experimental.ppo:PPOTrainer",
+        length_rule=ONLINE_RULE,
         config_class="trl.experimental.ppo:PPOConfig",
         trl_cli=False,
         columns=PROMPT_COLUMNS,

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from planner.dataset_file import dataset_location, looks_like_path
 from planner.errors import InputError
+from planner.recipes import recipe
 from planner.specs import Method, Plan, PlanRequest
 from runners.lifecycle import EXIT_STOPPED
 from runners.run_folder import Manifest
@@ -279,14 +280,33 @@ def preflight(request: PlanRequest, console):
     """The data pre-flight for the method with the model's tokenizer, printed to `console`."""
     from runners.preflight import check_dataset, print_report
 
-    # PPO/GRPO/RLOO rows are prompts: they get the prompt's share of the sequence.
-    prompt_only = request.method in (Method.ppo, Method.grpo, Method.rloo)
-    limit = request.prompt_and_completion()[0] if prompt_only else request.seq_len
+    # The trainer's max_length; PPO/GRPO/RLOO rows are prompts, measured against the plan's.
+    limit = recipe(request.method).length_limit(request)
     report = check_dataset(
         request.dataset, request.method, tokenizer_path=request.model, max_length=limit
     )
     print_report(report, console)
     return report
+
+
+def sized_for_longest_prompt(request: PlanRequest, report) -> PlanRequest | None:
+    """For a method that generates, the request with its prompt length raised to the data's
+    longest prompt when that is longer than planned (TRL generates from whole prompts), else
+    None. The completion length stays as planned."""
+    stats = report.lengths
+    prompt, completion = request.prompt_and_completion()
+    if not recipe(request.method).generates or stats is None or stats.max_prompt <= prompt:
+        return None
+    from pydantic import ValidationError
+
+    update = {"prompt_len": stats.max_prompt, "completion_len": completion}
+    try:
+        return PlanRequest.model_validate(request.model_dump() | update)
+    except ValidationError as error:  # past the request's ceilings
+        raise InputError(
+            f"the longest prompt has {stats.max_prompt} tokens, more than a plan takes; "
+            f"filter long prompts out of the data first ({error.errors()[0]['msg']})"
+        ) from None
 
 
 # --- launch and resume ------------------------------------------------------------------------
@@ -329,6 +349,13 @@ def launch(
         request = request.model_copy(update={"gpu": detected.name})  # plan for this card
     plan = plan_for(request, detected)
     report = preflight(request, console)
+    longer = sized_for_longest_prompt(request, report)
+    if longer is not None:
+        console.print(
+            f"  [yellow]note[/yellow] the plan is sized for the longest prompt, "
+            f"{longer.prompt_len} tokens, not the planned {request.prompt_and_completion()[0]}"
+        )
+        request, plan = longer, plan_for(longer, detected)
     if report.errors and not options.force:
         raise InputError(
             f"the dataset has {len(report.errors)} error(s) (listed above); fix them, or "
@@ -660,6 +687,9 @@ def _ending(
     if kind in ("disk_full", "checkpoint"):
         console.print(f"[red]stopped[/red]: {escape(said)}", soft_wrap=True)
         return ("disk_full" if kind == "disk_full" else "failed"), said, 1
+    if kind == "non_finite":  # `stopped at step 3: the loss is NaN — ...`
+        console.print(f"[red]training failed[/red]: {escape(said)}", soft_wrap=True)
+        return "failed", said, 1
     if rc == EXIT_STOPPED:
         saved = progress.get("checkpoint") if progress.get("state") == "stopped" else None
         where = f"{saved} saved" if saved else "no new checkpoint was saved"
