@@ -93,14 +93,30 @@ def _reason(error: BaseException) -> str:
     return re.sub(r" in row \d+\.?$", "", one_line(error))
 
 
+SAVED_DATA_FILES = ("data-*.arrow", "state.json", "dataset_info.json", "dataset_dict.json")
+"""The files of a `save_to_disk` folder (and of each split folder of a saved DatasetDict) that
+hold its data. Not `cache-*.arrow`: TRL's tokenizing writes those into the folder during
+training, and a resume must not read them as a changed dataset."""
+
+
+def saved_data_files(folder: Path) -> list[Path]:
+    """The data files of a `save_to_disk` folder, its split folders' included, in a stable order."""
+    return sorted(
+        p
+        for p in Path(folder).rglob("*")
+        if p.is_file() and any(p.match(pattern) for pattern in SAVED_DATA_FILES)
+    )
+
+
 def fingerprint(reference: str) -> str:
-    """sha256 of a dataset's bytes (every file of a folder), or of its name if it is remote."""
+    """sha256 of a dataset's bytes (a file, or the data files of a saved folder), or of its name
+    if it is not on this machine."""
     path = Path(reference).expanduser()
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     if not path.exists():
         digest.update(reference.encode())
         return digest.hexdigest()
+    files = saved_data_files(path) if path.is_dir() else [path]
     for file in files:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
         with file.open("rb") as handle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import signal
 import struct
 import subprocess
@@ -177,3 +178,23 @@ def test_only_the_training_ranks_are_trainers():
     assert not is_trainer([*launcher, "-m", "runners.train", "run/runspec.json"])
     assert not is_trainer(["python", "-m", "torch.distributed.run", "-m", "runners.train"])
     assert not is_trainer(["bash", "command.sh"])
+
+
+def test_a_saved_folders_fingerprint_ignores_the_cache_files_training_writes(tmp_path):
+    import datasets
+
+    from runners.data import fingerprint
+
+    rows = [{"prompt": "a", "chosen": " b", "rejected": " c"}]
+    folder = tmp_path / "pairs"
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}).save_to_disk(folder)
+    before = fingerprint(str(folder))
+    (folder / "train" / "cache-0123abcd.arrow").write_bytes(b"tokenized")
+    (folder / "cache-4567.arrow").write_bytes(b"tokenized")
+    assert fingerprint(str(folder)) == before
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows * 2)}).save_to_disk(
+        tmp_path / "more"
+    )
+    shutil.rmtree(folder / "train")
+    shutil.copytree(tmp_path / "more" / "train", folder / "train")
+    assert fingerprint(str(folder)) != before

@@ -90,8 +90,12 @@ def _resume_to_the_end(run: Path, max_steps: int) -> None:
 def test_a_signal_to_advisor_launch_saves_and_the_resume_finishes(signum, tiny_model, tmp_path):
     """Single process under accelerate's launcher, which kills its child 5 s after a signal of
     its own: the launch signals the trainer alone. SIGTERM's run resumes in place; SIGINT's is
-    copied elsewhere first and resumes into the copy."""
-    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    copied elsewhere first and resumes into the copy. The data is a save_to_disk folder, into
+    which TRL's tokenizing writes cache files: the resume does not take them for changed data."""
+    import datasets
+
+    dataset = tmp_path / "data" / "pairs"
+    datasets.Dataset.from_list(demo_rows("dpo")).save_to_disk(dataset)
     flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
     process = _start([*flags, "--save-steps", "1000"])
     run = _wait_for_step(tmp_path / "runs", 2, process)
@@ -100,6 +104,7 @@ def test_a_signal_to_advisor_launch_saves_and_the_resume_finishes(signum, tiny_m
     assert process.returncode == 130, err
     assert f"advisor launch --resume {run}" in err
     step = _assert_stopped_with_a_checkpoint(run, 40)
+    assert list(dataset.glob("cache-*.arrow"))  # written into the dataset's folder
     if signum == signal.SIGTERM:
         _resume_to_the_end(run, 40)
         return
