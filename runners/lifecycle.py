@@ -18,6 +18,7 @@ EXIT_OOM = 3
 EXIT_DISK_FULL = 4
 EXIT_LOCKED = 5
 EXIT_BAD_CHECKPOINT = 6
+EXIT_NON_FINITE = 7
 EXIT_STOPPED = 130
 """The training process's exit statuses. 130: stopped on request after saving, resumable.
 (accelerate's and torchrun's launchers turn every non-zero status into 1, so the launcher
@@ -122,7 +123,8 @@ def write_progress(run_dir: Path, **fields: Any) -> None:
 
 
 def read_progress(run_dir: Path) -> dict[str, Any]:
-    """RUN_DIR/progress.json: {step, max_steps, state, checkpoint?}, or {} before the first."""
+    """RUN_DIR/progress.json: {step, max_steps, state, checkpoint?}, or {} before the first.
+    `state`: preparing (tokenizing the data), running, stopped, done or failed."""
     try:
         data = json.loads((Path(run_dir) / "progress.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):

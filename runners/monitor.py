@@ -130,7 +130,14 @@ class MetricsTail:
         return records
 
 
-def _format(value: Any) -> str:
+NOT_FINITE = "nan/inf"
+"""How a metric shows when metrics.jsonl holds null for it: the trainer logged NaN or infinity."""
+
+
+def format_metric(value: Any) -> str:
+    """A logged value as the live views show it: 4 significant digits, null as NOT_FINITE."""
+    if value is None:
+        return NOT_FINITE
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
@@ -138,7 +145,7 @@ def _format(value: Any) -> str:
 
 def metrics_line(method: Method, latest: dict[str, Any]) -> str:
     """`loss 0.693  rewards/margins 0.01 ...` for the method's key metrics seen so far."""
-    shown = [f"{k} {_format(latest[k])}" for k in KEY_METRICS[method] if k in latest]
+    shown = [f"{k} {format_metric(latest[k])}" for k in KEY_METRICS[method] if k in latest]
     return "  ".join(shown) or "waiting for the first log…"
 
 
@@ -301,6 +308,8 @@ def _refresh(
         if on_record is not None:
             on_record(record)
     line = metrics_line(method, tail.latest)
+    if state.get("state") == "preparing" and not tail.latest:
+        line = "preparing the data (tokenizing; large datasets take minutes)…"
     extra = status() if status is not None else ""
     fields: dict[str, Any] = {"metrics": f"{line}  {extra}" if extra else line}
     if state and state.get("max_steps"):
@@ -326,5 +335,5 @@ def summary_table(method: Method, records: list[dict[str, Any]]):
     table.add_column(f"step {last.get('step', '?')}", justify="right")
     for key in KEY_METRICS[method]:
         if key in first or key in last:
-            table.add_row(key, _format(first.get(key, "")), _format(last.get(key, "")))
+            table.add_row(key, format_metric(first.get(key, "")), format_metric(last.get(key, "")))
     return table

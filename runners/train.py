@@ -7,7 +7,8 @@ scheduler's pre-emption warning — or the death of the `advisor launch` that st
 every rank at the same step boundary after a checkpoint is saved (exit 130, resumable); only a
 signal after a grace period leaves at once. The live trainer holds RUN_DIR/run.lock.
 Checkpoints are written whole or not at all; CUDA out-of-memory, a full disk and an unreadable
-checkpoint are written to RUN_DIR/error.json for the launcher to say in one line.
+checkpoint are written to RUN_DIR/error.json for the launcher to say in one line. A loss or
+gradient norm that turns NaN or infinite ends the run at once, failed, naming the step.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import math
 import os
 import signal
 import sys
@@ -37,6 +39,7 @@ from runners.lifecycle import (
     EXIT_BAD_CHECKPOINT,
     EXIT_DISK_FULL,
     EXIT_LOCKED,
+    EXIT_NON_FINITE,
     EXIT_OOM,
     EXIT_STOPPED,
     LAUNCHER_PID,
@@ -44,6 +47,7 @@ from runners.lifecycle import (
     RunLock,
     RunLocked,
     checkpoints_dir,
+    read_progress,
     trained_before,
     trim_metrics,
     write_error,
@@ -88,6 +92,47 @@ class StopAfterSave(Exception):
 
 class BadCheckpoint(RuntimeError):
     """The checkpoint a resume started from could not be loaded."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """A logged loss or gradient norm was NaN or infinite; the message names the step and the
+    likely cause. Raised rather than `should_training_stop`: PPO's loop ignores that, and a run
+    that trained on NaN must not end by saving a final model."""
+
+
+WATCHED_METRICS = ("loss", "grad_norm")
+"""Logged values that stop the run when they are not finite (PPO's `loss/...` ones too). The
+gradient norm is what shows a NaN step by default: the Trainer's `logging_nan_inf_filter` logs
+such a step's loss as the mean of the steps before it."""
+
+NAN_CAUSE = (
+    "usually rows with no completion tokens left after truncation (run `advisor check-data` "
+    "on the dataset), or a learning rate too high"
+)
+
+
+def non_finite(logs: dict) -> str | None:
+    """`the loss is NaN` for the first watched value in a trainer log that is not finite."""
+    for key, value in logs.items():
+        if key not in WATCHED_METRICS and not key.startswith("loss/"):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            name = {"loss": "the loss", "grad_norm": "the gradient norm"}.get(key, key)
+            return f"{name} is {'NaN' if math.isnan(value) else 'infinite'}"
+    return None
+
+
+def strict_json(record: dict) -> str:
+    """A metrics.jsonl line: non-finite floats become null (JSON has no NaN or Infinity)."""
+    finite = {
+        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()
+    }
+    return json.dumps(finite, allow_nan=False)
+
+
+LARGE_DATASET_ROWS = 10_000
+"""Above this many rows the trainer's tokenizing, done in its constructor before step 1, takes
+long enough (minutes for a few hundred thousand rows) that the run says why nothing moves."""
 
 
 def _is_main_process() -> bool:
@@ -146,8 +191,9 @@ def _all_ranks_agree(flag: bool, device) -> bool:
 
 
 def metrics_callback(run_dir: Path, stop: StopRequest = STOP):
-    """A TrainerCallback that appends every log to metrics.jsonl, keeps progress.json current
-    and stops every rank cleanly on request."""
+    """A TrainerCallback that appends every log to metrics.jsonl, keeps progress.json current,
+    stops every rank cleanly on request, and fails the run at the first non-finite loss or
+    gradient norm (NonFiniteLoss)."""
     from transformers import TrainerCallback
 
     class MetricsCallback(TrainerCallback):
@@ -158,8 +204,17 @@ def metrics_callback(run_dir: Path, stop: StopRequest = STOP):
             self._write_progress(state, "running")
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
+            if state.is_world_process_zero and logs:
+                self._append(args, state, logs)
+            # Every rank logs the same gathered values; they agree so that all stop together.
+            problem = non_finite(logs or {})
+            if _all_ranks_agree(problem is not None, args.device):
+                problem = problem or "a logged value is not finite on another rank"
+                control.should_training_stop = True
+                self._write_progress(state, "failed")
+                raise NonFiniteLoss(f"stopped at step {state.global_step}: {problem} — {NAN_CAUSE}")
+
+        def _append(self, args, state, logs) -> None:
             record = {
                 "step": state.global_step,
                 "max_steps": state.max_steps,
@@ -169,7 +224,7 @@ def metrics_callback(run_dir: Path, stop: StopRequest = STOP):
             record.update({k: v for k, v in logs.items() if isinstance(v, (int, float, str))})
             try:
                 with (run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(record) + "\n")
+                    handle.write(strict_json(record) + "\n")
             except OSError as error:  # a full disk is said where the checkpoint fails
                 print(f"advisor: cannot write metrics.jsonl: {error.strerror}", file=sys.stderr)
 
@@ -214,6 +269,20 @@ class Run:
     def __post_init__(self) -> None:
         self.callback = metrics_callback(self.dir)
 
+    def preparing(self, method: Method, rows: int) -> None:
+        """Say (train.log, progress.json's state `preparing`) that a large dataset is being
+        tokenized: the trainer does it before its first step, with nothing else to show."""
+        if rows <= LARGE_DATASET_ROWS or not _is_main_process():
+            return
+        print(
+            f"advisor: preparing {rows:,} rows for {method.value.upper()} "
+            "(tokenizing; large datasets take minutes)",
+            file=sys.stderr,
+            flush=True,
+        )
+        with contextlib.suppress(OSError):  # progress only feeds the live view
+            write_progress(self.dir, **{**read_progress(self.dir), "state": "preparing"})
+
     def config(self, spec: RunSpec):
         """The method's TRL config; checkpoints go inside this run folder, wherever it is now."""
         fields = dict(spec.trl_config)
@@ -241,7 +310,7 @@ class Run:
         checkpoint = self.resume_point(trainer.args.output_dir)
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-        except (StopAfterSave, KeyboardInterrupt, DiskFull):
+        except (StopAfterSave, KeyboardInterrupt, DiskFull, NonFiniteLoss):
             raise
         except Exception as error:
             if checkpoint is not None and not self.callback.steps_done and not is_disk_full(error):
@@ -331,10 +400,13 @@ def lora(spec: RunSpec):
     return LoraConfig(**spec.peft)
 
 
-def dataset_for(spec: RunSpec):
+def dataset_for(spec: RunSpec, run: Run):
+    """The run's training rows, saying so first when the trainer will take long to tokenize them."""
     from runners.data import load_train_split
 
-    return load_train_split(spec.dataset)
+    dataset = load_train_split(spec.dataset)
+    run.preparing(spec.method, len(dataset))
+    return dataset
 
 
 def train_on_dataset(spec: RunSpec, run: Run) -> None:
@@ -345,7 +417,7 @@ def train_on_dataset(spec: RunSpec, run: Run) -> None:
     trainer = _class(spec.trainer)(
         model=causal_lm(spec),
         args=run.config(spec),
-        train_dataset=dataset_for(spec),
+        train_dataset=dataset_for(spec, run),
         processing_class=tokenizer_for(spec),
         peft_config=lora(spec),
         callbacks=[run.callback],
@@ -358,7 +430,7 @@ def train_reward(spec: RunSpec, run: Run) -> None:
     trainer = _class(spec.trainer)(
         model=sequence_scorer(spec, spec.model, tokenizer),
         args=run.config(spec),
-        train_dataset=dataset_for(spec),
+        train_dataset=dataset_for(spec, run),
         processing_class=tokenizer,
         peft_config=lora(spec),
         callbacks=[run.callback],
@@ -389,7 +461,7 @@ def train_with_rewards(spec: RunSpec, run: Run) -> None:
         model=causal_lm(spec),
         reward_funcs=reward_functions(spec),
         args=run.config(spec),
-        train_dataset=dataset_for(spec),
+        train_dataset=dataset_for(spec, run),
         processing_class=tokenizer_for(spec, padding_side="left"),
         peft_config=lora(spec),
         callbacks=[run.callback],
@@ -400,7 +472,7 @@ def train_with_rewards(spec: RunSpec, run: Run) -> None:
 def train_ppo(spec: RunSpec, run: Run) -> None:
     # TRL's PPO takes pre-tokenized, left-padded prompts (trl.experimental.ppo docs).
     tokenizer = tokenizer_for(spec, padding_side="left")
-    dataset = dataset_for(spec)
+    dataset = dataset_for(spec, run)
 
     def tokenize(row):
         prompt = row["prompt"]
@@ -484,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
         return _failed(run_dir, "disk_full", str(error), EXIT_DISK_FULL)
     except BadCheckpoint as error:
         return _failed(run_dir, "checkpoint", str(error), EXIT_BAD_CHECKPOINT)
+    except NonFiniteLoss as error:
+        return _failed(run_dir, "non_finite", str(error), EXIT_NON_FINITE)
     except (KeyboardInterrupt, StopAfterSave):
         return EXIT_STOPPED
     except Exception as error:

@@ -180,6 +180,47 @@ def test_only_the_training_ranks_are_trainers():
     assert not is_trainer(["bash", "command.sh"])
 
 
+def _strict(line: str) -> dict:
+    """A JSON line parsed as strict JSON: NaN and Infinity are refused."""
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(line, parse_constant=refuse)
+
+
+def test_a_nan_loss_fails_the_run_at_its_step_and_metrics_stay_strict_json(tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from runners.lifecycle import read_progress
+    from runners.train import NonFiniteLoss, metrics_callback
+
+    callback = metrics_callback(tmp_path)
+    args = SimpleNamespace(world_size=1, device="cpu")
+    state = SimpleNamespace(is_world_process_zero=True, global_step=2, max_steps=10)
+    control = TrainerControl()
+    callback.on_log(args, state, control, logs={"loss": 0.69, "grad_norm": 1.5})
+    assert not control.should_training_stop
+    state.global_step = 3
+    with pytest.raises(NonFiniteLoss) as stopped:
+        callback.on_log(args, state, control, logs={"loss": float("nan"), "grad_norm": 1.5})
+    assert str(stopped.value).startswith("stopped at step 3: the loss is NaN — usually rows with")
+    assert "advisor check-data" in str(stopped.value)
+    assert control.should_training_stop
+    assert read_progress(tmp_path)["state"] == "failed"
+    state.global_step = 4
+    with pytest.raises(NonFiniteLoss, match="step 4: the gradient norm is infinite"):
+        callback.on_log(args, state, control, logs={"loss": 0.5, "grad_norm": float("inf")})
+    records = [_strict(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"], r["grad_norm"]) for r in records] == [
+        (2, 0.69, 1.5),
+        (3, None, 1.5),
+        (4, 0.5, None),
+    ]
+
+
 def test_a_saved_folders_fingerprint_ignores_the_cache_files_training_writes(tmp_path):
     import datasets
 
@@ -198,3 +239,18 @@ def test_a_saved_folders_fingerprint_ignores_the_cache_files_training_writes(tmp
     shutil.rmtree(folder / "train")
     shutil.copytree(tmp_path / "more" / "train", folder / "train")
     assert fingerprint(str(folder)) != before
+
+
+def test_a_large_dataset_says_it_is_being_tokenized_before_the_first_step(tmp_path, capsys):
+    from planner.specs import Method
+    from runners.lifecycle import read_progress
+    from runners.train import LARGE_DATASET_ROWS, Run
+
+    run = Run(tmp_path, resume=False)
+    run.preparing(Method.dpo, LARGE_DATASET_ROWS)
+    assert capsys.readouterr().err == "" and read_progress(tmp_path) == {}
+    run.preparing(Method.dpo, 224_000)
+    assert capsys.readouterr().err == (
+        "advisor: preparing 224,000 rows for DPO (tokenizing; large datasets take minutes)\n"
+    )
+    assert read_progress(tmp_path)["state"] == "preparing"

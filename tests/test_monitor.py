@@ -52,3 +52,26 @@ def test_the_progress_line_keeps_elapsed_and_eta_whole_at_80_columns(tmp_path):
     text = capture.get().splitlines()[0]
     assert "3/100 steps" in text and "ETA 0:03:14" in text, text
     assert "0:00:00" in text  # elapsed, whole
+
+
+def _first_line(progress) -> str:
+    line = Console(file=io.StringIO(), width=120)
+    with line.capture() as capture:
+        line.print(progress.make_tasks_table(progress.tasks))
+    return capture.get().splitlines()[0]
+
+
+def test_the_live_view_says_the_data_is_being_prepared_and_shows_a_null_loss(tmp_path):
+    from runners import monitor
+
+    (tmp_path / "progress.json").write_text(json.dumps({"step": 0, "state": "preparing"}))
+    tail = MetricsTail(tmp_path / "metrics.jsonl")
+    progress = monitor.live_progress(Method.sft, Console(file=io.StringIO(), width=120))
+    task = progress.add_task("train", total=None, metrics="", eta="-:--:--")
+    _refresh(progress, task, tmp_path, tail, Method.sft, None)
+    assert "preparing the data (tokenizing" in _first_line(progress)
+    # metrics.jsonl holds null where the trainer logged NaN
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "time": 1.0, "loss": null}\n')
+    (tmp_path / "progress.json").write_text(json.dumps({"step": 1, "max_steps": 4}))
+    _refresh(progress, task, tmp_path, tail, Method.sft, None)
+    assert "loss nan/inf" in _first_line(progress)

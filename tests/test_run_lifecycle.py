@@ -252,6 +252,41 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_the_run_resumes(
     _resume_to_the_end(run, 4)
 
 
+def test_a_nan_loss_fails_the_run_at_its_step_and_names_the_likely_cause(
+    tiny_model, tmp_path, monkeypatch
+):
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=6)
+    monkeypatch.setenv("PYTHONPATH", str(FAULTS))
+    monkeypatch.setenv("ADVISOR_FAULT_NAN_FROM_STEP", "3")  # a weight turns NaN before step 3
+    rc, _, err = _launch(*flags)
+    assert rc == 1, err
+    run = _only_run(tmp_path / "runs")
+    # The gradient norm says it: the Trainer logs a NaN step's loss as the mean of the steps
+    # before it (`logging_nan_inf_filter`).
+    said = (
+        "stopped at step 3: the gradient norm is NaN — usually rows with no completion tokens "
+        "left after truncation (run `advisor check-data` on the dataset), or a learning rate "
+        "too high"
+    )
+    assert [line for line in err.splitlines() if "NaN" in line] == [f"training failed: {said}"]
+    assert f"advisor: {said}" in (run / "train.log").read_text()
+    assert read_progress(run)["state"] == "failed"
+    assert not (run / "final").exists()
+    # metrics.jsonl stays strict JSON: what was NaN is written as null
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line, parse_constant=_refuse) for line in lines]
+    assert [(r["step"], r["grad_norm"] is None) for r in records] == [
+        (1, False),
+        (2, False),
+        (3, True),
+    ]
+
+
+def _refuse(constant: str):
+    raise ValueError(f"{constant} is not JSON")
+
+
 def test_the_same_seed_gives_the_same_numbers(tiny_model, tmp_path):
     dataset = write_demo_dataset("dpo", tmp_path / "data")
     logs = []

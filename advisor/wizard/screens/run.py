@@ -164,6 +164,8 @@ class RunScreen(WizardScreen):
             self.refresh_bindings()
 
     def draw(self, ended: bool) -> None:
+        from runners.monitor import format_metric  # as the CLI's live view shows a metric
+
         w = self.run_watch
         plan = self.session.plan
         where = f" · {_shown(w.run_dir)}" if w else ""
@@ -183,7 +185,7 @@ class RunScreen(WizardScreen):
             metrics.append(f"step {w.step} / {w.max_steps or '?'}")
             metrics.append(f" · ETA {duration(eta)}" if eta is not None and not ended else "")
             for name, value in w.metrics():
-                shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+                shown = format_metric(value)
                 metrics.append(f"\n{name} ", style="dim")
                 metrics.append(shown)
             self.query_one("#loss-chart", Sparkline).data = w.loss[-200:]
