@@ -1,10 +1,13 @@
 """Reading a user's dataset file safely: where it is, and each of its rows, checked.
 
 A dataset is a JSONL / JSON / CSV / Parquet file (the text formats also gzip-compressed, as
-hh-rlhf ships them) or a folder written by `datasets`' `save_to_disk`. Everything that `advisor plan --dataset` and `advisor check-data` read goes
-through here first, so a FIFO, a device, a stray folder, a broken line, non-UTF-8 bytes or
-nesting that would crash a parser is a one-line `InputError` naming the file and the line.
-Only the standard library is imported at module level (pyarrow only for Parquet).
+hh-rlhf ships them) or a folder written by `datasets`' `save_to_disk`. Everything that
+`advisor plan --dataset` and `advisor check-data` read goes through here first, and is read
+where it lies (never copied into the Hugging Face cache), so a FIFO, a device, a stray folder,
+a broken line, non-UTF-8 bytes or nesting that would crash a parser is a one-line `InputError`
+naming the file and the line.
+Only the standard library is imported at module level (pyarrow only for Parquet and saved
+folders).
 """
 
 from __future__ import annotations
@@ -140,11 +143,13 @@ def _check_saved_folder(path: Path, name: str, most: int = 10_000) -> None:
 
 
 def iter_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
-    """Each row of a checked JSONL / JSON / CSV / Parquet file as a dict; InputError names the
-    file and the line (or item) of the first defect."""
+    """Each row of a checked JSONL / JSON / CSV / Parquet file (or saved folder) as a dict;
+    InputError names the file and the line (or item) of the first defect."""
     suffix = file_format(path)
     try:
-        if suffix == ".jsonl":
+        if path.is_dir():
+            yield from _saved_rows(path, name)
+        elif suffix == ".jsonl":
             yield from _jsonl_rows(path, name)
         elif suffix == ".json":
             rows, _ = _json_document(path, name)
@@ -157,6 +162,13 @@ def iter_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
             raise InputError(f"{name}: unsupported format ({SUPPORTED})")
     except (OSError, MemoryError, EOFError, zlib.error) as error:
         raise _read_error(name, error) from None
+
+
+def read_rows(reference: str) -> list[dict[str, Any]]:
+    """Every row of the dataset `reference` names, read where it lies: a file row by row, a
+    saved folder's Arrow files memory-mapped (`datasets.load_dataset` would copy a file into
+    the Hugging Face cache first)."""
+    return list(iter_rows(dataset_location(reference), label(reference)))
 
 
 def scan(path: Path, name: str) -> Scan:
@@ -234,9 +246,11 @@ def _jsonl_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
 def _json_row(text: str, where: str) -> dict[str, Any]:
     """One JSON Lines row: an object, nested at most MAX_ROW_NESTING deep, no lone surrogates."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as error:
         raise InputError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+    except _DuplicateKey as error:
+        raise InputError(f"{where}: {error}") from None
     except RecursionError:
         raise InputError(f"{where}: nested deeper than {MAX_ROW_NESTING} levels") from None
     except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
@@ -247,6 +261,23 @@ def _json_row(text: str, where: str) -> dict[str, Any]:
         raise InputError(f"{where}: nested deeper than {MAX_ROW_NESTING} levels")
     if _ESCAPED_SURROGATE.search(text):
         _check_surrogates(value, where)
+    return value
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object that names one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict; _DuplicateKey when a key repeats (Python keeps the last value,
+    the Arrow JSON reader that `datasets` uses for training refuses the file)."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _DuplicateKey(
+            f"the key {short(key)} appears twice in one object (the trainer's reader refuses it)"
+        )
     return value
 
 
@@ -288,7 +319,9 @@ def _json_document(path: Path, name: str) -> tuple[list[dict[str, Any]] | None, 
     if not text.strip():
         return [], None
     try:
-        value = json.loads(text)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as error:
+        raise InputError(f"{name}: {error}") from None
     except json.JSONDecodeError as error:
         if error.msg == "Extra data":  # one document per line: JSON Lines named .json
             return None, None
@@ -333,7 +366,8 @@ def _csv_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
         blank += 1
     else:
         return
-    reader = csv.DictReader(itertools.chain([text], (text for _, text in lines)))
+    # strict: an unclosed quote is an error, as in the pandas reader `datasets` trains from
+    reader = csv.DictReader(itertools.chain([text], (text for _, text in lines)), strict=True)
     try:
         for row in reader:
             if None in row:
@@ -380,6 +414,33 @@ def _parquet_rows(path: Path, name: str) -> Iterator[dict[str, Any]]:
         raise _parquet_error(name, error) from None
     finally:
         parquet.close()
+
+
+def _saved_rows(folder: Path, name: str) -> Iterator[dict[str, Any]]:
+    """Rows of a `save_to_disk` folder (a DatasetDict's train split), read from the Arrow files
+    its state.json lists with pyarrow, memory-mapped: no `datasets` import, nothing copied."""
+    import pyarrow as pa
+
+    if (folder / "dataset_dict.json").is_file():
+        if not (folder / "train" / "state.json").is_file():
+            raise InputError(f"{name}: a saved DatasetDict without a 'train' split")
+        folder = folder / "train"
+    try:
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        files = [folder / entry["filename"] for entry in state["_data_files"]]
+    except (ValueError, KeyError, TypeError) as error:
+        reason = f"state.json: {one_line(error)}"
+        raise InputError(f"{name}: cannot load the saved folder ({reason})") from None
+    for file in files:
+        if file.resolve().parent != folder.resolve():
+            raise InputError(f"{name}: its state.json names a file outside the folder")
+        try:
+            with pa.memory_map(str(file)) as source:
+                for batch in pa.ipc.open_stream(source):
+                    yield from batch.to_pylist()
+        except (pa.ArrowException, ValueError) as error:
+            reason = f"{file.name}: {one_line(error)}"
+            raise InputError(f"{name}: cannot load the saved folder ({reason})") from None
 
 
 def _parquet_error(name: str, error: Exception) -> InputError:

@@ -1,9 +1,9 @@
-"""Rows and approximate tokens of a local dataset file, for `advisor plan --dataset PATH`.
+"""Rows and approximate tokens of a local dataset, for `advisor plan --dataset PATH`.
 
-Reads JSONL / JSON / CSV with the standard library and Parquet with pyarrow (imported only
-then), row by row, through `planner.dataset_file`. Tokens are counted as characters / 4 — the
-usual English BPE ratio (OpenAI tokenizer guide: "one token ≈ 4 characters") — since the
-planner loads no tokenizer.
+Reads JSONL / JSON / CSV with the standard library, and Parquet and `save_to_disk` folders with
+pyarrow (imported only then), row by row, through `planner.dataset_file`. Tokens are counted as
+characters / 4 — the usual English BPE ratio (OpenAI tokenizer guide: "one token ≈ 4
+characters") — since the planner loads no tokenizer.
 """
 
 from __future__ import annotations
@@ -41,14 +41,10 @@ def _row_chars(row: object) -> int:
 
 
 def dataset_stats(path_text: str) -> DatasetStats:
-    """Row count and token estimates of a local dataset file (checked as `check-data` checks
-    it: a broken file is a InputError naming its line)."""
+    """Row count and token estimates of a local dataset file or saved folder (checked as
+    `check-data` checks it: a broken file is a InputError naming its line)."""
     name = label(path_text)
     path = dataset_location(path_text)
-    if path.is_dir():
-        raise InputError(
-            f"{name}: plan counts the rows of a file, not a saved folder; give --samples N"
-        )
     rows, total, longest = 0, 0, 0
     for row in iter_rows(path, name):
         tokens = max(1, _row_chars(row) // CHARS_PER_TOKEN)

@@ -267,3 +267,218 @@ def test_no_command_offers_a_hub_dataset_id_that_another_refuses(tiny_model, tmp
     assert len(refusals) == 1, refusals
     assert "a Hub dataset id is not read" in refusals.pop()
     assert not (tmp_path / "runs").exists()
+
+
+# Shapes people publish (issue 12): ShareGPT from/value turns and LLaMA-Factory's own files.
+
+
+def _sharegpt(count: int, column: str = "conversations") -> list[dict]:
+    return [
+        {
+            column: [
+                {"from": "system", "value": "be brief"},
+                {"from": "human", "value": f"question {i}?"},
+                {"from": "gpt", "value": f"answer {i}"},
+            ]
+        }
+        for i in range(count)
+    ]
+
+
+def _llamafactory_pairs(count: int) -> list[dict]:
+    """LLaMA-Factory's preference file (data/dpo_en_demo.json's shape)."""
+    return [
+        {
+            "conversations": [{"from": "human", "value": f"question {i}?"}],
+            "chosen": {"from": "gpt", "value": f"a kind answer {i}"},
+            "rejected": {"from": "gpt", "value": f"go away {i}"},
+        }
+        for i in range(count)
+    ]
+
+
+def _problems(out: str) -> dict[str, dict]:
+    return {p["code"]: p for p in json.loads(out)["problems"]}
+
+
+@pytest.mark.parametrize("column", ["conversations", "messages"])
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_sharegpt_turns_are_named_in_one_problem_not_every_row_empty(tmp_path, column, method):
+    path = tmp_path / "chat.jsonl"
+    path.write_bytes(_jsonl(_sharegpt(5, column)))
+    rc, out, err = _check_data(path, method)
+    assert rc == 1 and err == ""
+    problems = _problems(out)
+    assert list(problems) == ["sharegpt"]
+    message = problems["sharegpt"]["message"]
+    assert "ShareGPT-style from/value messages" in message
+    assert "advisor check-data --convert-to trl OUT.jsonl" in message
+    if method == "sft":  # TRL renames the keys of `conversations`, never the roles
+        assert "keeps the role values (human, gpt)" in message
+
+
+def test_llamafactory_preference_file_is_an_error_that_trl_would_crash_on(tmp_path):
+    from trl.data_utils import extract_prompt
+
+    rows = _llamafactory_pairs(4)
+    with pytest.raises(KeyError):  # what DPOTrainer does with it: no prompt column
+        extract_prompt(rows[0])
+    path = tmp_path / "dpo_en_demo.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    rc, out, _ = _check_data(path, "dpo")
+    assert rc == 1
+    problem = _problems(out)["llamafactory-preference"]
+    assert problem["severity"] == "error" and "KeyError: 0" in problem["message"]
+    assert "--convert-to trl" in problem["message"]
+
+
+def test_llamafactory_kto_file_is_named(tmp_path):
+    rows = [{**row, "kto_tag": i % 2 == 0} for i, row in enumerate(_sharegpt(4))]
+    path = tmp_path / "kto_en_demo.jsonl"
+    path.write_bytes(_jsonl(rows))
+    assert (
+        "LLaMA-Factory's KTO file"
+        in _problems(_check_data(path, "kto")[1])["llamafactory-kto"]["message"]
+    )
+
+
+CONVERSIONS = {
+    "dpo": (_llamafactory_pairs, {"prompt", "chosen", "rejected"}, 1),
+    "reward": (_llamafactory_pairs, {"prompt", "chosen", "rejected"}, 1),
+    "kto": (_llamafactory_pairs, {"prompt", "completion", "label"}, 2),
+    "sft": (_sharegpt, {"messages"}, 1),
+    "grpo": (_sharegpt, {"prompt"}, 1),
+}
+
+
+@pytest.mark.parametrize("method", sorted(CONVERSIONS))
+def test_convert_to_trl_writes_rows_that_then_pass_check_data(tmp_path, method):
+    from trl.data_utils import is_conversational, maybe_extract_prompt
+
+    make, columns, per_row = CONVERSIONS[method]
+    source = tmp_path / "published.jsonl"
+    source.write_bytes(_jsonl(make(3)))
+    before = source.read_bytes()
+    out = tmp_path / "trl.jsonl"
+    rc, stdout, err = _cli(
+        "check-data", "--dataset", str(source), "--method", method, "--convert-to", "trl", str(out)
+    )
+    assert rc == 0 and err == "", stdout
+    assert f"wrote {3 * per_row} rows to {out}" in stdout
+    assert source.read_bytes() == before  # the input is only read
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 * per_row and all(set(row) == columns for row in rows)
+    assert all(is_conversational(row) for row in rows)
+    roles = {
+        turn["role"] for row in rows for v in row.values() if isinstance(v, list) for turn in v
+    }
+    assert roles <= {"system", "user", "assistant"} and "human" not in roles
+    if method == "dpo":
+        assert rows[0] == {
+            "prompt": [{"role": "user", "content": "question 0?"}],
+            "chosen": [{"role": "assistant", "content": "a kind answer 0"}],
+            "rejected": [{"role": "assistant", "content": "go away 0"}],
+        }
+        assert maybe_extract_prompt(rows[0]) == rows[0]  # TRL takes the prompt as written
+    rc, report, _ = _check_data(out, method)
+    assert rc == 0 and json.loads(report)["format"] == "conversational", report
+
+
+def test_convert_to_never_overwrites_a_file(tmp_path):
+    source = tmp_path / "published.jsonl"
+    source.write_bytes(_jsonl(_llamafactory_pairs(2)))
+    out = tmp_path / "trl.jsonl"
+    out.write_text("keep me\n")
+    rc, _, err = _cli(
+        "check-data", "--dataset", str(source), "--method", "dpo", "--convert-to", "trl", str(out)
+    )
+    assert rc == 2 and len(err.splitlines()) == 1 and "exists" in err
+    assert out.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"prompt": "question?", "chosen": [{"role": "assistant", "content": "a"}],
+         "rejected": [{"role": "assistant", "content": "b"}]},
+        {"prompt": [{"role": "user", "content": "question?"}], "chosen": " a", "rejected": " b"},
+    ],
+    ids=["plain-prompt", "conversational-prompt"],
+)  # fmt: skip
+def test_a_row_mixing_plain_and_conversational_columns_is_an_error(row):
+    from runners.preflight import check_rows
+
+    rows = [row, {**row, "rejected": row["rejected"] * 2}]  # every row alike: no row differs
+    report = check_rows(rows, "dpo")
+    problem = next(p for p in report.problems if p.code == "mixed-row")
+    assert problem.severity == "error" and problem.rows == [1, 2]
+    assert "maybe_extract_prompt" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("method", "extra", "named"),
+    [
+        ("sft", {"labels": ["helpful"]}, "labels"),
+        ("sft", {"input_ids": [1, 2, 3]}, "input_ids"),
+        ("reward", {"chosen_ids": [1], "rejected_ids": [2]}, "chosen_ids and rejected_ids"),
+    ],
+)
+def test_a_column_the_trainer_takes_as_its_own_input_is_an_error(method, extra, named):
+    from runners.preflight import check_rows
+
+    rows = [{**row, **extra} for row in demo_rows(method)]
+    problem = next(p for p in check_rows(rows, method).problems if p.code == "reserved-column")
+    assert problem.severity == "error"
+    assert f"column {named}:" in problem.message and "rename or drop it" in problem.message
+
+
+def test_kto_labels_may_be_bools_ints_or_their_text_and_all_are_counted():
+    from runners.data_shapes import cast_kto_labels
+    from runners.preflight import check_rows
+
+    rows = demo_rows("kto")[:6]
+    forms = [True, False, 1, 0, "true", "False"]
+    rows = [{**row, "label": form} for row, form in zip(rows, forms, strict=True)]
+    report = check_rows(rows, "kto")
+    assert report.errors == [], report.problems
+    assert report.labels == {"desirable": 3, "undesirable": 3}
+
+    import datasets
+
+    texts = datasets.Dataset.from_list([{"label": "true"}, {"label": "0"}, {"label": "False"}])
+    assert cast_kto_labels(texts)["label"] == [True, False, False]  # KTOTrainer sums them
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_check_data_writes_nothing_into_the_datasets_cache(tmp_path, monkeypatch, suffix):
+    import datasets
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache)
+    rows = demo_rows("dpo")
+    path = tmp_path / f"pairs{suffix}"
+    if suffix == ".jsonl":
+        path.write_bytes(_jsonl(rows))
+    elif suffix == ".csv":
+        datasets.Dataset.from_list(rows).to_csv(str(path), index=False)
+    else:
+        datasets.Dataset.from_list(rows).to_parquet(str(path))
+    rc, out, err = _check_data(path)
+    assert rc == 0 and json.loads(out)["rows"] == len(rows), err
+    assert list(cache.rglob("*")) == []
+
+
+def test_plan_counts_the_rows_of_a_saved_folder(tmp_path):
+    import datasets
+
+    rows = demo_rows("dpo")
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    splits = datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(rows[:3]), "test": datasets.Dataset.from_list(rows)}
+    )
+    splits.save_to_disk(str(tmp_path / "splits"))
+    for folder, count in (("saved", len(rows)), ("splits", 3)):
+        rc, out, err = _plan(tmp_path / folder)
+        assert rc == 0 and _planned_rows(out) == count, err

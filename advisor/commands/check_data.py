@@ -29,11 +29,20 @@ def register(parser: argparse.ArgumentParser) -> None:
         default=planned.seq_len,
         help="planned max tokens per row (for ppo/grpo/rloo: per prompt)",
     )
+    parser.add_argument(
+        "--convert-to",
+        nargs=2,
+        metavar=("FORMAT", "OUT"),
+        help="write the rows in TRL's standard shape for --method to OUT (a new .jsonl file; "
+        "FORMAT is trl): ShareGPT from/value turns and LLaMA-Factory's preference and KTO "
+        "files become role/content messages; then check OUT",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    """0 when the data has no errors, 1 when it has (warnings alone pass)."""
+    """0 when the data has no errors, 1 when it has (warnings alone pass); with --convert-to,
+    the converted file is the one checked."""
     import os
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # datasets and tokenizers from local files only
@@ -43,9 +52,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.seq_len < 1:
         raise InputError(f"--seq-len {args.seq_len}: give the planned tokens per row (at least 1)")
-    report = check_dataset(
-        args.dataset, args.method, tokenizer_path=args.model, max_length=args.seq_len
-    )
+    dataset = args.dataset
+    if args.convert_to:
+        from runners.data_shapes import write_converted
+
+        target, out = args.convert_to
+        if target != "trl":
+            raise InputError(f"--convert-to {target}: the one format written is trl")
+        written = write_converted(dataset, out, args.method)
+        note = f"wrote {written} rows to {out} (TRL's shape for {args.method})\n"
+        (sys.stderr if args.json else sys.stdout).write(note)  # --json: stdout is the report
+        dataset = out
+    report = check_dataset(dataset, args.method, tokenizer_path=args.model, max_length=args.seq_len)
     if args.json:
         sys.stdout.write(report.model_dump_json() + "\n")
     else:

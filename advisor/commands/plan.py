@@ -186,7 +186,9 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--samples", type=int, help="training rows in the run")
     group.add_argument(
-        "--dataset", help="a local JSONL/JSON/CSV/Parquet file (.gz too) to count rows of"
+        "--dataset",
+        help="a local JSONL/JSON/CSV/Parquet file (.gz too) or save_to_disk folder to count "
+        "rows of",
     )
     parser.add_argument(
         "--epochs",

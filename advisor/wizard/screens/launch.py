@@ -207,7 +207,8 @@ class LaunchScreen(WizardScreen):
                 yield Label("dataset ")
                 yield Input(
                     id="dataset",
-                    placeholder="path to a JSONL/JSON/CSV/Parquet file, Enter checks it",
+                    placeholder="JSONL/JSON/CSV/Parquet file (.gz too) or save_to_disk "
+                    "folder; Enter checks it",
                     compact=True,
                 )
             with Horizontal(id="reward-row"):
