@@ -68,6 +68,11 @@ class LaunchOptions(BaseModel):
     from_run: Path | None = Field(
         default=None, description="the run folder whose settings these are (`launch --from`)"
     )
+    drop_long_prompts: bool = Field(
+        default=False,
+        description="PPO/GRPO/RLOO: leave out prompts longer than the planned prompt length "
+        "instead of sizing the plan for the longest",
+    )
     plan_for_this_gpu: bool = Field(
         default=True,
         description="training on CUDA, plan for the card found here when the request names the "
@@ -83,6 +88,7 @@ REUSED_OPTIONS = (
     "device",
     "processes",
     "report_to",
+    "drop_long_prompts",
 )
 """The launch options that a fresh copy of a run (`advisor launch --from`) takes from it; the
 others (dry run, force, quiet, output) belong to each launch."""
@@ -309,6 +315,28 @@ def sized_for_longest_prompt(request: PlanRequest, report) -> PlanRequest | None
         ) from None
 
 
+def long_prompt_limit(request: PlanRequest, report, options: LaunchOptions, console) -> int | None:
+    """With --drop-long-prompts, the prompt length past which a method that generates leaves
+    rows out (the plan's prompt length), said on the console; else None. Leaving every row out
+    is refused."""
+    if not options.drop_long_prompts or not recipe(request.method).generates:
+        return None
+    limit = recipe(request.method).length_limit(request)
+    stats = report.lengths
+    if stats is not None and stats.long_prompt_rows:
+        share = stats.long_prompt_rows / stats.measured_rows
+        if share == 1:
+            raise InputError(
+                f"--drop-long-prompts would leave out every prompt: all are longer than "
+                f"{limit} tokens (raise --prompt-len or --seq-len)"
+            )
+        console.print(
+            f"  [yellow]note[/yellow] prompts longer than {limit} tokens are left out "
+            f"({share:.0%} of the rows measured)"
+        )
+    return limit
+
+
 # --- launch and resume ------------------------------------------------------------------------
 
 
@@ -349,7 +377,7 @@ def launch(
         request = request.model_copy(update={"gpu": detected.name})  # plan for this card
     plan = plan_for(request, detected)
     report = preflight(request, console)
-    longer = sized_for_longest_prompt(request, report)
+    longer = None if options.drop_long_prompts else sized_for_longest_prompt(request, report)
     if longer is not None:
         console.print(
             f"  [yellow]note[/yellow] the plan is sized for the longest prompt, "
@@ -380,6 +408,7 @@ def launch(
         num_processes=options.processes,
         plan=plan,
         kto_label_counts=(labels["desirable"], labels["undesirable"]) if labels else None,
+        max_prompt_tokens=long_prompt_limit(request, report, options, console),
     )
     if not options.dry_run and spec.nodes == 1:
         check_runnable_here(spec)

@@ -14,10 +14,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from planner.dataset_file import dataset_location, label, row_lines
+from planner.data_rules import Fate
+from planner.dataset_file import dataset_location, label, read_rows, row_lines
 from planner.errors import InputError
 from planner.recipes import PREFERENCE_COLUMNS, PROMPT_COLUMNS, RECIPES, recipe, sft_columns
 from planner.specs import Method
+from runners.data_shapes import kto_label, reserved_columns, shape_message, shape_of
 
 PREFERENCE = tuple(m for m, r in RECIPES.items() if r.columns == PREFERENCE_COLUMNS)
 """Methods trained on chosen/rejected pairs (their recipes' columns)."""
@@ -45,7 +47,9 @@ class Problem(BaseModel):
 
 
 class LengthStats(BaseModel):
-    """Token lengths of whole rows (prompt + longest completion), as the trainer will see them."""
+    """Token lengths of whole rows (prompt + longest completion) as the method's trainer
+    tokenizes them, and what it does with the rows at `max_length` (for methods that generate:
+    the plan's prompt length, against which prompts are measured)."""
 
     min: int
     median: float
@@ -54,7 +58,14 @@ class LengthStats(BaseModel):
     max_length: int | None
     truncated_rows: int
     truncation_rate: float
+    dropped_rows: int = Field(0, description="rows the trainer removes before training")
+    no_completion_rows: int = Field(0, description="rows left with no completion token")
+    long_prompt_rows: int = Field(0, description="prompts longer than the planned prompt")
+    max_prompt: int = Field(0, description="the longest prompt, in tokens")
     measured_rows: int = Field(description="rows tokenized (all, or an even sample)")
+    estimated: bool = Field(
+        False, description="the counts come from an even sample of measured_rows rows"
+    )
 
 
 class PreflightReport(BaseModel):
@@ -116,14 +127,29 @@ def _text_columns(method: Method, columns: list[str]) -> list[str]:
     return [c for c in names if c in columns]
 
 
-def _rows(reference: str) -> list[dict[str, Any]]:
-    from runners.data import load_train_split, read_failure
+def _published_shapes(rows: list[dict[str, Any]], method: Method) -> list[Problem]:
+    """One error per published shape TRL does not read as is (ShareGPT from/value turns,
+    LLaMA-Factory's preference and KTO files; `runners.data_shapes`), naming its rows."""
+    found: dict[str, list[int]] = {}
+    for number, row in enumerate(rows, 1):
+        shape = shape_of(row)
+        if shape is not None:
+            found.setdefault(shape, []).append(number)
+    return [
+        Problem(
+            severity="error",
+            code=shape,
+            message=shape_message(shape, method),
+            rows=numbers if len(numbers) < len(rows) else [],
+        )
+        for shape, numbers in found.items()
+    ]
 
-    dataset = load_train_split(reference, quiet=True)
-    try:
-        return [dict(row) for row in dataset]
-    except Exception as error:  # decoding Arrow rows back to Python can fail in many ways
-        raise read_failure(reference, error) from None
+
+def _rows(reference: str) -> list[dict[str, Any]]:
+    """The rows of a dataset read where they lie (`planner.dataset_file.read_rows`): nothing
+    is copied into the Hugging Face cache, as `datasets.load_dataset` would copy a whole file."""
+    return read_rows(reference)
 
 
 def check_rows(
@@ -142,6 +168,16 @@ def check_rows(
         problems.append(Problem(severity="error", code="empty-dataset", message="no rows"))
         return PreflightReport(
             dataset=dataset, method=method, rows=0, columns=[], format="unknown", problems=problems
+        )
+    shaped = _published_shapes(rows, method)
+    if shaped:  # its columns and turns are not TRL's: the checks below would only echo that
+        return PreflightReport(
+            dataset=dataset,
+            method=method,
+            rows=len(rows),
+            columns=columns,
+            format="unknown",
+            problems=shaped,
         )
     required = required_columns(method, columns)
     missing = [c for c in required if c not in columns]
@@ -162,17 +198,42 @@ def check_rows(
                 message="no prompt column: TRL takes the common prefix of chosen and rejected",
             )
         )
+    for names, why in reserved_columns(method, columns):
+        problems.append(
+            Problem(
+                severity="error",
+                code="reserved-column",
+                message=f"column {names}: {why}; rename or drop it",
+            )
+        )
     text_columns = _text_columns(method, columns)
 
     # Plain or conversational, per row; a mix is an error (TRL formats the whole set one way).
     kinds: dict[int, str] = {}
+    mixed_rows = []
     for number, row in enumerate(rows, 1):
         values = [row.get(c) for c in text_columns if row.get(c) is not None]
         conversational = [_is_conversation(v) for v in values]
         if values:
             kinds[number] = "conversational" if any(conversational) else "plain"
+        if any(conversational) and any(isinstance(v, str) for v in values):
+            mixed_rows.append(number)
     found = set(kinds.values())
     fmt = "unknown" if not found else found.pop() if len(found) == 1 else "mixed"
+    if mixed_rows:
+        fmt = "mixed"
+        problems.append(
+            Problem(
+                severity="error",
+                code="mixed-row",
+                message="plain text and a conversation in one row: TRL 1.12 joins prompt and "
+                "completion (str + list fails) and its is_conversational judges the row by one "
+                "of its columns; maybe_extract_prompt, which would take the prompt from "
+                "chosen/rejected here, is called by no trainer advisor runs; make every column "
+                "plain text or every column a list of messages",
+                rows=mixed_rows,
+            )
+        )
     if fmt == "mixed":
         minority = min(("plain", "conversational"), key=lambda k: list(kinds.values()).count(k))
         problems.append(
@@ -211,21 +272,22 @@ def check_rows(
                 )
             )
     if _labelled(method) and "label" in columns:
-        bad = [n for n, row in enumerate(rows, 1) if not isinstance(row.get("label"), bool)]
+        read = [kto_label(row.get("label")) for row in rows]
+        bad = [n for n, value in enumerate(read, 1) if value is None]
         if bad:
             problems.append(
                 Problem(
                     severity="error",
                     code="bad-label",
-                    message="KTO label must be true or false",
+                    message="KTO label must be true or false (or 1/0, or those as text)",
                     rows=bad,
                 )
             )
         counts = {
-            "desirable": sum(1 for row in rows if row.get("label") is True),
-            "undesirable": sum(1 for row in rows if row.get("label") is False),
+            "desirable": sum(1 for value in read if value is True),
+            "undesirable": sum(1 for value in read if value is False),
         }
-        labels = {row.get("label") for row in rows if isinstance(row.get("label"), bool)}
+        labels = {value for value in read if value is not None}
         if len(labels) == 1:
             problems.append(
                 Problem(
@@ -254,6 +316,8 @@ def check_rows(
         )
 
     lengths = None
+    if method in PREFERENCE and "prompt" not in columns and not missing:
+        problems.extend(implicit_prompt_problems(rows))
     label_counts = counts if _labelled(method) and "label" in columns else {}
     if tokenizer is not None and not missing and fmt != "mixed":
         lengths = _token_checks(rows, method, fmt, tokenizer, max_length, problems)
@@ -269,30 +333,94 @@ def check_rows(
     )
 
 
-def _render(tokenizer, value: Any, *, generation_prompt: bool = False) -> str:
-    if _is_conversation(value):
-        return tokenizer.apply_chat_template(
-            value, tokenize=False, add_generation_prompt=generation_prompt
+def implicit_prompt_problems(rows: list[dict[str, Any]]) -> list[Problem]:
+    """What TRL's prompt extraction (`trl.data_utils.extract_prompt`: the longest common
+    prefix of chosen and rejected, character by character for text) makes of rows with no
+    prompt column: answers left empty (an error), and prefixes that end inside a word, so the
+    prompt takes the start of both answers (counted, with an example)."""
+    from trl.data_utils import extract_prompt
+
+    empty, cut, example = [], [], ""
+    for number, row in enumerate(rows, 1):
+        chosen, rejected = row.get("chosen"), row.get("rejected")
+        if not isinstance(chosen, (str, list)) or type(chosen) is not type(rejected):
+            continue  # mixed or malformed: reported by the format checks
+        parts = extract_prompt({"chosen": chosen, "rejected": rejected})
+        if _is_empty(parts["chosen"]) or _is_empty(parts["rejected"]):
+            empty.append(number)
+            continue
+        prompt, answers = parts["prompt"], (parts["chosen"], parts["rejected"])
+        if (
+            isinstance(prompt, str)
+            and prompt[-1:].isalnum()
+            and any(a[:1].isalnum() for a in answers)
+        ):
+            cut.append(number)
+            example = example or (
+                f"row {number}: prompt …{prompt[-24:]!r}, chosen {parts['chosen'][:16]!r}…"
+            )
+    problems = []
+    if empty:
+        problems.append(
+            Problem(
+                severity="error",
+                code="implicit-empty-completion",
+                message="after TRL takes the shared start of chosen and rejected as the prompt, "
+                "an answer is empty (one answer is the start of the other): no preference signal",
+                rows=empty,
+            )
         )
-    return "" if value is None else str(value)
+    if cut:
+        problems.append(
+            Problem(
+                severity="warning",
+                code="implicit-prompt-cuts-word",
+                message=f"{len(cut)} rows' shared start ends inside a word, so TRL's prompt takes "
+                f"the first letters of both answers ({example}); give an explicit prompt column",
+                rows=cut,
+            )
+        )
+    return problems
 
 
-def _row_texts(row: dict[str, Any], method: Method, tokenizer) -> list[str]:
-    """The full sequences the trainer builds from row (one per completion)."""
-    prompt = row.get("prompt")
-    if method in PROMPT_ONLY:
-        return [_render(tokenizer, prompt, generation_prompt=True)]
-    if "messages" in row:
-        return [_render(tokenizer, row["messages"])]
-    if "text" in row and "prompt" not in row:
-        return [_render(tokenizer, row["text"])]
-    completions = [row.get(c) for c in ("chosen", "rejected", "completion") if c in row]
-    if _is_conversation(prompt):
-        return [_render(tokenizer, list(prompt) + list(c or [])) for c in completions]
-    return [_render(tokenizer, prompt) + _render(tokenizer, c) for c in completions]
+FATE_PROBLEMS = {
+    Fate.dropped: ("warning", "dropped"),
+    Fate.truncated: ("warning", "truncated"),
+    Fate.no_completion: ("error", "no-completion-tokens"),
+    Fate.long_prompt: ("warning", "long-prompts"),
+}
+"""Each fate the trainer gives a row other than keeping it whole, as (severity, problem code)."""
+
+
+def _fate_message(fate: Fate, method: Method, count: int, share: float, limit: int) -> str:
+    trainer = recipe(method).trainer.rsplit(":", 1)[-1]
+    rows = f"{count} rows ({share:.0%})"
+    if fate is Fate.dropped:
+        rule = recipe(method).length_rule.kind
+        why = {
+            "drop-full-prompt": f"their prompt alone fills max length {limit} tokens",
+            "drop-over-length": f"they are longer than max length {limit} tokens",
+            "drop-masked": f"no completion token is left within max length {limit} tokens",
+        }[rule]
+        return f"{rows} will be dropped by {trainer}: {why} (raise --seq-len or shorten them)"
+    if fate is Fate.truncated:
+        return f"{rows} are longer than max length {limit} tokens: {trainer} cuts their ends"
+    if fate is Fate.no_completion:
+        return (
+            f"{rows} keep no completion tokens at max length {limit}: {trainer} cuts the answers "
+            "(never the prompt) to fit, and a mean over no tokens makes the loss NaN; raise "
+            "--seq-len, or shorten or drop these rows"
+        )
+    return (
+        f"{rows} have prompts longer than the planned {limit} tokens: {trainer} generates from "
+        "the whole prompt (TRL truncates none), so memory and time grow past the plan; "
+        "`advisor launch` sizes the plan for the longest prompt"
+    )
 
 
 def _token_checks(rows, method, fmt, tokenizer, max_length, problems) -> LengthStats | None:
+    from runners.trl_rows import row_tokens
+
     if tokenizer.eos_token is None:
         problems.append(
             Problem(
@@ -301,6 +429,7 @@ def _token_checks(rows, method, fmt, tokenizer, max_length, problems) -> LengthS
                 message="the tokenizer has no EOS token: generations never learn to stop",
             )
         )
+        return None
     if fmt == "conversational" and not getattr(tokenizer, "chat_template", None):
         problems.append(
             Problem(
@@ -310,29 +439,34 @@ def _token_checks(rows, method, fmt, tokenizer, max_length, problems) -> LengthS
             )
         )
         return None
-    failed, sizes, truncated = [], [], []
+    rule = recipe(method).length_rule
+    failed, sizes, prompts = [], [], []
+    fates: dict[Fate, list[int]] = {fate: [] for fate in Fate}
     missing_eos = []
     step = max(1, len(rows) // TOKEN_SAMPLE)
     sample = [(number, rows[number - 1]) for number in range(1, len(rows) + 1, step)]
     for number, row in sample:
         try:
-            texts = _row_texts(row, method, tokenizer)
-        except Exception:  # jinja raises many kinds; a row that fails to render is the defect
+            tokens = row_tokens(row, method, tokenizer)
+        except Exception:  # jinja and TRL's helpers raise many kinds; the row is the defect
             failed.append(number)
             continue
-        size = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
-        sizes.append(size)
-        if max_length is not None and size > max_length:
-            truncated.append(number)
-        ends = any(t.rstrip().endswith(str(tokenizer.eos_token)) for t in texts)
-        if fmt == "conversational" and method not in PROMPT_ONLY and not ends:
+        sizes.append(tokens.longest)
+        prompts.append(tokens.prompt)
+        fates[rule.fate(tokens, max_length)].append(number)
+        if (
+            fmt == "conversational"
+            and method not in PROMPT_ONLY
+            and not _ends_with_eos(row, method, tokenizer)
+        ):
             missing_eos.append(number)
     if failed:
         problems.append(
             Problem(
                 severity="error",
                 code="template-fails",
-                message="the chat template fails to render these rows",
+                message="these rows cannot be tokenized as the trainer does (the chat template "
+                "fails to render them, or a column holds the wrong kind of value)",
                 rows=failed,
             )
         )
@@ -346,49 +480,59 @@ def _token_checks(rows, method, fmt, tokenizer, max_length, problems) -> LengthS
                 rows=missing_eos,
             )
         )
-    if fmt == "plain" and tokenizer.eos_token and method not in PROMPT_ONLY:
-        doubled = [
-            n
-            for n, row in enumerate(rows, 1)
-            if any(
-                isinstance(row.get(c), str) and row[c].rstrip().endswith(tokenizer.eos_token)
-                for c in ("chosen", "rejected", "completion", "text")
-            )
-        ]
-        if doubled:
-            problems.append(
-                Problem(
-                    severity="warning",
-                    code="eos-in-text",
-                    message=f"text already ends with {tokenizer.eos_token}: TRL appends EOS, "
-                    "so these rows get two",
-                    rows=doubled,
-                )
-            )
     if not sizes:
         return None
-    ordered = sorted(sizes)
-    rate = len(truncated) / len(sizes)
-    if truncated:
+    measured = len(sizes)
+    sampled = measured < len(rows)
+    for fate, (severity, code) in FATE_PROBLEMS.items():
+        numbers = fates[fate]
+        if not numbers or max_length is None:
+            continue
+        message = _fate_message(fate, method, len(numbers), len(numbers) / measured, max_length)
+        if sampled:
+            message += f" — estimated from an even sample of {measured:,} of {len(rows):,} rows"
+        problems.append(Problem(severity=severity, code=code, message=message, rows=numbers))
+    lost = len(fates[Fate.dropped])
+    if max_length is not None and lost == measured:
+        where = "every sampled row" if sampled else "every row"
         problems.append(
             Problem(
-                severity="warning",
-                code="truncated",
-                message=f"{len(truncated)} rows ({rate:.0%}) are longer than max length "
-                f"{max_length} tokens and will be truncated",
-                rows=truncated,
+                severity="error",
+                code="every-row-dropped",
+                message=f"{where} would be dropped at max length {max_length}: the trainer "
+                "would have nothing to train on (raise --seq-len)",
             )
         )
+    ordered = sorted(sizes)
+    truncated = len(fates[Fate.truncated])
     return LengthStats(
         min=ordered[0],
         median=statistics.median(ordered),
         p95=ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))],
         max=ordered[-1],
         max_length=max_length,
-        truncated_rows=len(truncated),
-        truncation_rate=round(rate, 4),
-        measured_rows=len(sizes),
+        truncated_rows=truncated,
+        truncation_rate=round(truncated / measured, 4),
+        dropped_rows=lost,
+        no_completion_rows=len(fates[Fate.no_completion]),
+        long_prompt_rows=len(fates[Fate.long_prompt]),
+        max_prompt=max(prompts),
+        measured_rows=measured,
+        estimated=sampled,
     )
+
+
+def _ends_with_eos(row: dict[str, Any], method: Method, tokenizer) -> bool:
+    """The last completion, rendered by the chat template after its prompt, ends with EOS."""
+    last = row.get("messages")
+    if last is None:
+        answer = next((row[c] for c in ("chosen", "completion") if c in row), None)
+        prompt = row.get("prompt")
+        last = (list(prompt) if isinstance(prompt, list) else []) + list(answer or [])
+    if not _is_conversation(last):
+        return True
+    text = tokenizer.apply_chat_template(last, tokenize=False)
+    return text.rstrip().endswith(str(tokenizer.eos_token))
 
 
 def check_dataset(
@@ -438,9 +582,16 @@ def print_report(report: PreflightReport, console) -> None:
         stats = report.lengths
         console.print(
             f"  tokens: min {stats.min}, median {stats.median:g}, p95 {stats.p95}, "
-            f"max {stats.max}; max length {stats.max_length}, "
-            f"truncated {stats.truncated_rows} ({stats.truncation_rate:.0%})"
-            + (f"; sampled {stats.measured_rows} rows" if stats.measured_rows < report.rows else "")
+            f"max {stats.max}; max length {stats.max_length}: "
+            f"truncated {stats.truncated_rows} ({stats.truncation_rate:.0%}), "
+            f"dropped {stats.dropped_rows}"
+            + (f", no completion {stats.no_completion_rows}" if stats.no_completion_rows else "")
+            + (f", long prompts {stats.long_prompt_rows}" if stats.long_prompt_rows else "")
+            + (
+                f" (estimates from an even sample of {stats.measured_rows:,} rows)"
+                if stats.estimated
+                else ""
+            )
         )
     for problem in report.problems:
         colour = "red" if problem.severity == "error" else "yellow"

@@ -125,6 +125,11 @@ class RunSpec(BaseModel):
     quantization: dict[str, Any] | None = None
     rewards: list[RewardSource] = Field(default_factory=list)
     reward_model: str | None = Field(default=None, description="PPO: the reward model's path")
+    max_prompt_tokens: int | None = Field(
+        default=None,
+        description="PPO/GRPO/RLOO: rows whose prompt has more tokens are left out before "
+        "training (--drop-long-prompts); TRL itself generates from whole prompts",
+    )
     starting_values: list[StartingValue] = Field(default_factory=list)
     num_processes: int = 1
     nodes: int = 1
@@ -370,6 +375,7 @@ def build_run_spec(
     num_processes: int | None = None,
     plan: Plan | None = None,
     kto_label_counts: tuple[int, int] | None = None,
+    max_prompt_tokens: int | None = None,
 ) -> RunSpec:
     """The RunSpec for request: TRL fields, PEFT, quantization, accelerate config, rewards."""
     request = run_precision(request, device, supports_bf16)
@@ -451,6 +457,7 @@ def build_run_spec(
             "bf16" if fields.get("bf16") else "fp16" if fields.get("fp16") else "no",
         ),
         warnings=warnings,
+        max_prompt_tokens=max_prompt_tokens,
     )
 
 

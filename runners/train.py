@@ -405,8 +405,34 @@ def dataset_for(spec: RunSpec, run: Run):
     from runners.data import load_train_split
 
     dataset = load_train_split(spec.dataset)
+    if spec.method is Method.kto:  # TRL sums the labels: 0/1 work, "true"/"false" do not
+        from runners.data_shapes import cast_kto_labels
+
+        dataset = cast_kto_labels(dataset)
+    if spec.max_prompt_tokens is not None:
+        dataset = _without_long_prompts(spec, dataset)
     run.preparing(spec.method, len(dataset))
     return dataset
+
+
+def _without_long_prompts(spec: RunSpec, dataset):
+    """The rows whose prompt, tokenized as the trainer tokenizes it, fits max_prompt_tokens
+    (`advisor launch --drop-long-prompts`; TRL truncates no prompt of a method that generates)."""
+    from runners.trl_rows import row_tokens
+
+    tokenizer = tokenizer_for(spec)
+    limit = spec.max_prompt_tokens
+    kept = dataset.filter(
+        lambda row: row_tokens(row, spec.method, tokenizer).prompt <= limit,
+        desc=f"Leaving out prompts over {limit} tokens",
+    )
+    if _is_main_process():
+        print(
+            f"advisor: left out {len(dataset) - len(kept):,} of {len(dataset):,} rows whose "
+            f"prompt is longer than {limit} tokens (--drop-long-prompts)",
+            file=sys.stderr,
+        )
+    return kept
 
 
 def train_on_dataset(spec: RunSpec, run: Run) -> None:

@@ -128,12 +128,6 @@ def test_a_template_that_never_emits_eos_is_flagged(tokenizer):
     assert _problem(check_rows(rows, "dpo", tokenizer=tokenizer), "template-no-eos").rows == [1, 2]
 
 
-def test_plain_text_ending_in_eos_gets_a_double_eos_warning(tokenizer):
-    rows = demo_rows("sft")[:3]
-    rows[0] = {**rows[0], "completion": rows[0]["completion"] + tokenizer.eos_token}
-    assert _problem(check_rows(rows, "sft", tokenizer=tokenizer), "eos-in-text").rows == [1]
-
-
 def test_a_tokenizer_without_eos_is_an_error(tokenizer):
     tokenizer = type(tokenizer).from_pretrained(tokenizer.name_or_path)
     tokenizer.eos_token = None

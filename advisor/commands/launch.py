@@ -82,6 +82,12 @@ def register(parser: argparse.ArgumentParser) -> None:
         "about a minute",
     )
     parser.add_argument("--force", action="store_true", help="launch despite data errors")
+    parser.add_argument(
+        "--drop-long-prompts",
+        action="store_true",
+        help="PPO/GRPO/RLOO: leave out prompts longer than the planned prompt length (TRL "
+        "generates from whole prompts; without this the plan is sized for the longest)",
+    )
     steps = _number(int, 1, 10**9, " steps")
     parser.add_argument("--max-steps", type=steps, help="stop after this many optimizer steps")
     parser.add_argument("--save-steps", type=steps, help="checkpoint every N steps")
@@ -241,7 +247,7 @@ def _copy_of_run(args: argparse.Namespace) -> tuple[PlanRequest, LaunchOptions]:
     mine = options(args, Path(args.output) if "output" in given else reused.output)
     update = {
         name: getattr(mine, name)
-        for name in ("output", "dry_run", "force", "quiet")
+        for name in ("output", "dry_run", "force", "quiet", "drop_long_prompts")
         if name != "output" or "output" in given
     }
     for dest in ("max_steps", "save_steps", "processes", "reward", "report_to", "device"):
@@ -264,6 +270,7 @@ def options(args: argparse.Namespace, output: Path | None = None) -> LaunchOptio
         output=output or Path(args.output),
         dry_run=args.dry_run,
         force=args.force,
+        drop_long_prompts=args.drop_long_prompts,
         max_steps=args.max_steps,
         save_steps=args.save_steps,
         learning_rate=args.learning_rate,

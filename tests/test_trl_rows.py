@@ -1,0 +1,347 @@
+"""The pre-flight's verdict on each row is what TRL 1.12's own preprocessing does with it.
+
+Each test feeds the same rows to the trainer's real data preparation (its `_prepare_dataset`,
+or ORPO's / CPO's `tokenize_row`, or GRPO's `_tokenize_prompts`, called on a stand-in for the
+trainer that holds only what those methods read) and to `check_rows`, and compares row by row:
+kept whole, truncated, dropped, left with no completion tokens, or (GRPO) prompt length.
+The rows take the shapes public data comes in: hh-rlhf's implicit prompts, explicit pairs,
+conversations, and prompts too long for the planned length.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from planner.data_rules import Fate
+from runners.preflight import check_rows
+from runners.tiny import demo_rows, ensure_model
+
+LIMIT = 48
+"""max_length for every test: short enough that the corpus below has rows of every fate."""
+LONG_PROMPT = " ".join(["Where is the capital of France and why?"] * 8)
+LONG_ANSWER = " Paris is the capital of France." * 12
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    folder = ensure_model(tmp_path_factory.getbasetemp() / "tiny-llama")
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _pairs(conversational: bool = False) -> list[dict]:
+    """Pairs of every fate at LIMIT: short, long answers, a prompt filling the limit, hh-rlhf
+    implicit prompts (one whose extraction cuts into a word)."""
+    rows = demo_rows("dpo", conversational=conversational)[:3]
+    if conversational:
+        user, answer = rows[0]["prompt"], rows[0]["chosen"]
+        rows.append({**rows[1], "chosen": [{**answer[0], "content": LONG_ANSWER}]})
+        rows.append({**rows[2], "prompt": [{**user[0], "content": LONG_PROMPT}]})
+        rows.append({"prompt": user, "chosen": answer, "rejected": [{**answer[0], "content": "."}]})
+        return rows
+    rows.append({**rows[1], "chosen": LONG_ANSWER})
+    rows.append({**rows[2], "prompt": LONG_PROMPT})
+    rows.append({**rows[0], "rejected": rows[0]["rejected"] + LONG_ANSWER[:60]})
+    return rows
+
+
+def _implicit() -> list[dict]:
+    """hh-rlhf's shape: no prompt column; the dialogue up to the last answer is shared."""
+    head = "\n\nHuman: Which search engine respects privacy?\n\nAssistant:"
+    return [
+        {"chosen": head + " DuckDuckGo does.", "rejected": head + " Google does."},
+        {"chosen": head + " Duckduckgo.", "rejected": head + " DuckDuckGo, I think."},
+        {
+            "chosen": "\n\nHuman:" + LONG_PROMPT + head + " Yes.",
+            "rejected": "\n\nHuman:" + LONG_PROMPT + head + " No.",
+        },
+    ]
+
+
+def _fates(report, rows) -> dict[int, Fate]:
+    fates = dict.fromkeys(range(1, len(rows) + 1), Fate.kept)
+    codes = {
+        "dropped": Fate.dropped,
+        "truncated": Fate.truncated,
+        "no-completion-tokens": Fate.no_completion,
+        "long-prompts": Fate.long_prompt,
+    }
+    for problem in report.problems:
+        for row in problem.rows if problem.code in codes else []:
+            fates[row] = codes[problem.code]
+    return fates
+
+
+def _indexed(rows):
+    import datasets
+
+    return datasets.Dataset.from_list([{**row, "row": n} for n, row in enumerate(rows, 1)])
+
+
+def _prepared(trainer_class, config_class, stand_in, rows, tokenizer, tmp_path, **prepare):
+    config = config_class(output_dir=str(tmp_path), max_length=LIMIT, use_cpu=True, bf16=False)
+    return trainer_class._prepare_dataset(
+        stand_in, _indexed(rows), tokenizer, config, dataset_name="train", **prepare
+    )
+
+
+def _trl_pair_fates(prepared, rows, completions=("chosen_ids", "rejected_ids")):
+    fates = dict.fromkeys(range(1, len(rows) + 1), Fate.dropped)
+    for example in prepared:
+        longest = max(len(example["prompt_ids"]) + len(example[c]) for c in completions)
+        fates[example["row"]] = Fate.truncated if longest > LIMIT else Fate.kept
+    return fates
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["plain", "conversational"])
+def test_dpo_drops_and_truncates_rows_as_the_preflight_says(tokenizer, tmp_path, conversational):
+    from trl import DPOConfig, DPOTrainer
+
+    stand_in = SimpleNamespace(_tokenizer=tokenizer)
+    # TRL extracts implicit prompts when the first row has none: each shape is its own dataset.
+    for rows in [_pairs(conversational)] + ([] if conversational else [_implicit()]):
+        prepared = _prepared(DPOTrainer, DPOConfig, stand_in, rows, tokenizer, tmp_path)
+        report = check_rows(rows, "dpo", tokenizer=tokenizer, max_length=LIMIT)
+        assert _fates(report, rows) == _trl_pair_fates(prepared, rows)
+
+
+def test_the_dpo_corpus_has_every_fate(tokenizer):
+    report = check_rows(_pairs(), "dpo", tokenizer=tokenizer, max_length=LIMIT)
+    assert set(_fates(report, _pairs()).values()) == {Fate.kept, Fate.truncated, Fate.dropped}
+
+
+def test_kto_drops_and_truncates_rows_as_the_preflight_says(tokenizer, tmp_path):
+    from trl import KTOConfig, KTOTrainer
+
+    rows = [
+        {"prompt": r["prompt"], "completion": r["chosen"], "label": n % 2 == 0}
+        for n, r in enumerate(_pairs())
+    ]
+    stand_in = SimpleNamespace(
+        _tokenizer=tokenizer, calculate_KL=False, desirable_weight=1.0, undesirable_weight=1.0
+    )
+    prepared = _prepared(KTOTrainer, KTOConfig, stand_in, rows, tokenizer, tmp_path)
+    report = check_rows(rows, "kto", tokenizer=tokenizer, max_length=LIMIT)
+    assert _fates(report, rows) == _trl_pair_fates(prepared, rows, ("completion_ids",))
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["plain", "conversational"])
+def test_the_reward_trainer_drops_every_row_longer_than_max_length(
+    tokenizer, tmp_path, conversational
+):
+    from trl import RewardConfig, RewardTrainer
+
+    rows = _pairs(conversational)
+    prepared = _prepared(RewardTrainer, RewardConfig, SimpleNamespace(), rows, tokenizer, tmp_path)
+    kept = set(prepared["row"])
+    expected = {n: Fate.kept if n in kept else Fate.dropped for n in range(1, len(rows) + 1)}
+    report = check_rows(rows, "reward", tokenizer=tokenizer, max_length=LIMIT)
+    assert _fates(report, rows) == expected
+    assert Fate.dropped in expected.values()
+
+
+def test_sft_truncates_and_drops_rows_left_without_completion_labels(tokenizer, tmp_path):
+    from trl import SFTConfig, SFTTrainer
+
+    rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in _pairs()]
+    stand_in = SimpleNamespace(
+        _tokenizer=tokenizer,
+        completion_only_loss=True,
+        chat_template=None,
+        _is_vision_dataset=False,
+    )
+    prepared = _prepared(
+        SFTTrainer,
+        SFTConfig,
+        stand_in,
+        rows,
+        tokenizer,
+        tmp_path,
+        packing=False,
+        formatting_func=None,
+    )
+    full = {
+        n: len(tokenizer(r["prompt"] + r["completion"] + tokenizer.eos_token)["input_ids"])
+        for n, r in enumerate(rows, 1)
+    }
+    expected = dict.fromkeys(full, Fate.dropped)
+    for example in prepared:
+        n = example["row"]
+        expected[n] = Fate.truncated if full[n] > LIMIT else Fate.kept
+    report = check_rows(rows, "sft", tokenizer=tokenizer, max_length=LIMIT)
+    assert _fates(report, rows) == expected
+    assert Fate.dropped in expected.values()
+
+
+@pytest.mark.parametrize("method", ["orpo", "simpo"])
+def test_orpo_and_cpo_cut_answers_and_can_leave_none(tokenizer, method):
+    from trl.data_utils import maybe_apply_chat_template, maybe_extract_prompt
+
+    if method == "orpo":
+        from trl.experimental.orpo import ORPOTrainer as Trainer
+    else:
+        from trl.experimental.cpo import CPOTrainer as Trainer
+    rows = [
+        *_pairs(),
+        # the longer answer fills max_length exactly: both answers are cut to nothing
+        {"prompt": "Hi.", "chosen": " Paris" * (LIMIT - 1), "rejected": " No."},
+    ]
+
+    def tokenized(row, limit):
+        stand_in = SimpleNamespace(
+            processing_class=tokenizer, is_encoder_decoder=False, max_length=limit
+        )
+        stand_in.build_tokenized_answer = partial(Trainer.build_tokenized_answer, stand_in)
+        example = maybe_apply_chat_template(maybe_extract_prompt(dict(row)), tokenizer)
+        return Trainer.tokenize_row(stand_in, example)
+
+    expected = {}
+    for n, row in enumerate(rows, 1):
+        cut, whole = tokenized(row, LIMIT), tokenized(row, 10**6)
+        answers = [sum(t != -100 for t in cut[f"{k}_labels"]) for k in ("chosen", "rejected")]
+        expected[n] = (
+            Fate.no_completion if 0 in answers else Fate.truncated if cut != whole else Fate.kept
+        )
+    report = check_rows(rows, method, tokenizer=tokenizer, max_length=LIMIT)
+    assert _fates(report, rows) == expected
+    assert Fate.no_completion in expected.values()
+    assert [p.severity for p in report.problems if p.code == "no-completion-tokens"] == ["error"]
+
+
+@pytest.mark.parametrize("conversational", [False, True], ids=["plain", "conversational"])
+def test_grpo_prompts_are_measured_whole_as_grpo_tokenizes_them(tokenizer, conversational):
+    from trl import GRPOTrainer
+
+    rows = [{"prompt": r["prompt"]} for r in _pairs(conversational)]
+    stand_in = SimpleNamespace(
+        processing_class=tokenizer,
+        _is_vlm=False,
+        environment_factories=None,
+        tools=None,
+        chat_template=None,
+        chat_template_kwargs={},
+    )
+    prompt_ids, _, _ = GRPOTrainer._tokenize_prompts(stand_in, [r["prompt"] for r in rows])
+    for method in ("grpo", "rloo", "ppo"):
+        report = check_rows(rows, method, tokenizer=tokenizer, max_length=LIMIT)
+        assert report.lengths.max_prompt == max(len(ids) for ids in prompt_ids)
+        long = [n for n, ids in enumerate(prompt_ids, 1) if len(ids) > LIMIT]
+        assert long and [p.rows for p in report.problems if p.code == "long-prompts"] == [long]
+        assert "truncat" not in " ".join(p.message for p in report.problems).replace(
+            "truncates none", ""
+        )
+
+
+def test_every_row_dropped_is_an_error_before_launch(tokenizer):
+    rows = [{**r, "prompt": LONG_PROMPT} for r in demo_rows("dpo")[:3]]
+    report = check_rows(rows, "dpo", tokenizer=tokenizer, max_length=LIMIT)
+    assert [p.code for p in report.errors] == ["every-row-dropped"]
+
+
+def test_rows_ending_in_eos_are_not_said_to_get_two(tokenizer):
+    rows = demo_rows("sft")[:3]
+    rows[0] = {**rows[0], "completion": rows[0]["completion"] + tokenizer.eos_token}
+    assert check_rows(rows, "sft", tokenizer=tokenizer, max_length=256).problems == []
+
+
+def test_sampled_counts_are_labelled_estimates(tokenizer, monkeypatch):
+    import runners.preflight
+
+    monkeypatch.setattr(runners.preflight, "TOKEN_SAMPLE", 4)
+    rows = _pairs() * 3
+    report = check_rows(rows, "dpo", tokenizer=tokenizer, max_length=LIMIT)
+    assert report.lengths.estimated and report.lengths.measured_rows < len(rows)
+    dropped = next(p for p in report.problems if p.code == "dropped")
+    assert f"even sample of {report.lengths.measured_rows} of {len(rows)} rows" in dropped.message
+
+
+def test_implicit_prompts_that_empty_an_answer_or_cut_a_word_are_named():
+    from trl.data_utils import extract_prompt
+
+    head = "\n\nHuman: Is it safe?\n\nAssistant:"
+    rows = [
+        *_implicit(),
+        {"chosen": head + " ", "rejected": head + " Yes, with care."},  # hh: an empty answer
+        {"chosen": head + " Yes", "rejected": head + " Yes, with care."},  # a prefix of the other
+    ]
+    assert extract_prompt(rows[1])["chosen"] == "duckgo."  # TRL cuts "Duck" off both answers
+    assert extract_prompt(rows[3])["chosen"] == " "
+    assert extract_prompt(rows[4])["chosen"] == "s"  # TRL keeps the prefix's last character
+    report = check_rows(rows, "dpo")
+    assert [p.rows for p in report.errors if p.code == "implicit-empty-completion"] == [[4]]
+    cut = next(p for p in report.problems if p.code == "implicit-prompt-cuts-word")
+    assert cut.rows == [2, 5]
+    assert "row 2: prompt …" in cut.message and "Assistant: Duck', chosen 'duckgo.'" in cut.message
+
+
+def _launch(*flags: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from advisor.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main(["launch", *flags])
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("method", ["orpo", "simpo"])
+def test_rows_left_without_completion_tokens_refuse_the_launch(tokenizer, tmp_path, method):
+    from runners.tiny import write_jsonl
+
+    rows = [*demo_rows(method)[:3], {"prompt": "Hi.", "chosen": " Paris" * 63, "rejected": " No"}]
+    dataset = write_jsonl(rows, tmp_path / "pairs.jsonl")
+    flags = ["--method", method, "--model", tokenizer.name_or_path, "--dataset", str(dataset)]
+    rc, _, err = _launch(*flags, "--seq-len", "64", "--device", "cpu",
+                         "--output", str(tmp_path / "runs"))  # fmt: skip
+    assert rc == 2
+    assert "keep no completion tokens at max length 64" in " ".join(err.split())
+    assert "(rows 4)" in err and not (tmp_path / "runs").exists()
+
+
+def test_a_grpo_plan_is_sized_for_the_longest_prompt(tokenizer, tmp_path):
+    from runners.run_folder import read_manifest
+    from runners.tiny import write_jsonl
+
+    rows = [*demo_rows("grpo")[:3], {"prompt": LONG_PROMPT}]
+    longest = len(tokenizer(text=LONG_PROMPT)["input_ids"])
+    dataset = write_jsonl(rows, tmp_path / "prompts.jsonl")
+    flags = ["--method", "grpo", "--model", tokenizer.name_or_path, "--dataset", str(dataset)]
+    rc, out, err = _launch(*flags, "--seq-len", "64", "--device", "cpu", "--dry-run",
+                           "--output", str(tmp_path / "runs"))  # fmt: skip
+    assert rc == 0, err
+    assert f"sized for the longest prompt, {longest} tokens, not the planned 32" in err
+    manifest = read_manifest(Path(out.strip().splitlines()[-1]))
+    assert manifest.request.prompt_len == longest and manifest.request.seq_len == longest + 32
+    assert manifest.spec.trl_config["max_completion_length"] == 32
+
+
+def test_drop_long_prompts_leaves_them_out_of_the_run_instead(tokenizer, tmp_path):
+    import datasets
+
+    from runners.run_folder import read_manifest
+    from runners.tiny import write_jsonl
+    from runners.train import _without_long_prompts
+
+    rows = [*demo_rows("grpo")[:3], {"prompt": LONG_PROMPT}]
+    dataset = write_jsonl(rows, tmp_path / "prompts.jsonl")
+    flags = ["--method", "grpo", "--model", tokenizer.name_or_path, "--dataset", str(dataset)]
+    rc, out, err = _launch(*flags, "--seq-len", "64", "--device", "cpu", "--dry-run",
+                           "--drop-long-prompts", "--output", str(tmp_path / "runs"))  # fmt: skip
+    assert rc == 0, err
+    assert "prompts longer than 32 tokens are left out (25% of the rows measured)" in err
+    spec = read_manifest(Path(out.strip().splitlines()[-1])).spec
+    assert spec.max_prompt_tokens == 32 and spec.request.prompt_len is None
+    kept = _without_long_prompts(spec, datasets.Dataset.from_list(rows))
+    assert kept["prompt"] == [r["prompt"] for r in rows[:3]]
+    everything_long = write_jsonl([{"prompt": LONG_PROMPT}] * 2, tmp_path / "long.jsonl")
+    flags[-1] = str(everything_long)
+    rc, _, err = _launch(*flags, "--seq-len", "64", "--device", "cpu", "--dry-run",
+                         "--drop-long-prompts", "--output", str(tmp_path / "runs"))  # fmt: skip
+    assert rc == 2 and "would leave out every prompt" in err
