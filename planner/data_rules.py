@@ -75,7 +75,8 @@ class LengthRule:
         if self.kind == "drop-full-prompt" and tokens.prompt >= limit:
             return Fate.dropped  # keep_start truncation would leave no completion token
         if self.kind == "drop-masked" and not any(
-            min(c, max(0, limit - p)) for p, c in zip(tokens.prompts, tokens.completions, strict=True)
+            min(c, max(0, limit - p))
+            for p, c in zip(tokens.prompts, tokens.completions, strict=True)
         ):
             return Fate.dropped  # every label masked after truncation: no loss from the row
         return Fate.truncated if tokens.longest > limit else Fate.kept
