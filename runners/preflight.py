@@ -96,7 +96,24 @@ def required_columns(method: Method, columns: list[str]) -> list[str]:
     completion: `sft_columns`)."""
     if method is Method.sft:
         return sft_columns(columns)
+    if _unpaired_by_trl(method, columns):
+        return ["chosen", "rejected"]
     return list(recipe(method).columns)
+
+
+def _unpaired_by_trl(method: Method, columns: list[str]) -> bool:
+    """KTO given preference pairs: KTOTrainer splits each pair into a desirable and an
+    undesirable row itself (`trl.data_utils.unpair_preference_dataset`)."""
+    return (
+        method is Method.kto
+        and {"chosen", "rejected"} <= set(columns)
+        and "completion" not in columns
+    )
+
+
+def _paired(method: Method, columns: list[str]) -> bool:
+    """The trainer reads chosen/rejected pairs (extracting the prompt when there is none)."""
+    return method in PREFERENCE or _unpaired_by_trl(method, columns)
 
 
 def _labelled(method: Method) -> bool:
@@ -190,7 +207,7 @@ def check_rows(
                 f"{', '.join(missing)} (found {', '.join(columns)})",
             )
         )
-    if method in PREFERENCE and "prompt" not in columns and not missing:
+    if _paired(method, columns) and "prompt" not in columns and not missing:
         problems.append(
             Problem(
                 severity="warning",
@@ -226,10 +243,9 @@ def check_rows(
             Problem(
                 severity="error",
                 code="mixed-row",
-                message="plain text and a conversation in one row: TRL 1.12 joins prompt and "
-                "completion (str + list fails) and its is_conversational judges the row by one "
-                "of its columns; maybe_extract_prompt, which would take the prompt from "
-                "chosen/rejected here, is called by no trainer advisor runs; make every column "
+                message="plain text and a conversation in one row: DPO, KTO, SFT and the reward "
+                "trainer fail joining them (str + list); ORPO and SimPO drop the plain prompt "
+                "and take one from chosen/rejected (maybe_extract_prompt); make every column "
                 "plain text or every column a list of messages",
                 rows=mixed_rows,
             )
@@ -316,9 +332,11 @@ def check_rows(
         )
 
     lengths = None
-    if method in PREFERENCE and "prompt" not in columns and not missing:
+    if _paired(method, columns) and "prompt" not in columns and not missing:
         problems.extend(implicit_prompt_problems(rows))
     label_counts = counts if _labelled(method) and "label" in columns else {}
+    if _unpaired_by_trl(method, columns) and not missing:
+        label_counts = {"desirable": len(rows), "undesirable": len(rows)}
     if tokenizer is not None and not missing and fmt != "mixed":
         lengths = _token_checks(rows, method, fmt, tokenizer, max_length, problems)
     return PreflightReport(

@@ -10,6 +10,7 @@ conversations, and prompts too long for the planned length.
 
 from __future__ import annotations
 
+import copy
 from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 
 from planner.data_rules import Fate
+from planner.specs import Method
 from runners.preflight import check_rows
 from runners.tiny import demo_rows, ensure_model
 
@@ -345,3 +347,122 @@ def test_drop_long_prompts_leaves_them_out_of_the_run_instead(tokenizer, tmp_pat
     rc, _, err = _launch(*flags, "--seq-len", "64", "--device", "cpu", "--dry-run",
                          "--drop-long-prompts", "--output", str(tmp_path / "runs"))  # fmt: skip
     assert rc == 2 and "would leave out every prompt" in err
+
+
+# --- a corpus of the shapes public data comes in, through every method ------------------------
+
+KNOWN_ROLES = {"system", "user", "assistant", "tool"}
+
+
+def _corpus(tokenizer) -> dict[str, list[dict]]:
+    q, a, b = "What is the capital of France?", "Paris.", "Lyon."
+    sharegpt = [{"from": "human", "value": q}, {"from": "gpt", "value": a}]
+    return {
+        "hh-rlhf implicit prompts": _implicit(),
+        "explicit pairs, a prompt too long": _pairs(),
+        "conversational pairs": demo_rows("dpo", conversational=True)[:3],
+        "KTO rows labelled 1/0": [{**r, "label": int(r["label"])} for r in demo_rows("kto")[:4]],
+        "SFT prompt + completion": demo_rows("sft")[:3],
+        "prompts, one too long": [*demo_rows("grpo")[:3], {"prompt": LONG_PROMPT}],
+        "LLaMA-Factory preference file": [
+            {
+                "conversations": sharegpt[:1],
+                "chosen": {"from": "gpt", "value": a},
+                "rejected": {"from": "gpt", "value": b},
+            }
+        ]
+        * 2,
+        "ShareGPT conversations": [{"conversations": sharegpt}] * 2,
+        "Open-Assistant export (labels)": [
+            {
+                "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
+                "labels": {"name": ["spam", "quality"], "value": [0.0, 0.9]},
+            }
+        ]
+        * 2,
+    }
+
+
+def _trl_outcome(method: str, rows: list[dict], tokenizer, tmp_path) -> str:
+    """What TRL 1.12's own preprocessing does with rows for method: 'raises', 'no rows' (every
+    row dropped), 'nan' (a row with no completion tokens), 'misreads' (trains on something
+    else than the data means: ShareGPT roles a template does not know, a `labels` column taken
+    as token labels) or 'trains'."""
+    from trl import (
+        DPOConfig,
+        DPOTrainer,
+        GRPOTrainer,
+        KTOConfig,
+        KTOTrainer,
+        RewardConfig,
+        RewardTrainer,
+        SFTConfig,
+        SFTTrainer,
+    )  # fmt: skip
+    from trl.data_utils import (
+        maybe_apply_chat_template,
+        maybe_convert_to_chatml,
+        maybe_extract_prompt,
+    )  # fmt: skip
+
+    rows = copy.deepcopy(rows)  # TRL's helpers rewrite turns in place
+    try:
+        if method in ("orpo", "simpo"):
+            from trl.experimental.cpo import CPOTrainer
+            from trl.experimental.orpo import ORPOTrainer
+
+            trainer = ORPOTrainer if method == "orpo" else CPOTrainer
+            stand_in = SimpleNamespace(
+                processing_class=tokenizer, is_encoder_decoder=False, max_length=LIMIT
+            )
+            stand_in.build_tokenized_answer = partial(trainer.build_tokenized_answer, stand_in)
+            for row in rows:
+                example = maybe_apply_chat_template(maybe_extract_prompt(dict(row)), tokenizer)
+                out = trainer.tokenize_row(stand_in, example)
+                if any(all(t == -100 for t in out[f"{k}_labels"]) for k in ("chosen", "rejected")):
+                    return "nan"
+            return "trains"
+        if method in ("grpo", "rloo", "ppo"):
+            stand_in = SimpleNamespace(
+                processing_class=tokenizer, _is_vlm=False, environment_factories=None,
+                tools=None, chat_template=None, chat_template_kwargs={},
+            )  # fmt: skip
+            GRPOTrainer._tokenize_prompts(stand_in, [row["prompt"] for row in rows])
+            return "trains"
+        trainers = {
+            "dpo": (DPOTrainer, DPOConfig, SimpleNamespace(_tokenizer=tokenizer), {}),
+            "kto": (KTOTrainer, KTOConfig, SimpleNamespace(
+                _tokenizer=tokenizer, calculate_KL=False, desirable_weight=1.0,
+                undesirable_weight=1.0), {}),
+            "reward": (RewardTrainer, RewardConfig, SimpleNamespace(), {}),
+            "sft": (SFTTrainer, SFTConfig, SimpleNamespace(
+                _tokenizer=tokenizer, chat_template=None, _is_vision_dataset=False,
+                completion_only_loss="prompt" in rows[0] and "completion" in rows[0]),
+                {"packing": False, "formatting_func": None}),
+        }  # fmt: skip
+        trainer, config, stand_in, prepare = trainers[method]
+        prepared = _prepared(trainer, config, stand_in, rows, tokenizer, tmp_path, **prepare)
+    except Exception:  # TRL fails in many ways on data it cannot read: that is the outcome
+        return "raises"
+    if len(prepared) == 0:
+        return "no rows"
+    if method == "sft" and prepared[0]["labels"] == rows[0].get("labels"):
+        return "misreads"  # the dataset's own `labels` column reached the loss as token labels
+    converted = [maybe_convert_to_chatml(dict(row)) for row in rows]
+    roles = {t.get("role") for r in converted for t in r.get("messages", []) if "role" in t}
+    return "misreads" if roles - KNOWN_ROLES else "trains"
+
+
+@pytest.mark.parametrize("method", [m.value for m in Method])
+def test_every_shape_gets_the_verdict_trl_would_give_it(tokenizer, tmp_path, method):
+    """The pre-flight has an error exactly when TRL's preprocessing fails, drops every row,
+    leaves a row with no completion tokens, or reads the data as something else; rows TRL
+    trains on pass (warnings allowed)."""
+    outcomes = {}
+    for shape, rows in _corpus(tokenizer).items():
+        outcome = _trl_outcome(method, rows, tokenizer, tmp_path)
+        report = check_rows(rows, method, tokenizer=tokenizer, max_length=LIMIT)
+        outcomes[shape] = outcome
+        errors = [p.code for p in report.errors]
+        assert bool(errors) == (outcome != "trains"), (shape, outcome, errors)
+    assert "trains" in outcomes.values() and set(outcomes.values()) - {"trains"}, outcomes
