@@ -463,7 +463,7 @@ def _token_checks(rows, method, fmt, tokenizer, max_length, problems) -> LengthS
     missing_eos = []
     step = max(1, len(rows) // TOKEN_SAMPLE)
     sample = [(number, rows[number - 1]) for number in range(1, len(rows) + 1, step)]
-    for number, row in sample:
+    for number, row in _quiet_transformers(sample):
         try:
             tokens = row_tokens(row, method, tokenizer)
         except Exception:  # jinja and TRL's helpers raise many kinds; the row is the defect
@@ -538,6 +538,19 @@ def _token_checks(rows, method, fmt, tokenizer, max_length, problems) -> LengthS
         measured_rows=measured,
         estimated=sampled,
     )
+
+
+def _quiet_transformers(items):
+    """Yield items with transformers' logging at errors only: its "longer than the specified
+    maximum sequence length" warning is what the report says, in the report's own words."""
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield from items
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def _ends_with_eos(row: dict[str, Any], method: Method, tokenizer) -> bool:

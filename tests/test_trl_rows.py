@@ -466,3 +466,31 @@ def test_every_shape_gets_the_verdict_trl_would_give_it(tokenizer, tmp_path, met
         errors = [p.code for p in report.errors]
         assert bool(errors) == (outcome != "trains"), (shape, outcome, errors)
     assert "trains" in outcomes.values() and set(outcomes.values()) - {"trains"}, outcomes
+
+
+def test_check_data_reports_an_hh_rlhf_shaped_jsonl_gz_file_and_nothing_else(tokenizer, tmp_path):
+    """hh-rlhf ships `harmless-base/test.jsonl.gz`: implicit-prompt pairs, some dialogues
+    longer than max_length. The report counts its rows and what DPO will drop, and the
+    libraries print nothing of their own (no tokenizer length warning, no progress bars)."""
+    import gzip
+    import json
+    import subprocess
+    import sys
+
+    longest = {k: v.replace(LONG_PROMPT, LONG_PROMPT * 8) for k, v in _implicit()[2].items()}
+    rows = [*_implicit() * 10, longest]  # past the tokenizer's 512: transformers would warn
+    path = tmp_path / "harmless-base" / "test.jsonl.gz"
+    path.parent.mkdir()
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    flags = ["--dataset", str(path), "--method", "dpo", "--model", tokenizer.name_or_path]
+    code = "import sys; from advisor.cli import main; sys.exit(main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "check-data", *flags, "--seq-len", str(LIMIT), "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["rows"] == 31 and report["lengths"]["dropped_rows"] == 11
+    assert done.stderr == ""
