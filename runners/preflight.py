@@ -356,7 +356,7 @@ def implicit_prompt_problems(rows: list[dict[str, Any]]) -> list[Problem]:
     prefix of chosen and rejected, character by character for text) makes of rows with no
     prompt column: answers left empty (an error), and prefixes that end inside a word, so the
     prompt takes the start of both answers (counted, with an example)."""
-    from trl.data_utils import extract_prompt
+    from runners.trl_rows import extract_prompt
 
     empty, cut, example = [], [], ""
     for number, row in enumerate(rows, 1):

@@ -43,10 +43,30 @@ def _with_eos(value: Any, eos: str | None) -> Any:
 
 
 def is_conversational(row: dict[str, Any]) -> bool:
-    """TRL's test (`trl.data_utils.is_conversational`): a text column holding role messages."""
-    from trl.data_utils import is_conversational as trl_is_conversational
+    """`trl.data_utils.is_conversational` (TRL 1.12): a text column holds a list whose first
+    item is a message with a role. TRL looks at one of the columns only (whichever a set pops);
+    for rows that are all plain or all messages that is the same answer. Kept here rather than
+    imported: `trl.data_utils` imports torch, seconds that `launch --dry-run` does not spend."""
+    for key in ("prompt", "chosen", "rejected", "completion", "messages"):
+        if key in row:
+            value = row[key]
+            first = value[0] if isinstance(value, list) and value else None
+            return isinstance(first, dict) and "role" in first
+    return False
 
-    return trl_is_conversational(row)
+
+def extract_prompt(row: dict[str, Any]) -> dict[str, Any]:
+    """`trl.data_utils.extract_prompt` (TRL 1.12), as written there: the prompt is chosen up
+    to the first index where chosen and rejected differ, one character back over a space; when
+    no index differs the loop ends on the last one, so the shorter answer keeps its last item."""
+    chosen, rejected = row["chosen"], row["rejected"]
+    index = 0
+    for index in range(min(len(chosen), len(rejected))):
+        if chosen[index] != rejected[index]:
+            if chosen[index - 1] == " ":
+                index -= 1
+            break
+    return {"prompt": chosen[:index], "chosen": chosen[index:], "rejected": rejected[index:]}
 
 
 def row_tokens(row: dict[str, Any], method: Method, tokenizer) -> Tokens:
@@ -62,9 +82,7 @@ def row_tokens(row: dict[str, Any], method: Method, tokenizer) -> Tokens:
         text = row["messages"] if "messages" in row else _with_eos(row["text"], tokenizer.eos_token)
         return Tokens(prompts=(0,), completions=(len(_ids(tokenizer, text)),))
     if "prompt" not in row and method is not Method.reward:
-        from trl.data_utils import extract_prompt
-
-        row = extract_prompt(row)
+        row = {**row, **extract_prompt(row)}
     conversational = is_conversational(row)
     answers = [row[c] for c in ("chosen", "rejected", "completion") if c in row]
     if not conversational:

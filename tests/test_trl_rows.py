@@ -494,3 +494,19 @@ def test_check_data_reports_an_hh_rlhf_shaped_jsonl_gz_file_and_nothing_else(tok
     report = json.loads(done.stdout)
     assert report["rows"] == 31 and report["lengths"]["dropped_rows"] == 11
     assert done.stderr == ""
+
+
+def test_the_mirrored_trl_helpers_agree_with_trl_on_every_corpus_row(tokenizer):
+    """`runners.trl_rows` keeps TRL's `is_conversational` and `extract_prompt` (importing
+    trl.data_utils would import torch on a dry run): they must answer as TRL's own do."""
+    from trl import data_utils
+
+    from runners import trl_rows
+
+    rows = [row for shape in _corpus(tokenizer).values() for row in shape]
+    rows += [{"chosen": "ab", "rejected": "abc"}, {"chosen": "x y", "rejected": "x z"}]
+    for row in rows:
+        assert trl_rows.is_conversational(row) == data_utils.is_conversational(row), row
+        if isinstance(row.get("chosen"), (str, list)) and "rejected" in row:
+            pair = {"chosen": row["chosen"], "rejected": row["rejected"]}
+            assert trl_rows.extract_prompt(pair) == data_utils.extract_prompt(pair), row
