@@ -86,12 +86,12 @@ def _resume_to_the_end(run: Path, max_steps: int) -> None:
     assert _logged_steps(run) == list(range(1, max_steps + 1))  # one record per step
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_to_advisor_launch_saves_and_the_resume_finishes(signum, tiny_model, tmp_path):
+def test_ctrl_c_to_advisor_launch_saves_and_a_copy_of_the_run_resumes(tiny_model, tmp_path):
     """Single process under accelerate's launcher, which kills its child 5 s after a signal of
-    its own: the launch signals the trainer alone. SIGTERM's run resumes in place; SIGINT's is
-    copied elsewhere first and resumes into the copy. The data is a save_to_disk folder, into
-    which TRL's tokenizing writes cache files: the resume does not take them for changed data."""
+    its own: the launch signals the trainer alone. The stopped run is copied elsewhere and
+    resumes into the copy (SIGTERM, resuming in place, is the two-process test's). The data is
+    a save_to_disk folder, into which TRL's tokenizing writes cache files: the resume does not
+    take them for changed data."""
     import datasets
 
     dataset = tmp_path / "data" / "pairs"
@@ -99,15 +99,12 @@ def test_a_signal_to_advisor_launch_saves_and_the_resume_finishes(signum, tiny_m
     flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
     process = _start([*flags, "--save-steps", "1000"])
     run = _wait_for_step(tmp_path / "runs", 2, process)
-    process.send_signal(signum)
+    process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert f"advisor launch --resume {run}" in err
     step = _assert_stopped_with_a_checkpoint(run, 40)
     assert list(dataset.glob("cache-*.arrow"))  # written into the dataset's folder
-    if signum == signal.SIGTERM:
-        _resume_to_the_end(run, 40)
-        return
     # A stopped run copied elsewhere (another disk, another machine) resumes into the copy
     # and leaves the original as it was.
     copy = tmp_path / "elsewhere" / run.name
@@ -119,12 +116,14 @@ def test_a_signal_to_advisor_launch_saves_and_the_resume_finishes(signum, tiny_m
 
 
 def test_two_processes_stop_at_the_same_step_and_resume_together(tiny_model, tmp_path):
+    """SIGTERM, what a scheduler sends before its time limit, to a two-process launch: every
+    rank saves at the same step, and the run resumes in place."""
     dataset = write_demo_dataset("dpo", tmp_path / "data")
     flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
     process = _start([*flags, "--save-steps", "1000", "--processes", "2"])
     run = _wait_for_step(tmp_path / "runs", 2, process)
     assert len(_trainers(run)) == 2
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     _assert_stopped_with_a_checkpoint(run, 40)
@@ -133,7 +132,9 @@ def test_two_processes_stop_at_the_same_step_and_resume_together(tiny_model, tmp
     assert {r["world_size"] for r in read_metrics(run) if "loss" in r} == {2}
 
 
-def test_the_wizards_stop_saves_and_the_resume_finishes(tiny_model, tmp_path, monkeypatch):
+def test_the_wizards_stop_saves_a_checkpoint(tiny_model, tmp_path, monkeypatch):
+    """^x in the wizard stops the run it launched in its own process with a checkpoint (the
+    resume of a stopped run is the signal tests')."""
     from advisor.wizard.screens.run import RunScreen
     from advisor.wizard.session import WizardSession
     from planner.specs import PlanRequest
@@ -161,7 +162,6 @@ def test_the_wizards_stop_saves_and_the_resume_finishes(tiny_model, tmp_path, mo
     assert screen.run.pid is not None and screen.run.returncode == 130
     _assert_stopped_with_a_checkpoint(run, 40)
     assert screen.run.checkpoint == read_progress(run)["checkpoint"]
-    _resume_to_the_end(run, 40)
 
 
 def test_ctrl_c_in_the_terminal_running_command_sh_saves(tiny_model, tmp_path):
@@ -228,6 +228,10 @@ def test_a_crash_resumes_past_an_unreadable_and_an_incomplete_checkpoint(
     assert "skipping checkpoint-4: adapter_model.safetensors is" in err
     assert "resuming" in err and "from checkpoint-2" in err
     assert _logged_steps(run) == [1, 2, 3, 4, 5, 6]  # steps 3-4 trained again, logged once
+    state = json.loads((run / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6  # finished at the planned step
+    rc, _, err = _launch("--resume", str(run), "--quiet")
+    assert rc == 0 and "already finished at step 6" in err
 
 
 def test_a_full_disk_while_checkpointing_is_one_line_and_the_run_resumes(
@@ -285,24 +289,6 @@ def test_a_nan_loss_fails_the_run_at_its_step_and_names_the_likely_cause(
 
 def _refuse(constant: str):
     raise ValueError(f"{constant} is not JSON")
-
-
-def test_the_same_seed_gives_the_same_numbers(tiny_model, tmp_path):
-    dataset = write_demo_dataset("dpo", tmp_path / "data")
-    logs = []
-    for name in ("a", "b"):
-        rc, _, err = _launch(*_flags(tiny_model, dataset, "dpo", tmp_path / name, steps=4))
-        assert rc == 0, err
-        records = read_metrics(_only_run(tmp_path / name))
-        logs.append(
-            [
-                {k: v for k, v in r.items() if k != "time" and "runtime" not in k}
-                for r in records
-                if "train_runtime" not in r
-            ]
-        )
-    assert len(logs[0]) == 4
-    assert logs[0] == logs[1]
 
 
 def test_a_library_shadowed_by_the_working_folder_is_refused(tiny_model, tmp_path, monkeypatch):
