@@ -105,10 +105,14 @@ WATCHED_METRICS = ("loss", "grad_norm")
 gradient norm is what shows a NaN step by default: the Trainer's `logging_nan_inf_filter` logs
 such a step's loss as the mean of the steps before it."""
 
-NAN_CAUSE = (
-    "usually rows with no completion tokens left after truncation (run `advisor check-data` "
-    "on the dataset), or a learning rate too high"
-)
+def nan_cause(method: Method | None) -> str:
+    """The likely cause of a non-finite loss, for the method's kind of loop."""
+    if method is not None and recipe(method).generates:
+        return "usually a learning rate too high, or a reward that returned NaN or infinity"
+    return (
+        "usually rows with no completion tokens left after truncation (run `advisor check-data` "
+        "on the dataset), or a learning rate too high"
+    )
 
 
 def non_finite(logs: dict) -> str | None:
@@ -190,7 +194,7 @@ def _all_ranks_agree(flag: bool, device) -> bool:
     return bool(value.item())
 
 
-def metrics_callback(run_dir: Path, stop: StopRequest = STOP):
+def metrics_callback(run_dir: Path, stop: StopRequest = STOP, method: Method | None = None):
     """A TrainerCallback that appends every log to metrics.jsonl, keeps progress.json current,
     stops every rank cleanly on request, and fails the run at the first non-finite loss or
     gradient norm (NonFiniteLoss)."""
@@ -212,7 +216,9 @@ def metrics_callback(run_dir: Path, stop: StopRequest = STOP):
                 problem = problem or "a logged value is not finite on another rank"
                 control.should_training_stop = True
                 self._write_progress(state, "failed")
-                raise NonFiniteLoss(f"stopped at step {state.global_step}: {problem} — {NAN_CAUSE}")
+                raise NonFiniteLoss(
+                    f"stopped at step {state.global_step}: {problem} — {nan_cause(method)}"
+                )
 
         def _append(self, args, state, logs) -> None:
             record = {
@@ -264,10 +270,11 @@ class Run:
 
     dir: Path
     resume: bool
+    method: Method | None = None
     callback: object = field(init=False)
 
     def __post_init__(self) -> None:
-        self.callback = metrics_callback(self.dir)
+        self.callback = metrics_callback(self.dir, method=self.method)
 
     def preparing(self, method: Method, rows: int) -> None:
         """Say (train.log, progress.json's state `preparing`) that a large dataset is being
@@ -568,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     watch_launchers(STOP)
     spec = RunSpec.model_validate_json(path.read_text(encoding="utf-8"))
-    run = Run(run_dir, args.resume)
+    run = Run(run_dir, args.resume, spec.method)
     import torch
     from transformers import set_seed
 

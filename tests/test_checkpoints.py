@@ -194,6 +194,7 @@ def test_a_nan_loss_fails_the_run_at_its_step_and_metrics_stay_strict_json(tmp_p
 
     from transformers import TrainerControl
 
+    from planner.specs import Method
     from runners.lifecycle import read_progress
     from runners.train import NonFiniteLoss, metrics_callback
 
@@ -213,6 +214,11 @@ def test_a_nan_loss_fails_the_run_at_its_step_and_metrics_stay_strict_json(tmp_p
     state.global_step = 4
     with pytest.raises(NonFiniteLoss, match="step 4: the gradient norm is infinite"):
         callback.on_log(args, state, control, logs={"loss": 0.5, "grad_norm": float("inf")})
+    (tmp_path / "grpo").mkdir()
+    online = metrics_callback(tmp_path / "grpo", method=Method.grpo)  # no rows to blame
+    with pytest.raises(NonFiniteLoss, match="a reward that returned NaN") as stopped:
+        online.on_log(args, state, TrainerControl(), logs={"loss": float("nan")})
+    assert "check-data" not in str(stopped.value)
     records = [_strict(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["loss"], r["grad_norm"]) for r in records] == [
         (2, 0.69, 1.5),
