@@ -105,6 +105,7 @@ WATCHED_METRICS = ("loss", "grad_norm")
 gradient norm is what shows a NaN step by default: the Trainer's `logging_nan_inf_filter` logs
 such a step's loss as the mean of the steps before it."""
 
+
 def nan_cause(method: Method | None) -> str:
     """The likely cause of a non-finite loss, for the method's kind of loop."""
     if method is not None and recipe(method).generates:
