@@ -412,27 +412,36 @@ FATE_PROBLEMS = {
 
 def _fate_message(fate: Fate, method: Method, count: int, share: float, limit: int) -> str:
     trainer = recipe(method).trainer.rsplit(":", 1)[-1]
-    rows = f"{count} rows ({share:.0%})"
+    one = count == 1
+    rows = f"{count} {'row' if one else 'rows'} ({share:.0%})"
     if fate is Fate.dropped:
         rule = recipe(method).length_rule.kind
+        its, it_is = ("its", "it is") if one else ("their", "they are")
         why = {
-            "drop-full-prompt": f"their prompt alone fills max length {limit} tokens",
-            "drop-over-length": f"they are longer than max length {limit} tokens",
+            "drop-full-prompt": f"{its} prompt alone fills max length {limit} tokens",
+            "drop-over-length": f"{it_is} longer than max length {limit} tokens",
             "drop-masked": f"no completion token is left within max length {limit} tokens",
         }[rule]
-        return f"{rows} will be dropped by {trainer}: {why} (raise --seq-len or shorten them)"
+        return (
+            f"{rows} will be dropped by {trainer}: {why} (raise --seq-len or shorten "
+            f"{'it' if one else 'them'})"
+        )
     if fate is Fate.truncated:
-        return f"{rows} are longer than max length {limit} tokens: {trainer} cuts their ends"
+        return (
+            f"{rows} {'is' if one else 'are'} longer than max length {limit} tokens: {trainer} "
+            f"cuts {'its end' if one else 'their ends'}"
+        )
     if fate is Fate.no_completion:
         return (
-            f"{rows} keep no completion tokens at max length {limit}: {trainer} cuts the answers "
-            "(never the prompt) to fit, and a mean over no tokens makes the loss NaN; raise "
-            "--seq-len, or shorten or drop these rows"
+            f"{rows} {'keeps' if one else 'keep'} no completion tokens at max length {limit}: "
+            f"{trainer} cuts the answers (never the prompt) to fit, and a mean over no tokens "
+            f"makes the loss NaN; raise --seq-len, or shorten or drop {'it' if one else 'them'}"
         )
     return (
-        f"{rows} have prompts longer than the planned {limit} tokens: {trainer} generates from "
-        "the whole prompt (TRL truncates none), so memory and time grow past the plan; "
-        "`advisor launch` sizes the plan for the longest prompt"
+        f"{rows} {'has a prompt' if one else 'have prompts'} longer than the planned {limit} "
+        f"tokens: {trainer} generates from the whole prompt (TRL truncates none), so memory "
+        "and time grow past the plan; `advisor launch` sizes the plan for the longest prompt, "
+        "or leaves such prompts out with --drop-long-prompts"
     )
 
 

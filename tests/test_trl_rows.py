@@ -303,7 +303,7 @@ def test_rows_left_without_completion_tokens_refuse_the_launch(tokenizer, tmp_pa
     rc, _, err = _launch(*flags, "--seq-len", "64", "--device", "cpu",
                          "--output", str(tmp_path / "runs"))  # fmt: skip
     assert rc == 2
-    assert "keep no completion tokens at max length 64" in " ".join(err.split())
+    assert "1 row (25%) keeps no completion tokens at max length 64" in " ".join(err.split())
     assert "(rows 4)" in err and not (tmp_path / "runs").exists()
 
 
