@@ -18,7 +18,7 @@ import pytest
 
 from runners.lifecycle import EXIT_LOCKED, lock_holder, read_progress
 from runners.monitor import is_trainer
-from runners.run_folder import read_metrics
+from runners.run_folder import read_manifest, read_metrics
 from runners.tiny import demo_rows, write_demo_dataset, write_jsonl
 from tests.test_launch import _flags, _launch, _only_run
 
@@ -123,6 +123,7 @@ def test_two_processes_stop_at_the_same_step_and_resume_together(tiny_model, tmp
     process = _start([*flags, "--save-steps", "1000", "--processes", "2"])
     run = _wait_for_step(tmp_path / "runs", 2, process)
     assert len(_trainers(run)) == 2
+    assert "torch.distributed.run" in read_manifest(run).command  # gloo DDP on CPU
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
