@@ -18,6 +18,7 @@ import itertools
 from dataclasses import dataclass
 from enum import StrEnum
 
+from planner.calibration import calibrated
 from planner.errors import InputError
 from planner.gpu_counts import GPUS_PER_NODE, MAX_SEARCH_NODES, powers_of_two
 from planner.gpus import resolve_gpu
@@ -228,6 +229,8 @@ def candidates(
                     breakdown = estimate_memory(spec, trial)
                 except InputError:
                     continue
+                # Outside the try: a malformed calibration store is the user's to fix.
+                breakdown, _ = calibrated(breakdown, gpu.name, trial)
                 if breakdown.peak > gpu.memory_bytes:
                     break  # a larger micro-batch needs more memory still
                 seconds = estimate_time(spec, trial, gpu).seconds

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from planner import parameters
+from planner.calibration import calibrated
 from planner.constants import GIB, suggestion
 from planner.errors import InputError
 from planner.gpus import resolve_gpu
@@ -162,7 +163,8 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
     """The estimate for an already resolved model and GPU (the fit search calls this often)."""
     warnings = check_request(spec, gpu, request)
     request = normalised(request, gpu)
-    breakdown = estimate_memory(spec, request)
+    # Measured runs correct the runtime overhead only, never the tensor-level estimate.
+    breakdown, calibration = calibrated(estimate_memory(spec, request), gpu.name, request)
     step = estimate_time(spec, request, gpu)
     _check_in_range(breakdown, step)
     samples, data_notes = total_samples(request)
@@ -184,6 +186,7 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
         capacity_gib=_gib(capacity),
         headroom_gib=_gib(capacity - breakdown.peak),
         cpu_offload_gib=_gib(breakdown.cpu_offload),
+        calibration=calibration,
     )
     time = TimeEstimate(
         step_seconds=round(step.seconds, 3),

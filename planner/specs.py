@@ -226,6 +226,11 @@ class PlanRequest(BaseModel):
     samples: int | None = _bounded(None, MAX_SAMPLES, "rows", gt=0)
     dataset: str | None = None
     epochs: float = _bounded(1.0, MAX_EPOCHS, "epochs", gt=0, allow_inf_nan=False)
+    calibration: str | None = Field(
+        default=None,
+        description="the calibration store to learn from and add to; None = "
+        "$ADVISOR_CALIBRATION, else the user cache (planner.calibration.store_path)",
+    )
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -322,6 +327,22 @@ class GpuSummary(BaseModel):
     nodes: int = 1
 
 
+class Calibration(BaseModel):
+    """What measured runs taught the plan: a correction to the runtime overhead only (CUDA
+    context, workspaces, allocator slack); the tensor-level estimate is never changed."""
+
+    runs: int = Field(description="measured runs it learned from")
+    gpu: str = Field(description="the GPU they ran on, as the plan names it")
+    stack: str = Field(description="the driver / CUDA / torch versions they ran with")
+    correction_gib: float = Field(description="added to the runtime overhead (may be negative)")
+    spread_gib: float = Field(
+        description="the runs' standard deviation plus what the shrinkage held back"
+    )
+    model_runtime_gib: float = Field(description="the runtime overhead before the correction")
+    applies_to: str = Field(default="runtime_overhead", description="the one component it changes")
+    source: str = Field(description="the calibration store it was read from")
+
+
 class MemoryEstimate(BaseModel):
     """Peak memory per GPU, by component, in GiB (2^30 bytes)."""
 
@@ -336,6 +357,9 @@ class MemoryEstimate(BaseModel):
     capacity_gib: float
     headroom_gib: float
     cpu_offload_gib: float = 0.0
+    calibration: Calibration | None = Field(
+        default=None, description="the measured runs that corrected the runtime overhead, or null"
+    )
 
 
 class TimeEstimate(BaseModel):

@@ -452,7 +452,7 @@ def run(argv: list[str], limit_s: int = 10) -> Outcome:
 ALLOWED_NULL = {
     # `advisor plan`: inputs a user may leave out, echoed as not given.
     "request.prompt_len", "request.completion_len", "request.beta", "request.samples",
-    "request.dataset",
+    "request.dataset", "request.calibration",
     # only GRPO / RLOO generate: other methods have no completions per prompt
     "request.num_generations",
     # fp32 runs, and DeepSpeed (which casts the model itself), have no autocast
@@ -470,6 +470,7 @@ ALLOWED_NULL = {
 }  # fmt: skip
 ALLOWED_NEGATIVE = {
     "memory.headroom_gib",  # how far over the card a plan that does not fit is (fits: false)
+    "memory.calibration.correction_gib",  # measured runs may need less runtime overhead
     "ranking.*.score",  # a method's score is signed points for and against it
     "ranking.*.effects.*.points",  # ... and each effect's points are one of them
 }

@@ -13,3 +13,19 @@ from runners.tiny import ensure_model
 def tiny_model(tmp_path_factory) -> Path:
     """A random-weight Llama and a locally trained tokenizer, built once (no download)."""
     return ensure_model(tmp_path_factory.getbasetemp() / "tiny-llama")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_calibration_store(tmp_path_factory):
+    """Every test (and the processes it starts) reads and writes a calibration store of its
+    session, never the user's cache; a test that needs its own sets ADVISOR_CALIBRATION."""
+    import os
+
+    path = tmp_path_factory.mktemp("calibration") / "calibration.jsonl"
+    previous = os.environ.get("ADVISOR_CALIBRATION")
+    os.environ["ADVISOR_CALIBRATION"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("ADVISOR_CALIBRATION", None)
+    else:
+        os.environ["ADVISOR_CALIBRATION"] = previous

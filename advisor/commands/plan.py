@@ -196,6 +196,13 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
         default=d.epochs,
         help="passes over the rows (with --samples or --dataset: the run's total time)",
     )
+    parser.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="the calibration store (.jsonl) of measured runs to learn from and add to, e.g. "
+        "a team's shared file (default: $ADVISOR_CALIBRATION, else "
+        "~/.cache/alignment-advisor/calibration.jsonl)",
+    )
 
 
 def request_from_args(args: argparse.Namespace) -> PlanRequest:
