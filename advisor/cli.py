@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "run a short real step and compare it with the plan"),
     "launch": ("launch", "write a run folder and launch the training"),
     "check-data": ("check_data", "check a dataset against a method's format"),
+    "calibrate": ("calibrate", "show, import or reset the measured runs plans learn from"),
 }
 
 EXAMPLES: dict[str, str] = {
@@ -84,6 +85,17 @@ pairs, duplicates, token lengths and truncation, chat template.
 
 examples:
   advisor check-data --dataset pairs.jsonl --method dpo --model ./my-sft-model""",
+    "calibrate": """\
+Every GPU run of `advisor validate` or `advisor launch` records its measured peak memory in a
+calibration store; plans for the same GPU and software stack correct their runtime overhead by
+it (never the tensor estimate). The store is $ADVISOR_CALIBRATION, --calibration FILE, or
+~/.cache/alignment-advisor/calibration.jsonl.
+
+examples:
+  advisor calibrate show
+  advisor calibrate import team-calibration.jsonl runs/validate/dpo-20261129-101500
+  advisor calibrate show --calibration team-calibration.jsonl --json
+  advisor calibrate reset""",
 }
 
 

@@ -192,6 +192,8 @@ def _request(args: argparse.Namespace) -> PlanRequest:
             update["model"] = args.model
         if args.dataset:
             update["dataset"] = args.dataset
+        if args.calibration:
+            update["calibration"] = args.calibration
         return plan.request.model_copy(update=update)
     return request_from_args(args)
 
