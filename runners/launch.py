@@ -674,6 +674,7 @@ def follow(
         (run_dir / "validation.json").write_text(record.model_dump_json(indent=2), encoding="utf-8")
     except OSError as error:
         console.print(f"[yellow]note[/yellow] cannot write validation.json: {error.strerror}")
+    remember_measurement(manifest, record, console)
     progress = read_progress(run_dir)
     outcome, message, status = _ending(rc, progress, read_error(run_dir), run_dir, console)
     if outcome == "done":
@@ -697,6 +698,32 @@ def follow(
         validation=record,
         exit_status=status,
     )
+
+
+def remember_measurement(manifest: Manifest, record: Validation, console) -> None:
+    """Append a run that measured its NVML peak on a GPU to the calibration store (the next
+    plan learns from it); a failure is a one-line note, never the run's failure."""
+    if not record.comparable or record.measured_peak_gib is None:
+        return
+    from rich.markup import escape
+
+    from planner.calibration import append_records, local_stack, machine_gpu, record_from_run
+
+    try:
+        gpu, driver = machine_gpu()
+        entry = record_from_run(
+            manifest.model_dump(mode="json"),
+            record.model_dump(mode="json"),
+            gpu=gpu,
+            driver=driver,
+            cuda=local_stack().cuda,
+        )
+        if entry is not None:
+            path = append_records([entry], manifest.request.calibration)
+            console.print(f"[dim]calibration: this run was added to {escape(str(path))}[/dim]")
+    except Exception as error:  # the run is over: its record must not turn it into a failure
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        console.print(f"[yellow]note[/yellow] calibration store not updated: {reason}")
 
 
 def _ending(
