@@ -265,6 +265,119 @@ def metrics_callback(run_dir: Path, stop: StopRequest = STOP, method: Method | N
     return MetricsCallback()
 
 
+def _on_cuda(args) -> bool:
+    import torch
+
+    return torch.cuda.is_available() and getattr(args.device, "type", None) == "cuda"
+
+
+def measured_step(max_steps: int) -> int:
+    """The optimizer step whose tensors a CPU run counts: the second (the optimizer's states
+    exist by then, as in the plan's steady state), or the first of a one-step run."""
+    return min(2, max(max_steps, 1))
+
+
+def memory_callback(run_dir: Path, measure_tensors: bool = False):
+    """A TrainerCallback that writes this rank's memory peaks to RUN_DIR/memory/rank{N}.json
+    (`runners.rank_memory`). On CUDA: the allocator's peaks since the training began (the peaks
+    are reset then, so that loading the model does not hide the step's), at every save and at
+    the end. On CPU, with `measure_tensors`: the tensors live at the peak of one whole optimizer
+    step (`measured_step`), counted as they come and go by the plan trace's tracker."""
+    from transformers import TrainerCallback
+
+    from runners.rank_memory import RankMemory, write_rank_memory
+
+    class MemoryCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.trainer = None  # set by Run.attach: the reference model, the step's inputs
+            self.tracker = None
+            self.measured: RankMemory | None = None
+            self.batch_shapes: dict[str, list[int]] = {}
+            self._training_step = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if _on_cuda(args):
+                import torch
+
+                torch.cuda.reset_peak_memory_stats(args.device)
+
+        def on_save(self, args, state, control, **kwargs):
+            self._write_cuda(args)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self._write_cuda(args)
+
+        def _write_cuda(self, args) -> None:
+            if not _on_cuda(args):
+                return
+            import torch
+
+            write_rank_memory(
+                run_dir,
+                RankMemory(
+                    rank=args.process_index,
+                    device="cuda",
+                    allocated_peak_bytes=torch.cuda.max_memory_allocated(args.device),
+                    reserved_peak_bytes=torch.cuda.max_memory_reserved(args.device),
+                ),
+            )
+
+        def on_step_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
+            if not measure_tensors or args.device.type != "cpu" or self.measured is not None:
+                return
+            if self.tracker is None and state.global_step + 1 >= measured_step(state.max_steps):
+                self._start(model, optimizer)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.tracker is None:
+                return
+            tracker, self.tracker = self.tracker, None
+            tracker.__exit__(None, None, None)
+            if self._training_step is not None:
+                self.trainer.training_step, self._training_step = self._training_step, None
+            peak = next(iter(tracker.get_tracker_snapshot("peak").values()), {})
+            kinds = {str(getattr(k, "value", k)): int(v) for k, v in peak.items()}
+            self.measured = RankMemory(
+                rank=args.process_index,
+                device="cpu",
+                tensor_peak_bytes=kinds.pop("Total", 0),
+                tensor_peak_step=state.global_step,
+                batch_shapes=self.batch_shapes,
+                tensor_peak_by_kind={k: v for k, v in kinds.items() if v},
+            )
+            write_rank_memory(run_dir, self.measured)
+
+        def _start(self, model, optimizer) -> None:
+            """Count from here: the models, the optimizer's states and the step's inputs exist
+            before the step, the rest is counted as the step makes and frees it."""
+            import torch
+
+            from planner.trace.tracker import step_tracker
+
+            tracker = step_tracker()
+            models = [model, getattr(self.trainer, "ref_model", None)]
+            external = [m for m in models if isinstance(m, torch.nn.Module)]
+            if optimizer is not None:
+                external.append(getattr(optimizer, "optimizer", optimizer))
+            tracker.track_external(*external)
+            tracker.hook_trainable(model)
+            if self.trainer is not None:
+                original = self._training_step = self.trainer.training_step
+
+                def training_step(model, inputs, *rest, **kw):
+                    items = inputs.items() if hasattr(inputs, "items") else ()
+                    batch = {k: v for k, v in items if isinstance(v, torch.Tensor)}
+                    tracker.track_external(*batch.values())
+                    self.batch_shapes.update({k: list(v.shape) for k, v in batch.items()})
+                    return original(model, inputs, *rest, **kw)
+
+                self.trainer.training_step = training_step
+            tracker.__enter__()
+            self.tracker = tracker
+
+    return MemoryCallback()
+
+
 @dataclass
 class Run:
     """One training process's run: its folder, whether it resumes, and its callback."""
@@ -273,9 +386,30 @@ class Run:
     resume: bool
     method: Method | None = None
     callback: object = field(init=False)
+    memory: object = field(init=False)
 
     def __post_init__(self) -> None:
         self.callback = metrics_callback(self.dir, method=self.method)
+        self.memory = memory_callback(self.dir, measure_tensors=self._measures_tensors())
+
+    def _measures_tensors(self) -> bool:
+        """Whether this run counts one step's tensors on CPU: when `advisor validate` asks,
+        for the methods whose step has no generation (the plan traces those)."""
+        from runners.rank_memory import MEASURE_TENSORS
+
+        if os.environ.get(MEASURE_TENSORS) != "1" or self.method is None:
+            return False
+        return self.method is not Method.ppo and not recipe(self.method).generates
+
+    @property
+    def callbacks(self) -> list:
+        """The trainer's callbacks; the memory one first, so that it writes its peaks at a
+        save before the metrics one stops the run there."""
+        return [self.memory, self.callback]
+
+    def attach(self, trainer) -> None:
+        """Let the memory callback see the trainer's reference model and the step's inputs."""
+        self.memory.trainer = trainer
 
     def preparing(self, method: Method, rows: int) -> None:
         """Say (train.log, progress.json's state `preparing`) that a large dataset is being
@@ -315,6 +449,7 @@ class Run:
     def fit(self, trainer) -> None:
         """Train, from the last whole checkpoint when resuming; save the final model."""
         install_atomic_checkpoints(trainer)
+        self.attach(trainer)
         checkpoint = self.resume_point(trainer.args.output_dir)
         try:
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -454,7 +589,7 @@ def train_on_dataset(spec: RunSpec, run: Run) -> None:
         train_dataset=dataset_for(spec, run),
         processing_class=tokenizer_for(spec),
         peft_config=lora(spec),
-        callbacks=[run.callback],
+        callbacks=run.callbacks,
     )
     run.fit(trainer)
 
@@ -467,7 +602,7 @@ def train_reward(spec: RunSpec, run: Run) -> None:
         train_dataset=dataset_for(spec, run),
         processing_class=tokenizer,
         peft_config=lora(spec),
-        callbacks=[run.callback],
+        callbacks=run.callbacks,
     )
     run.fit(trainer)
 
@@ -498,7 +633,7 @@ def train_with_rewards(spec: RunSpec, run: Run) -> None:
         train_dataset=dataset_for(spec, run),
         processing_class=tokenizer_for(spec, padding_side="left"),
         peft_config=lora(spec),
-        callbacks=[run.callback],
+        callbacks=run.callbacks,
     )
     run.fit(trainer)
 
@@ -529,11 +664,12 @@ def train_ppo(spec: RunSpec, run: Run) -> None:
         value_model=sequence_scorer(spec, spec.reward_model or spec.model, tokenizer),
         train_dataset=dataset,
         peft_config=peft_config,
-        callbacks=[run.callback],
+        callbacks=run.callbacks,
     )
     if run.resume:
         print("advisor: TRL's PPOTrainer cannot resume; training from the start", flush=True)
     install_atomic_checkpoints(trainer)
+    run.attach(trainer)
     run.resume_point(trainer.args.output_dir, resumable=False)
     trainer.train()
     run.save_final(trainer)

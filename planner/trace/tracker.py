@@ -90,6 +90,12 @@ def _tracker_class() -> type:
     return StepTracker
 
 
+def step_tracker() -> Any:
+    """A fresh tracker of the traced step's kind; it counts real tensors too (a CPU run's
+    measured step, `runners.train`) exactly as it counts fake ones."""
+    return _tracker_class()()
+
+
 @contextmanager
 def _cuda_dropout() -> Iterator[None]:
     """``F.dropout`` in training as CUDA runs it: the fused ``native_dropout``, which keeps a
