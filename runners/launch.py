@@ -669,6 +669,8 @@ def follow(
         sampler.peak_bytes,
         measured_by=sampler.measured_by,
         memory_note=sampler.memory_note,
+        run_dir=run_dir,
+        request=spec.request,
     )
     try:
         (run_dir / "validation.json").write_text(record.model_dump_json(indent=2), encoding="utf-8")

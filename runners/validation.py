@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from planner.constants import GIB
+from planner.constants import GIB, runtime
 from planner.nvml import NvmlBackend, device_label, device_reader, error_text
-from planner.specs import Plan
+from planner.specs import Plan, PlanRequest
 
 MeasuredBy = Literal["per-process", "used minus baseline", "used"]
 PER_PROCESS: MeasuredBy = "per-process"
@@ -370,6 +370,29 @@ class GpuSampler:
             self._write_error = _plain(f"gpu.jsonl is no longer written ({reason})")
 
 
+MemoryLayerName = Literal["tensors", "allocated", "reserved", "nvml"]
+
+
+class MemoryLayer(BaseModel):
+    """One layer of a run's memory, estimated against measured (GiB): each is checked alone, so
+    that an error shows where it comes from (the tensors, the allocator, or outside PyTorch)."""
+
+    layer: MemoryLayerName
+    label: str = Field(description="what it counts, in the words `advisor validate` prints")
+    estimated_gib: float | None
+    measured_gib: float | None
+    ratio: float | None = Field(description="measured / estimated; null when either is missing")
+
+
+LAYER_LABELS: dict[MemoryLayerName, str] = {
+    "tensors": "tensor peak (CPU, one step counted)",
+    "allocated": "allocated by PyTorch (tensors)",
+    "reserved": "reserved by PyTorch (tensors + allocator slack)",
+    "nvml": "peak memory per GPU (NVML)",
+}
+"""Each memory layer's row label: what is measured and what the estimate beside it counts."""
+
+
 class Validation(BaseModel):
     """Estimated vs measured peak memory per GPU and seconds per optimizer step."""
 
@@ -390,6 +413,26 @@ class Validation(BaseModel):
         default=True,
         description="whether the run's device is the kind the plan estimated (false on CPU): "
         "only then is measured / estimated a meaningful ratio",
+    )
+    estimated_tensor_peak_gib: float | None = Field(
+        default=None,
+        description="the plan's tensors at the peak (memory.tensor_peak_gib); on CPU the plan "
+        "of the run as it trains there (fp32), not of the GPU request",
+    )
+    allocated_peak_gib: float | None = Field(
+        default=None, description="torch.cuda.max_memory_allocated, the largest over ranks"
+    )
+    reserved_peak_gib: float | None = Field(
+        default=None, description="torch.cuda.max_memory_reserved, the largest over ranks"
+    )
+    measured_tensor_peak_gib: float | None = Field(
+        default=None,
+        description="CPU: the tensors live at the peak of one counted step, the largest over ranks",
+    )
+    memory_layers: list[MemoryLayer] = Field(
+        default_factory=list,
+        description="each memory layer estimated against measured: tensors (CPU), allocated, "
+        "reserved, NVML",
     )
 
 
@@ -412,14 +455,34 @@ def validation_record(
     *,
     measured_by: MeasuredBy | None = None,
     memory_note: str = "",
+    run_dir: Path | None = None,
+    request: PlanRequest | None = None,
 ) -> Validation:
     """The validation record of a finished run; `measured_by` and `memory_note` come from the
-    GpuSampler that measured `peak_bytes`."""
+    GpuSampler that measured `peak_bytes`. `run_dir`: where the ranks wrote their own peaks
+    (`runners.rank_memory`); `request`: the run as it trained (the RunSpec's), whose plan a CPU
+    run's counted tensors are compared with."""
+    from runners.rank_memory import read_rank_memory
+
     steps = max((r.get("step", 0) for r in records), default=0)
     note = ""
     if device == "cpu":
         note = "trained on CPU: the plan's GPU estimates are not comparable with these numbers"
     measured = round(peak_bytes / GIB, 2) if peak_bytes else None
+    ranks = read_rank_memory(run_dir) if run_dir is not None else []
+    allocated = _largest(r.allocated_peak_bytes for r in ranks)
+    reserved = _largest(r.reserved_peak_bytes for r in ranks)
+    counted = _largest(r.tensor_peak_bytes for r in ranks)
+    tensor_estimate = _tensor_estimate_bytes(device, plan, request)
+    slack = runtime("allocator_fragmentation")
+    layers = [
+        _layer("tensors", tensor_estimate, counted),
+        _layer("allocated", tensor_estimate, allocated),
+        _layer("reserved", tensor_estimate and tensor_estimate * (1 + slack), reserved),
+        _layer("nvml", plan.memory.per_gpu_peak_gib * GIB if plan else None, peak_bytes),
+    ]
+    if device == "cpu":  # the GPU layers are not the run's: only the counted tensors compare
+        layers = [layers[0]]
     return Validation(
         device=device,
         estimated_peak_gib=plan.memory.per_gpu_peak_gib if plan else None,
@@ -431,4 +494,49 @@ def validation_record(
         measured_by=measured_by if measured is not None else None,
         memory_note=memory_note,
         comparable=device != "cpu",
+        estimated_tensor_peak_gib=_fine_gib(tensor_estimate),
+        allocated_peak_gib=_fine_gib(allocated),
+        reserved_peak_gib=_fine_gib(reserved),
+        measured_tensor_peak_gib=_fine_gib(counted),
+        memory_layers=[layer for layer in layers if layer.measured_gib is not None],
     )
+
+
+def _largest(values: Iterable[int | None]) -> int | None:
+    return max((v for v in values if v is not None), default=None)
+
+
+def _fine_gib(value: float | None) -> float | None:
+    """GiB to the KiB: a demo model's few MiB stay visible."""
+    return round(value / GIB, 6) if value is not None else None
+
+
+def _layer(name: MemoryLayerName, estimated: float | None, measured: float | None) -> MemoryLayer:
+    ratio = round(measured / estimated, 3) if estimated and measured is not None else None
+    return MemoryLayer(
+        layer=name,
+        label=LAYER_LABELS[name],
+        estimated_gib=_fine_gib(estimated),
+        measured_gib=_fine_gib(measured),
+        ratio=ratio,
+    )
+
+
+def _tensor_estimate_bytes(
+    device: str, plan: Plan | None, request: PlanRequest | None
+) -> float | None:
+    """The tensor-level estimate the run's own measurements compare with: the plan's on a GPU;
+    on CPU that of the run as it trains there (fp32, not the GPU request the plan was for),
+    in bytes unrounded, since a demo model's is a few MiB."""
+    if device != "cpu":
+        return plan.memory.tensor_peak_gib * GIB if plan else None
+    if request is None:
+        return None
+    from planner.errors import InputError
+    from planner.memory import estimate_memory
+    from planner.models import resolve_model
+
+    try:
+        return estimate_memory(resolve_model(request.model), request).tensor_peak
+    except (InputError, OSError, ValueError):  # the model is gone: nothing to compare with
+        return None

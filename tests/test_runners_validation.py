@@ -240,3 +240,90 @@ def test_the_process_tree_holds_the_launcher_and_its_grandchildren():
         os.kill(grandchild, signal.SIGKILL)
         child.kill()
         child.wait()
+
+
+def _fake_cuda(monkeypatch, allocated: int, reserved: int) -> list[str]:
+    """torch.cuda as a GPU run sees it, with the allocator's peaks given; returns the calls."""
+    import torch
+
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d=None: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d=None: allocated)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda d=None: reserved)
+    return calls
+
+
+def test_each_rank_writes_its_cuda_peaks_since_the_training_began(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from runners.rank_memory import read_rank_memory
+    from runners.train import memory_callback
+
+    calls = _fake_cuda(monkeypatch, allocated=20 * 2**30, reserved=22 * 2**30)
+    callback = memory_callback(tmp_path)
+    state = SimpleNamespace(global_step=3, max_steps=10)
+    for rank in (0, 1):
+        args = SimpleNamespace(device=SimpleNamespace(type="cuda"), process_index=rank)
+        callback.on_train_begin(args, state, None)
+        assert calls[-1] == "reset"  # the model's loading does not count
+        callback.on_save(args, state, None)  # a stopped run has them too
+    (first, second) = read_rank_memory(tmp_path)
+    assert (first.rank, second.rank) == (0, 1)
+    assert second.allocated_peak_bytes == 20 * 2**30 and second.reserved_peak_bytes == 22 * 2**30
+    assert (tmp_path / "memory" / "rank1.json").is_file()
+
+
+def test_a_cpu_rank_writes_no_cuda_peaks(tmp_path):
+    from types import SimpleNamespace
+
+    from runners.train import memory_callback
+
+    args = SimpleNamespace(device=SimpleNamespace(type="cpu"), process_index=0)
+    callback = memory_callback(tmp_path)
+    callback.on_train_begin(args, None, None)
+    callback.on_train_end(args, None, None)
+    assert not (tmp_path / "memory").exists()
+
+
+def test_validation_compares_each_memory_layer_with_its_own_estimate(tmp_path, capsys):
+    from advisor.commands.validate import print_validation
+    from planner.constants import GIB, runtime
+    from runners.rank_memory import RankMemory, write_rank_memory
+
+    plan = estimate(PlanRequest(model="7b", method="dpo", tuning="lora"))
+    tensors = plan.memory.tensor_peak_gib
+    for rank, allocated in ((0, 0.9), (1, 1.1)):  # the largest rank counts
+        peaks = {"allocated_peak_bytes": int(allocated * tensors * GIB)}
+        peaks["reserved_peak_bytes"] = int(1.2 * tensors * GIB)
+        write_rank_memory(tmp_path, RankMemory(rank=rank, device="cuda", **peaks))
+    nvml = int(plan.memory.per_gpu_peak_gib * GIB)
+    record = validation_record("cuda", plan, [], nvml, run_dir=tmp_path)
+    assert record.estimated_tensor_peak_gib == pytest.approx(tensors)
+    assert record.allocated_peak_gib == pytest.approx(1.1 * tensors, rel=1e-4)
+    layers = {layer.layer: layer for layer in record.memory_layers}
+    assert list(layers) == ["allocated", "reserved", "nvml"]
+    assert layers["allocated"].ratio == pytest.approx(1.1, abs=1e-3)
+    slack = 1 + runtime("allocator_fragmentation")  # reserved: tensors + allocator slack
+    assert layers["reserved"].estimated_gib == pytest.approx(tensors * slack, rel=1e-4)
+    assert layers["nvml"].ratio == pytest.approx(1.0, abs=1e-3)
+    print_validation(json.loads(record.model_dump_json()))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "allocated by PyTorch" in out and "1.10×" in out and "reserved by PyTorch" in out
+
+
+def test_a_cpu_run_compares_its_counted_tensors_with_the_plan_of_the_run_on_cpu(tmp_path):
+    from runners.rank_memory import RankMemory, write_rank_memory
+    from runners.settings import run_precision
+
+    asked = PlanRequest(model="7b", method="dpo", tuning="lora", seq_len=256)
+    on_cpu = run_precision(asked, "cpu", False)
+    write_rank_memory(tmp_path, RankMemory(rank=0, device="cpu", tensor_peak_bytes=2**30))
+    record = validation_record("cpu", estimate(asked), [], None, run_dir=tmp_path, request=on_cpu)
+    (layer,) = record.memory_layers  # the GPU layers are not this run's
+    assert layer.layer == "tensors" and layer.measured_gib == 1.0
+    assert record.estimated_tensor_peak_gib == pytest.approx(
+        estimate(on_cpu).memory.tensor_peak_gib, abs=0.01
+    )
+    assert record.estimated_tensor_peak_gib != estimate(asked).memory.tensor_peak_gib
+    assert layer.ratio == pytest.approx(1 / record.estimated_tensor_peak_gib, abs=1e-3)

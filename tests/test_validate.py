@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from advisor.cli import main
 
@@ -15,6 +16,13 @@ def test_validate_runs_a_short_demo_and_compares_with_the_plan(tmp_path, capsys)
     record = json.loads((run / "validation.json").read_text())
     assert record["steps"] == 2
     assert record["estimated_step_seconds"] > 0 and record["measured_step_seconds"] > 0
+    # On CPU one step's tensors are counted and set against the plan of the fp32 CPU run.
+    assert "tensor peak: estimated" in " ".join(out.split())
+    (tensors,) = record["memory_layers"]
+    assert tensors["layer"] == "tensors" and 0.2 < tensors["ratio"] < 2
+    rank = json.loads((run / "memory" / "rank0.json").read_text())
+    assert rank["tensor_peak_step"] == 2 and rank["tensor_peak_by_kind"]["Parameter"] > 0
+    assert "ADVISOR_MEASURE_TENSORS" not in os.environ  # asked for this run only
 
 
 def test_validate_refuses_a_dry_run(capsys):
