@@ -370,7 +370,7 @@ class GpuSampler:
             self._write_error = _plain(f"gpu.jsonl is no longer written ({reason})")
 
 
-MemoryLayerName = Literal["tensors", "allocated", "reserved", "nvml"]
+MemoryLayerName = Literal["tensors", "tensors_at_batch_length", "allocated", "reserved", "nvml"]
 
 
 class MemoryLayer(BaseModel):
@@ -386,6 +386,7 @@ class MemoryLayer(BaseModel):
 
 LAYER_LABELS: dict[MemoryLayerName, str] = {
     "tensors": "tensor peak (CPU, one step counted)",
+    "tensors_at_batch_length": "tensor peak, planned at the batch's real length",
     "allocated": "allocated by PyTorch (tensors)",
     "reserved": "reserved by PyTorch (tensors + allocator slack)",
     "nvml": "peak memory per GPU (NVML)",
@@ -482,7 +483,11 @@ def validation_record(
         _layer("nvml", plan.memory.per_gpu_peak_gib * GIB if plan else None, peak_bytes),
     ]
     if device == "cpu":  # the GPU layers are not the run's: only the counted tensors compare
-        layers = [layers[0]]
+        batch_length = _largest(_padded_length(r.batch_shapes) for r in ranks)
+        at_length = _at_length(request, batch_length)
+        layers = [layers[0]] + [_layer("tensors_at_batch_length", at_length, counted)] * bool(
+            at_length
+        )
     return Validation(
         device=device,
         estimated_peak_gib=plan.memory.per_gpu_peak_gib if plan else None,
@@ -520,6 +525,24 @@ def _layer(name: MemoryLayerName, estimated: float | None, measured: float | Non
         measured_gib=_fine_gib(measured),
         ratio=ratio,
     )
+
+
+def _padded_length(shapes: dict[str, list[int]]) -> int | None:
+    """The counted step's sequence length: its batch's longest second dimension."""
+    return _largest(shape[1] for shape in shapes.values() if len(shape) == 2)
+
+
+def _at_length(request: PlanRequest | None, length: int | None) -> float | None:
+    """The CPU run's tensor estimate at the length its batches really had (padded to their
+    longest row, shorter than planned when the rows are): it tells the per-token error from
+    the shape of the data; None when that is the planned length already."""
+    if request is None or not length or length == request.seq_len:
+        return None
+    update = {"seq_len": length, "prompt_len": None, "completion_len": None}
+    try:
+        return _tensor_estimate_bytes("cpu", None, request.model_copy(update=update))
+    except ValueError:
+        return None
 
 
 def _tensor_estimate_bytes(

@@ -118,10 +118,11 @@ def print_validation(record: dict) -> None:
         table.add_row(*row)
     console = Console()
     console.print(table)
+    said = {"tensors": "tensor peak", "tensors_at_batch_length": "  at the batch's real length"}
     for layer in layers:
-        if layer["layer"] == "tensors" and layer.get("ratio"):
+        if layer["layer"] in said and layer.get("ratio"):
             console.print(
-                f"tensor peak: estimated {_size(layer['estimated_gib'])}, measured "
+                f"{said[layer['layer']]}: estimated {_size(layer['estimated_gib'])}, measured "
                 f"{_size(layer['measured_gib'])} ({layer['ratio']:.2f}×)",
                 markup=False,
             )
