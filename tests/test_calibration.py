@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from advisor.cli import main
 from planner.calibration import (
     CalibrationRecord,
     correction_spread,
@@ -24,6 +23,7 @@ from planner.calibration import (
 from planner.errors import InputError
 from planner.plan import estimate
 from planner.specs import PlanRequest
+from tests.test_plan_cli import run_cli
 
 NVML = Path(__file__).parent / "fixtures" / "nvml"
 REQUEST = PlanRequest(model="7b", gpu="a100-80gb")
@@ -66,15 +66,6 @@ def write(path: Path, *records: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     return path
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def plan_json(capsys, *argv: str) -> dict:
