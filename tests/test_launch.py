@@ -530,12 +530,19 @@ def _dry_run(tiny_model, tmp_path) -> Path:
 def test_the_written_command_reproduces_the_run(tiny_model, tmp_path):
     import subprocess
 
-    run = _dry_run(tiny_model, tmp_path)
-    result = subprocess.run(["bash", str(run / "command.sh")], capture_output=True, text=True)
+    # In a folder whose name is shell code: command.sh quotes it and runs none of it.
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    output = tmp_path / "it's $(touch pwned) `touch pwned2` runs"
+    rc, out, err = _launch(*_flags(tiny_model, dataset, "dpo", output), "--dry-run")
+    assert rc == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    result = subprocess.run(
+        ["bash", str(run / "command.sh")], capture_output=True, text=True, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert max(r["step"] for r in read_metrics(run)) == 2
+    assert not list(tmp_path.rglob("pwned*"))
     # The same flags launched again give the same numbers: the seed is the run's.
-    dataset = Path(read_manifest(run).spec.dataset)
     rc, _, err = _launch(*_flags(tiny_model, dataset, "dpo", tmp_path / "again"))
     assert rc == 0, err
 

@@ -314,7 +314,11 @@ def test_a_library_shadowed_by_the_working_folder_is_refused(tiny_model, tmp_pat
     assert not (stopped / "train.log").exists()
 
 
-def test_a_run_folder_with_shell_characters_trains_and_runs_no_code(tiny_model, tmp_path):
+def test_a_run_folder_with_shell_characters_writes_a_slurm_script_that_runs_no_code(
+    tiny_model, tmp_path
+):
+    """command.sh in such a folder trains and runs no code: tests/test_launch.py's
+    written-command test runs it from one."""
     dataset = write_jsonl(demo_rows("dpo"), tmp_path / "pairs.jsonl")
     output = tmp_path / "it's $(touch pwned) `touch pwned2` runs"
     flags = _flags(tiny_model, dataset, "dpo", output)
@@ -322,14 +326,6 @@ def test_a_run_folder_with_shell_characters_trains_and_runs_no_code(tiny_model, 
     assert rc == 0, err
     sbatch = (Path(out.strip().splitlines()[-1]) / "slurm.sbatch").read_text()
     assert subprocess.run(["bash", "-n"], input=sbatch, text=True).returncode == 0
-    rc, out, err = _launch(*flags, "--dry-run")
-    assert rc == 0, err
-    run = Path(out.strip().splitlines()[-1])
-    result = subprocess.run(
-        ["bash", str(run / "command.sh")], capture_output=True, text=True, cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert max(_logged_steps(run)) == 2
     assert not list(tmp_path.rglob("pwned*"))
 
 
