@@ -1,6 +1,8 @@
-"""Model specs from what a user types after `--model`: a size, a profile, a config or a cached repo.
+"""Model specs from what a user types after `--model`: a size, a profile, a config or a Hub repo.
 
-Everything here is offline and pure Python: no network, no huggingface_hub, no transformers.
+Everything here is offline and pure Python: no network, no huggingface_hub, no transformers. A
+repo id that is not in the local Hugging Face cache is the one exception: planner.hub, imported
+only then, fetches its config.json (nothing else) into that cache.
 Profiles are the real `config.json` of each model plus an `_advisor` key (profiles/models/);
 size shorthands map to profiles in profiles/shorthands.toml.
 """
@@ -102,6 +104,17 @@ def resolve_model(text: str) -> ModelSpec:
         return _spec_from_file(config_file, repo_id, "hf-cache")
     if _looks_like_path(query):
         raise InputError(f"no such file or directory: {shown(query)}")
+    if _looks_like_repo_id(query):
+        from planner.hub import fetch_config  # loads huggingface_hub: only for an uncached repo
+
+        try:
+            cache = hf_hub_cache()
+        except RuntimeError:  # HF_HOME names `~nosuchuser/...`
+            raise _unknown_model(query, catalog) from None
+        config_file = fetch_config(query, cache)
+        if config_file is not None:
+            return _spec_from_file(config_file, query, "hub")
+        raise _unknown_model(query, catalog, on_hub=True)
     raise _unknown_model(query, catalog)
 
 
@@ -320,6 +333,12 @@ def _looks_like_path(text: str) -> bool:
     )
 
 
+def _looks_like_repo_id(text: str) -> bool:
+    """`org/name`: one slash with a name on each side, as every Hub model repo id has."""
+    owner, _, name = text.partition("/")
+    return bool(owner and name) and "/" not in name and not any(c.isspace() for c in text)
+
+
 def _hf_cache_config(repo_id: str) -> tuple[str, Path] | None:
     """(repo id as cached, config.json of its main or newest snapshot) if the repo is cached."""
     if repo_id.count("/") > 1 or repo_id.startswith((".", "/", "~")):
@@ -361,7 +380,7 @@ def _cached_config(cache: Path, repo_id: str) -> tuple[str, Path] | None:
     return cached_id, candidates[-1]
 
 
-def _unknown_model(query: str, catalog: _Catalog) -> InputError:
+def _unknown_model(query: str, catalog: _Catalog, *, on_hub: bool = False) -> InputError:
     key = query.lower()
     candidates = list(catalog.shorthands) + list(catalog.lookup)
     suggestions: list[str] = []
@@ -371,6 +390,15 @@ def _unknown_model(query: str, catalog: _Catalog) -> InputError:
         if shown_name not in suggestions:
             suggestions.append(shown_name)
     name = shown(query)
+    if on_hub:
+        from planner.hub import hub_endpoint
+
+        where = (
+            f"not a profile, not a file, and no such repo on the Hugging Face Hub "
+            f"({hub_endpoint()}); check the spelling, and for a private repo set HF_TOKEN"
+        )
+        hint = f"; did you mean {', '.join(suggestions[:4])}?" if suggestions else ""
+        return InputError(f"unknown model '{name}': {where}{hint} {LIST_HINT}")
     if "/" in query:
         try:
             cache = shown(hf_hub_cache())

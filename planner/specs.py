@@ -106,7 +106,9 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     name: str
-    source: str = Field(description="shorthand, profile, config, directory or hf-cache")
+    source: str = Field(
+        description="shorthand, profile, config, directory, hf-cache or hub (fetched now)"
+    )
     representative_of: str | None = Field(
         default=None, description="the size shorthand this architecture stands for, if any"
     )

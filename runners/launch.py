@@ -181,11 +181,27 @@ def local_model(text: str) -> str:
         except Exception:  # not cached (or no hub library): the message below says what to do
             cached = None
         if cached is not None and (cached / "config.json").is_file():
-            return str(cached)
+            if has_weights(cached):
+                return str(cached)
+            raise InputError(
+                f"--model {text}: only its config.json is in the local Hugging Face cache, "
+                f"enough to plan but not to launch; download the weights first (`hf download "
+                f"{text} --local-dir models/{text.split('/')[-1]}`) and pass that folder"
+            )
     raise InputError(
         f"--model {text}: launch needs a model folder with config.json and weights, or a repo "
-        "id already in the local Hugging Face cache (try --demo for a tiny local one)"
+        "id downloaded into the local Hugging Face cache; a Hub id alone plans but cannot be "
+        "launched (`hf download ORG/NAME --local-dir models/NAME`, or --demo for a tiny local one)"
     )
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+"""The files a model's weights come in: safetensors, or torch's pickles (pytorch_model.bin)."""
+
+
+def has_weights(folder: Path) -> bool:
+    """Whether `folder` holds any weight file (a plan caches a repo's config.json alone)."""
+    return any(next(folder.glob(pattern), None) is not None for pattern in WEIGHT_PATTERNS)
 
 
 def launchable(request: PlanRequest) -> PlanRequest:

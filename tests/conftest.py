@@ -29,3 +29,18 @@ def _private_calibration_store(tmp_path_factory):
         os.environ.pop("ADVISOR_CALIBRATION", None)
     else:
         os.environ["ADVISOR_CALIBRATION"] = previous
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_hub_network():
+    """No test reaches the Hugging Face Hub: HF_HUB_OFFLINE=1 for the session and the processes
+    it starts; tests/test_models_hub.py serves a fake Hub on localhost and lifts it there."""
+    import os
+
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    yield
+    if previous is None:
+        os.environ.pop("HF_HUB_OFFLINE", None)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = previous
