@@ -115,8 +115,9 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "model",
         "Which model will you align? (optional)",
-        "A size (7b), a profile (llama-3.1-8b), a config.json or a model folder. "
-        "With the GPUs it lets the planner check each method fits.",
+        "A size (7b), a profile (llama-3.1-8b), a config.json, a model folder or a Hub id "
+        "(org/name: plans from its config.json alone; launching needs a local folder with the "
+        "weights). With the GPUs it lets the planner check each method fits.",
         placeholder="e.g. 7b, llama-3.1-8b — empty to skip",
     ),
     Question(

@@ -98,8 +98,8 @@ def demo_note(method) -> str:
     return (
         f"^t runs the demo instead: {method.value.upper()} on a tiny local model with demo data, "
         "on CPU, in about a minute. For your own model, set the plan's model to its local "
-        "folder (its config and weights, e.g. `huggingface-cli download ORG/NAME --local-dir "
-        "models/NAME`) and give a dataset here."
+        "folder (its config and weights, e.g. `hf download ORG/NAME --local-dir models/NAME`; a "
+        "Hub id alone plans but cannot be launched) and give a dataset here."
     )
 
 
