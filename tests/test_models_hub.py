@@ -39,7 +39,7 @@ TINY_CONFIG = {
 
 class FakeHub(BaseHTTPRequestHandler):
     """Answers /{org}/{name}/resolve/main/{file} as the Hub does: `acme/tiny` is public,
-    `acme/gated` needs the token, anything else is RepoNotFound; every path is recorded."""
+    `acme/gated` needs the token, `acme/gguf-only` has no config.json, anything else is RepoNotFound; every path is recorded."""
 
     requests: ClassVar[list[tuple[str, str, str | None]]] = []
 
@@ -55,9 +55,9 @@ class FakeHub(BaseHTTPRequestHandler):
         repo, _, rest = self.path.lstrip("/").partition("/resolve/main/")
         if repo == "acme/gated" and auth != f"Bearer {TOKEN}":
             return self._error(401, "GatedRepo", body)
-        if repo not in ("acme/tiny", "acme/gated"):
+        if repo not in ("acme/tiny", "acme/gated", "acme/gguf-only"):
             return self._error(401, "RepoNotFound", body)
-        if rest != "config.json":
+        if rest != "config.json" or repo == "acme/gguf-only":
             return self._error(404, "EntryNotFound", body)
         content = json.dumps(TINY_CONFIG).encode()
         self.send_response(200)
@@ -160,6 +160,14 @@ def test_a_repo_the_hub_does_not_have_is_one_line(hub, capsys):
     assert "unknown model 'acme/no-such-model'" in message
     assert "no such repo on the Hugging Face Hub" in message
     assert [path for _, path, _ in hub] == ["/acme/no-such-model/resolve/main/config.json"]
+
+
+def test_a_repo_without_a_config_json_is_one_line_and_caches_nothing(hub, cache):
+    with pytest.raises(InputError) as caught:
+        resolve_model("acme/gguf-only")
+    message = str(caught.value)
+    assert "'acme/gguf-only' on the Hugging Face Hub has no config.json" in message
+    assert "\n" not in message and not cache.exists()
 
 
 def test_offline_with_nothing_cached_says_go_online_once_or_pass_a_folder(cache, monkeypatch):
