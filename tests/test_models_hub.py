@@ -125,6 +125,7 @@ def test_a_repo_id_in_the_local_hf_cache_plans_offline(cache, monkeypatch):
 def test_a_hub_repo_fetches_only_its_config_then_plans_offline_from_the_cache(hub, cache, capsys):
     spec = resolve_model("acme/tiny")
     assert (spec.name, spec.source, spec.num_layers) == ("acme/tiny", "hub", 2)
+    assert not capsys.readouterr().err  # no progress bar, no warning
     assert {path for _, path, _ in hub} == {"/acme/tiny/resolve/main/config.json"}
     assert [method for method, _, _ in hub] == ["HEAD", "HEAD", "GET"]
     snapshot = cache / "models--acme--tiny" / "snapshots" / COMMIT / "config.json"
