@@ -31,18 +31,35 @@ class ArchitectureTraits:
     """The config class's default for `tie_word_embeddings`."""
     hidden_act: str = "silu"
     """The config class's default activation (`hidden_activation` / `hidden_act`)."""
-    attention_bias: Literal["config", "qkv", "none"] = "config"
+    attention_bias: Literal["config", "qkv", "all", "none"] = "config"
     """Biases of the attention projections: 'config' (q, k, v and o all follow the config's
-    `attention_bias`), 'qkv' (always on q, k, v, never on o: Qwen2Attention) or 'none'."""
+    `attention_bias`), 'qkv' (always on q, k, v, never on o: Qwen2Attention), 'all' (always on
+    all four: PhiAttention) or 'none'."""
+    attention_out: str = "o_proj"
+    """The attention output projection's module name in `self_attn` (Phi: `dense`)."""
     mlp_bias_from_config: bool = False
     """The MLP's projections follow the config's `mlp_bias` (LlamaMLP); else never biased."""
-    norm: Literal["llama", "gemma"] = "llama"
-    """RMSNorm style: 'llama' (LlamaRMSNorm: fp32 variance, normalised value cast back before
-    the weight) or 'gemma' (GemmaRMSNorm: computed and scaled by (1 + weight) in fp32)."""
+    gated_mlp: bool = True
+    """A gated MLP (gate, up, down: SwiGLU / GeGLU); False: two biased linears `fc1`, act,
+    `fc2` (PhiMLP)."""
+    norm: Literal["llama", "gemma", "layernorm"] = "llama"
+    """Norm style: 'llama' (LlamaRMSNorm: fp32 variance, normalised value cast back before
+    the weight), 'gemma' (GemmaRMSNorm: computed and scaled by (1 + weight) in fp32) or
+    'layernorm' (nn.LayerNorm: a weight and a bias, fp32 mean and rstd per token: Phi)."""
+    parallel_block: bool = False
+    """Attention and MLP both read one norm's output and add to the residual together
+    (PhiDecoderLayer, GPT-J style)."""
+    residual_dropout_key: str | None = None
+    """The config key of a dropout on the attention and MLP outputs (Phi's `resid_pdrop`),
+    live only where TRL leaves dropout on (SFT)."""
+    lm_head_bias: bool = False
+    """The lm_head carries a bias of V (PhiForCausalLM)."""
     norms_per_layer: int = 2
     """RMSNorms in one decoder layer (Gemma-2 adds a norm after attention and after the MLP)."""
     qk_norm: bool = False
     """An RMSNorm over the head dim on queries and keys (Qwen3Attention)."""
+    qk_norm_key: str | None = None
+    """The config key that switches such norms on, when optional (Phi's `qk_layernorm`)."""
     fused_projections: bool = False
     """q/k/v fused into `qkv_proj` and gate/up into `gate_up_proj` (Phi-3)."""
     experts_key: str | None = None
@@ -111,6 +128,20 @@ ARCHITECTURES: dict[str, ArchitectureTraits] = {
         ),
         ArchitectureTraits(
             "phi3", max_position_embeddings=4096, attention_bias="none", fused_projections=True
+        ),
+        ArchitectureTraits(
+            "phi",
+            max_position_embeddings=2048,
+            hidden_act="gelu_new",
+            attention_bias="all",
+            attention_out="dense",
+            gated_mlp=False,
+            norm="layernorm",
+            norms_per_layer=1,
+            parallel_block=True,
+            residual_dropout_key="resid_pdrop",
+            lm_head_bias=True,
+            qk_norm_key="qk_layernorm",
         ),
     )
 }

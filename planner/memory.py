@@ -219,9 +219,18 @@ def norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     autograd's saved tensors of one decoder layer (checked against the traced step in
     tests/test_trace_agreement.py)."""
     w = compute_bytes(request)
+    if architecture(spec.model_type).norm == "layernorm":
+        return layernorm_bytes_per_token(spec, request)
     if gemma_style(spec) or residual_bytes(request) == FP32_BYTES:
         return 2 * FP32_BYTES * spec.hidden_size  # fp32 input and fp32 normalised value
     return (FP32_BYTES + w) * spec.hidden_size
+
+
+def layernorm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+    """One nn.LayerNorm's saved tensors per token (Phi), trained or frozen: its input in the
+    residual stream's dtype and the fp32 mean and rstd, r·h + 8 (native_layer_norm's saved
+    tensors; its output is the following linears' input)."""
+    return residual_bytes(request) * spec.hidden_size + 2 * FP32_BYTES
 
 
 def residual_bytes(request: PlanRequest) -> int:
@@ -231,17 +240,19 @@ def residual_bytes(request: PlanRequest) -> int:
 
 
 def pre_norm_linear_inputs(spec: ModelSpec, request: PlanRequest) -> int:
-    """Saved 16-bit inputs of the linears that read the two pre-norms' outputs. With 16-bit
-    weights the norm's output is shared (one per norm: 2); under autocast over fp32 weights each
-    linear casts the fp32 norm output itself and saves its own copy (q, k, v and gate, up: 5;
-    fused qkv / gate_up: 2; a MoE layer's router and its expert input: 2)."""
+    """Saved 16-bit inputs of the linears that read the pre-norms' outputs. With 16-bit
+    weights the norm's output is shared (one per norm: 2; 1 where attention and MLP read one
+    norm, Phi); under autocast over fp32 weights each linear casts the fp32 norm output itself
+    and saves its own copy (q, k, v and gate, up: 5; fused qkv / gate_up: 2; Phi's q, k, v and
+    fc1: 4; a MoE layer's router and its expert input: 2)."""
     if not precision.autocast_over_fp32(request):
-        return 2
+        return 1 if architecture(spec.model_type).parallel_block else 2
+    out = f"self_attn.{architecture(spec.model_type).attention_out}"
     names = [name for name, _, _ in parameters.linear_shapes(spec)]
-    attention = sum(1 for n in names if n.startswith("self_attn.") and "o_proj" not in n)
+    attention = sum(1 for n in names if n.startswith("self_attn.") and n != out)
     if spec.is_moe:
         return attention + 2
-    mlp = sum(1 for n in names if n.startswith("mlp.") and "down_proj" not in n)
+    mlp = sum(1 for n in names if n.startswith("mlp.") and n not in ("mlp.down_proj", "mlp.fc2"))
     return attention + mlp
 
 
@@ -283,8 +294,27 @@ def attention_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -
 
 def mlp_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     """Gated MLP (SwiGLU / GeGLU): gate, act(gate), up and their product, 4·I·w per token;
-    a MoE layer runs each token through its top-k experts (Shazeer et al. 2017)."""
+    a MoE layer runs each token through its top-k experts (Shazeer et al. 2017); a plain MLP
+    (Phi's fc1, act, fc2) `plain_mlp_tensors` I-wide tensors."""
+    if not architecture(spec.model_type).gated_mlp:
+        return plain_mlp_tensors(spec) * spec.intermediate_size * compute_bytes(request)
     return 4 * parameters.active_mlp_width(spec) * compute_bytes(request)
+
+
+def plain_mlp_tensors(spec: ModelSpec) -> int:
+    """I-wide tensors a plain MLP saves per token: fc1's output and fc2's input, 2, or 5 under
+    transformers' `gelu_new`, a Python tanh formula whose ops save x, tanh's output, 0.5·x and
+    1 + tanh (NewGELUActivation; counted in a traced Phi step)."""
+    return 5 if spec.hidden_act == "gelu_new" else 2
+
+
+def residual_dropout_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+    """Dropout on the attention and MLP outputs (Phi's `resid_pdrop`), live where TRL leaves
+    dropout on (SFT): one bool mask each, 2·h bytes per token (native_dropout's saved mask)."""
+    key = architecture(spec.model_type).residual_dropout_key
+    if key is None or not spec.hf_config.get(key) or recipe(request.method).disables_dropout:
+        return 0.0
+    return 2.0 * spec.hidden_size
 
 
 def layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
@@ -303,6 +333,7 @@ def layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq:
         + linear_inputs
         + attention_bytes_per_token(spec, request, seq)
         + mlp_bytes_per_token(spec, request)
+        + residual_dropout_bytes_per_token(spec, request)
     )
 
 
@@ -323,11 +354,16 @@ def lora_layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest,
     adapter keeps its input cast to fp32 and the rank-r intermediate, 4·(in + r) (peft casts
     inputs to the adapter's fp32 dtype; Hu et al. 2021); fp32 runs share the uncast input."""
     w = compute_bytes(request)
-    norms = spec.norms_per_layer * FP32_BYTES * spec.hidden_size
+    if architecture(spec.model_type).norm == "layernorm":
+        norms = spec.norms_per_layer * layernorm_bytes_per_token(spec, request)
+    else:
+        norms = spec.norms_per_layer * FP32_BYTES * spec.hidden_size
     q = parameters.q_width(spec)
     # What full tuning's attention keeps, less o_proj's input (frozen base linear).
     attention = attention_bytes_per_token(spec, request, seq) - w * q
-    mlp = 3 * parameters.active_mlp_width(spec) * w
+    # What full tuning's MLP keeps, less down_proj's (fc2's) input.
+    mlp = mlp_bytes_per_token(spec, request) - parameters.active_mlp_width(spec) * w
+    mlp += residual_dropout_bytes_per_token(spec, request)
     adapters = 0.0
     inputs_seen: set[int] = set()
     # The runners' lora_dropout is live only in SFT (TRL's other trainers disable dropout):

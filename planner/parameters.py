@@ -28,18 +28,30 @@ def embedding_params(spec: ModelSpec) -> int:
     return spec.vocab_size * spec.hidden_size
 
 
+def attention_biases(spec: ModelSpec) -> tuple[bool, bool]:
+    """(q/k/v biased, output biased): as the spec says, or always both where the architecture
+    hard-codes them (PhiAttention)."""
+    if architecture(spec.model_type).attention_bias == "all":
+        return True, True
+    return spec.attention_bias, spec.attention_out_bias
+
+
 def attention_params_per_layer(spec: ModelSpec) -> int:
     """attention: h·a·d + 2·h·k·d + a·d·h weights, plus a·d + 2·k·d qkv biases and h o-bias where
-    the model has them (Qwen2: qkv bias, no o bias; Llama `attention_bias`: all four)."""
+    the model has them (Qwen2: qkv bias, no o bias; Llama `attention_bias`, Phi: all four)."""
     h, q, kv = spec.hidden_size, q_width(spec), kv_width(spec)
     weights = h * q + 2 * h * kv + q * h
-    biases = (q + 2 * kv if spec.attention_bias else 0) + (h if spec.attention_out_bias else 0)
+    qkv_bias, out_bias = attention_biases(spec)
+    biases = (q + 2 * kv if qkv_bias else 0) + (h if out_bias else 0)
     return weights + biases
 
 
 def dense_mlp_params(spec: ModelSpec) -> int:
-    """gated MLP (SwiGLU / GeGLU): 3·h·I (gate, up, down), plus 2·I + h with `mlp_bias`."""
+    """gated MLP (SwiGLU / GeGLU): 3·h·I (gate, up, down), plus 2·I + h with `mlp_bias`;
+    plain MLP (Phi's fc1, fc2): 2·h·I + I + h, always biased."""
     h, i = spec.hidden_size, spec.intermediate_size
+    if not architecture(spec.model_type).gated_mlp:
+        return 2 * h * i + i + h
     return 3 * h * i + ((2 * i + h) if spec.mlp_bias else 0)
 
 
@@ -55,11 +67,18 @@ def mlp_params_per_layer(spec: ModelSpec) -> int:
     return dense_mlp_params(spec)
 
 
+def norm_has_bias(spec: ModelSpec) -> bool:
+    """The norms carry a bias as well as a weight (nn.LayerNorm: Phi)."""
+    return spec.norm_has_bias or architecture(spec.model_type).norm == "layernorm"
+
+
 def norm_params_per_layer(spec: ModelSpec) -> int:
-    """norms: n·h (n = 2 for Llama/Qwen2/Phi-3, 4 for Gemma-2), ×2 with biases, plus 2·d for
-    Qwen3's q_norm and k_norm."""
-    per_norm = spec.hidden_size * (2 if spec.norm_has_bias else 1)
-    qk_norm = 2 * spec.head_dim if architecture(spec.model_type).qk_norm else 0
+    """norms: n·h (n = 1 for Phi, 2 for Llama/Qwen2/Phi-3, 4 for Gemma-2), ×2 with biases,
+    plus 2·d for Qwen3's q_norm and k_norm (4·d for Phi's optional biased q/k LayerNorms)."""
+    traits = architecture(spec.model_type)
+    per_norm = spec.hidden_size * (2 if norm_has_bias(spec) else 1)
+    qk = traits.qk_norm or bool(traits.qk_norm_key and spec.hf_config.get(traits.qk_norm_key))
+    qk_norm = 2 * spec.head_dim * (2 if norm_has_bias(spec) else 1) if qk else 0
     return spec.norms_per_layer * per_norm + qk_norm
 
 
@@ -72,12 +91,16 @@ def decoder_layer_params(spec: ModelSpec) -> int:
 
 def final_norm_params(spec: ModelSpec) -> int:
     """final norm: h (×2 with a bias), after the last layer."""
-    return spec.hidden_size * (2 if spec.norm_has_bias else 1)
+    return spec.hidden_size * (2 if norm_has_bias(spec) else 1)
 
 
 def lm_head_params(spec: ModelSpec) -> int:
-    """lm_head: V·h, or 0 when tied to the embedding (`tie_word_embeddings`)."""
-    return 0 if spec.tie_word_embeddings else spec.vocab_size * spec.hidden_size
+    """lm_head: V·h (+ V with a bias: Phi), or 0 when tied to the embedding
+    (`tie_word_embeddings`)."""
+    if spec.tie_word_embeddings:
+        return 0
+    bias = spec.vocab_size if architecture(spec.model_type).lm_head_bias else 0
+    return spec.vocab_size * spec.hidden_size + bias
 
 
 def count_params(spec: ModelSpec) -> int:
@@ -107,20 +130,22 @@ def active_params(spec: ModelSpec) -> int:
 def linear_shapes(spec: ModelSpec) -> list[tuple[str, int, int]]:
     """The weight matrices of one decoder layer as (name, in, out), named as in transformers.
 
-    Phi-3's fused `qkv_proj` and `gate_up_proj` appear fused. For MoE each expert's gate, up and
+    Phi-3's fused `qkv_proj` and `gate_up_proj` appear fused; Phi's output projection is
+    `self_attn.dense` and its plain MLP `mlp.fc1`, `mlp.fc2`. For MoE each expert's gate, up and
     down matrices are listed (`mlp.experts.{e}.gate_proj`, ...), and the router as `mlp.gate`;
     transformers 5.24 stores them as stacked 3-D parameters, not nn.Linear modules.
     """
     h, i, q, kv = spec.hidden_size, spec.intermediate_size, q_width(spec), kv_width(spec)
     traits = architecture(spec.model_type)
+    out = (f"self_attn.{traits.attention_out}", q, h)
     if traits.fused_projections:
-        attention = [("self_attn.qkv_proj", h, q + 2 * kv), ("self_attn.o_proj", q, h)]
+        attention = [("self_attn.qkv_proj", h, q + 2 * kv), out]
     else:
         attention = [
             ("self_attn.q_proj", h, q),
             ("self_attn.k_proj", h, kv),
             ("self_attn.v_proj", h, kv),
-            ("self_attn.o_proj", q, h),
+            out,
         ]
     if spec.is_moe:
         mlp = [(traits.moe_router, h, spec.num_experts)]
@@ -132,6 +157,8 @@ def linear_shapes(spec: ModelSpec) -> list[tuple[str, int, int]]:
             ]
     elif traits.fused_projections:
         mlp = [("mlp.gate_up_proj", h, 2 * i), ("mlp.down_proj", i, h)]
+    elif not traits.gated_mlp:
+        mlp = [("mlp.fc1", h, i), ("mlp.fc2", i, h)]
     else:
         mlp = [("mlp.gate_proj", h, i), ("mlp.up_proj", h, i), ("mlp.down_proj", i, h)]
     return attention + mlp
@@ -207,10 +234,10 @@ def lora_modules(traits: ArchitectureTraits, targets: str) -> str | list[str]:
     target = _targets(targets)
     if target is LoraTargets.all_linear:
         return "all-linear"
-    fused = traits.fused_projections
+    fused, out = traits.fused_projections, traits.attention_out
     if target is LoraTargets.qv:
         return ["qkv_proj"] if fused else ["q_proj", "v_proj"]
-    return ["qkv_proj", "o_proj"] if fused else ["q_proj", "k_proj", "v_proj", "o_proj"]
+    return ["qkv_proj", out] if fused else ["q_proj", "k_proj", "v_proj", out]
 
 
 def lora_linear_params(n_in: int, n_out: int, rank: int) -> int:

@@ -48,6 +48,8 @@ PUBLISHED_COUNTS = {
     "mistral-7b-v0.1": 7_241_732_096,
     "qwen2.5-7b": 7_615_616_512,
     "qwen2.5-0.5b": 494_032_768,
+    "phi-2": 2_779_683_840,
+    "phi-1.5": 1_418_270_720,
 }
 
 REPRESENTATIVES = {
@@ -134,7 +136,9 @@ def test_decoder_linear_params_count_the_linear_weights_bitsandbytes_would_quant
     assert parameters.decoder_linear_params(resolve_model(profile)) == linear
 
 
-@pytest.mark.parametrize("profile", ["llama-3.2-1b", "qwen2.5-0.5b", "gemma-2-2b", "phi-3-mini-4k"])
+@pytest.mark.parametrize(
+    "profile", ["llama-3.2-1b", "qwen2.5-0.5b", "gemma-2-2b", "phi-3-mini-4k", "phi-2"]
+)
 def test_linear_shapes_name_the_real_modules_of_a_decoder_layer(profile):
     layer = causal_lm(profile).model.layers[0]
     for name, n_in, n_out in parameters.linear_shapes(resolve_model(profile)):
@@ -165,6 +169,7 @@ def test_moe_active_params_count_only_the_routed_experts():
         ("gemma (v1)", {**TINY_LLAMA, "model_type": "gemma", "head_dim": 16}),
         ("gemma2 with defaults", {**TINY_LLAMA, "model_type": "gemma2", "head_dim": 16}),
         ("phi3 fused projections", {**TINY_LLAMA, "model_type": "phi3"}),
+        ("phi with grouped kv heads and q/k layernorms", {**TINY_LLAMA, "model_type": "phi", "qk_layernorm": True}),
         ("mistral without kv heads", {k: v for k, v in TINY_LLAMA.items() if k != "num_key_value_heads"} | {"model_type": "mistral", "num_attention_heads": 8}),
         ("mixtral 4 experts", {**TINY_LLAMA, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}),
     ],
@@ -219,7 +224,8 @@ def test_tiny_config_of_each_architecture_is_counted_exactly(model_type):
 
 @pytest.mark.parametrize("targets", TARGETS)
 @pytest.mark.parametrize(
-    "profile", ["llama-3.2-1b", "qwen2.5-0.5b", "gemma-2-2b", "mixtral-8x7b", "phi-3-mini-4k"]
+    "profile",
+    ["llama-3.2-1b", "qwen2.5-0.5b", "gemma-2-2b", "mixtral-8x7b", "phi-3-mini-4k", "phi-2"],
 )
 def test_lora_params_equal_peft_trainable_params_on_meta(profile, targets):
     spec = resolve_model(profile)

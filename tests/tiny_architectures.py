@@ -123,6 +123,35 @@ GEMMA_TINY = _variant(
 )
 PHI3_TINY = _variant(LLAMA_TINY, "phi3", "Phi3ForCausalLM", head_dim=None)
 
+# Phi-style, scaled from Phi-2 (hidden 2560, 32 layers, 32 heads of 80, no GQA, intermediate
+# 10240 = 4 x hidden, vocab 51200 = 20 x hidden, parallel attention + MLP under one biased
+# LayerNorm, gelu_new fc1/fc2, 40% rotary, resid_pdrop 0.1, biased lm_head): hidden 256,
+# 2 layers, 8 heads of 32, intermediate 1024, vocab 5120.
+PHI_TINY: dict = {
+    "model_type": "phi",
+    "architectures": ["PhiForCausalLM"],
+    "hidden_size": 256,
+    "intermediate_size": 1024,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 8,
+    "vocab_size": 5120,
+    "max_position_embeddings": 2048,
+    "hidden_act": "gelu_new",
+    "layer_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "partial_rotary_factor": 0.4,
+    "resid_pdrop": 0.1,
+    "embd_pdrop": 0.0,
+    "attention_dropout": 0.0,
+    "qk_layernorm": False,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+    "torch_dtype": "bfloat16",
+}
+
 ARCHITECTURE_CONFIGS: dict[str, dict] = {
     "llama": LLAMA_TINY,
     "mistral": MISTRAL_TINY,
@@ -132,6 +161,7 @@ ARCHITECTURE_CONFIGS: dict[str, dict] = {
     "gemma": GEMMA_TINY,
     "gemma2": GEMMA2_TINY,
     "phi3": PHI3_TINY,
+    "phi": PHI_TINY,
 }
 """One tiny config per record of planner/architectures.py, by model_type (a new architecture
 adds its own here; tests/test_models.py and tests/test_trace.py check each)."""
