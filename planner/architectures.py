@@ -42,10 +42,14 @@ class ArchitectureTraits:
     gated_mlp: bool = True
     """A gated MLP (gate, up, down: SwiGLU / GeGLU); False: two biased linears `fc1`, act,
     `fc2` (PhiMLP)."""
-    norm: Literal["llama", "gemma", "layernorm"] = "llama"
+    norm: Literal["llama", "gemma", "olmo2", "layernorm"] = "llama"
     """Norm style: 'llama' (LlamaRMSNorm: fp32 variance, normalised value cast back before
-    the weight), 'gemma' (GemmaRMSNorm: computed and scaled by (1 + weight) in fp32) or
-    'layernorm' (nn.LayerNorm: a weight and a bias, fp32 mean and rstd per token: Phi)."""
+    the weight), 'gemma' (GemmaRMSNorm: computed and scaled by (1 + weight) in fp32), 'olmo2'
+    (Olmo2RMSNorm: scaled by the weight in fp32, then cast back) or 'layernorm' (nn.LayerNorm:
+    a weight and a bias, fp32 mean and rstd per token: Phi)."""
+    post_norm: bool = False
+    """The layer's norms sit on the attention and MLP outputs, before the residual add, and the
+    projections read the raw residual stream (Olmo2DecoderLayer); else pre-norm."""
     parallel_block: bool = False
     """Attention and MLP both read one norm's output and add to the residual together
     (PhiDecoderLayer, GPT-J style)."""
@@ -60,6 +64,8 @@ class ArchitectureTraits:
     """An RMSNorm over the head dim on queries and keys (Qwen3Attention)."""
     qk_norm_key: str | None = None
     """The config key that switches such norms on, when optional (Phi's `qk_layernorm`)."""
+    qk_norm_over_projection: bool = False
+    """The q/k norms span the whole projection, a·d and k·d wide, not one head (Olmo2)."""
     fused_projections: bool = False
     """q/k/v fused into `qkv_proj` and gate/up into `gate_up_proj` (Phi-3)."""
     experts_key: str | None = None
@@ -128,6 +134,14 @@ ARCHITECTURES: dict[str, ArchitectureTraits] = {
         ),
         ArchitectureTraits(
             "phi3", max_position_embeddings=4096, attention_bias="none", fused_projections=True
+        ),
+        ArchitectureTraits(
+            "olmo2",
+            max_position_embeddings=2048,
+            norm="olmo2",
+            post_norm=True,
+            qk_norm=True,
+            qk_norm_over_projection=True,
         ),
         ArchitectureTraits(
             "phi",

@@ -207,9 +207,9 @@ def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
 
 
 def gemma_style(spec: ModelSpec) -> bool:
-    """Gemma's RMSNorm computes in fp32 and scales by (1 + weight) in fp32 too (the
-    architecture's `norm` trait)."""
-    return architecture(spec.model_type).norm == "gemma"
+    """Gemma's RMSNorm computes in fp32 and scales by (1 + weight) in fp32 too, OLMo-2's by
+    its weight in fp32 (the architecture's `norm` trait): both save an fp32 normalised value."""
+    return architecture(spec.model_type).norm in ("gemma", "olmo2")
 
 
 def norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
@@ -224,6 +224,20 @@ def norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     if gemma_style(spec) or residual_bytes(request) == FP32_BYTES:
         return 2 * FP32_BYTES * spec.hidden_size  # fp32 input and fp32 normalised value
     return (FP32_BYTES + w) * spec.hidden_size
+
+
+def qk_norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+    """OLMo-2's q and k RMSNorms over the whole projections, per token: trained, the fp32 input
+    and fp32 normalised value of each, 8·(a·d + k·d), less w·a·d that the attention's count
+    already holds (not under autocast over fp32 weights); frozen (LoRA), the fp32 inputs,
+    4·(a·d + k·d) (traced; 0 for per-head q/k norms, not yet counted)."""
+    if not architecture(spec.model_type).qk_norm_over_projection:
+        return 0.0
+    q, kv = parameters.q_width(spec), parameters.kv_width(spec)
+    if request.tuning is not Tuning.full:
+        return FP32_BYTES * (q + kv)
+    shared = 0 if precision.autocast_over_fp32(request) else compute_bytes(request) * q
+    return 2 * FP32_BYTES * (q + kv) - shared
 
 
 def layernorm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
@@ -334,6 +348,7 @@ def layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq:
         + attention_bytes_per_token(spec, request, seq)
         + mlp_bytes_per_token(spec, request)
         + residual_dropout_bytes_per_token(spec, request)
+        + qk_norm_bytes_per_token(spec, request)
     )
 
 
@@ -364,6 +379,7 @@ def lora_layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest,
     # What full tuning's MLP keeps, less down_proj's (fc2's) input.
     mlp = mlp_bytes_per_token(spec, request) - parameters.active_mlp_width(spec) * w
     mlp += residual_dropout_bytes_per_token(spec, request)
+    attention += qk_norm_bytes_per_token(spec, request)
     adapters = 0.0
     inputs_seen: set[int] = set()
     # The runners' lora_dropout is live only in SFT (TRL's other trainers disable dropout):

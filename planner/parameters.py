@@ -74,11 +74,17 @@ def norm_has_bias(spec: ModelSpec) -> bool:
 
 def norm_params_per_layer(spec: ModelSpec) -> int:
     """norms: n·h (n = 1 for Phi, 2 for Llama/Qwen2/Phi-3, 4 for Gemma-2), ×2 with biases,
-    plus 2·d for Qwen3's q_norm and k_norm (4·d for Phi's optional biased q/k LayerNorms)."""
+    plus 2·d for Qwen3's q_norm and k_norm (4·d for Phi's optional biased q/k LayerNorms;
+    a·d + k·d for OLMo-2's, which span the whole projections)."""
     traits = architecture(spec.model_type)
     per_norm = spec.hidden_size * (2 if norm_has_bias(spec) else 1)
     qk = traits.qk_norm or bool(traits.qk_norm_key and spec.hf_config.get(traits.qk_norm_key))
-    qk_norm = 2 * spec.head_dim * (2 if norm_has_bias(spec) else 1) if qk else 0
+    if not qk:
+        qk_norm = 0
+    elif traits.qk_norm_over_projection:
+        qk_norm = q_width(spec) + kv_width(spec)
+    else:
+        qk_norm = 2 * spec.head_dim * (2 if norm_has_bias(spec) else 1)
     return spec.norms_per_layer * per_norm + qk_norm
 
 

@@ -169,6 +169,7 @@ def test_moe_active_params_count_only_the_routed_experts():
         ("gemma (v1)", {**TINY_LLAMA, "model_type": "gemma", "head_dim": 16}),
         ("gemma2 with defaults", {**TINY_LLAMA, "model_type": "gemma2", "head_dim": 16}),
         ("phi3 fused projections", {**TINY_LLAMA, "model_type": "phi3"}),
+        ("olmo2 with grouped kv heads and biases", {**TINY_LLAMA, "model_type": "olmo2", "attention_bias": True}),
         ("phi with grouped kv heads and q/k layernorms", {**TINY_LLAMA, "model_type": "phi", "qk_layernorm": True}),
         ("mistral without kv heads", {k: v for k, v in TINY_LLAMA.items() if k != "num_key_value_heads"} | {"model_type": "mistral", "num_attention_heads": 8}),
         ("mixtral 4 experts", {**TINY_LLAMA, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}),
@@ -225,7 +226,15 @@ def test_tiny_config_of_each_architecture_is_counted_exactly(model_type):
 @pytest.mark.parametrize("targets", TARGETS)
 @pytest.mark.parametrize(
     "profile",
-    ["llama-3.2-1b", "qwen2.5-0.5b", "gemma-2-2b", "mixtral-8x7b", "phi-3-mini-4k", "phi-2"],
+    [
+        "llama-3.2-1b",
+        "qwen2.5-0.5b",
+        "gemma-2-2b",
+        "mixtral-8x7b",
+        "phi-3-mini-4k",
+        "phi-2",
+        "olmo-2-1124-7b",
+    ],
 )
 def test_lora_params_equal_peft_trainable_params_on_meta(profile, targets):
     spec = resolve_model(profile)

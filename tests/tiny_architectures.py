@@ -152,6 +152,12 @@ PHI_TINY: dict = {
     "torch_dtype": "bfloat16",
 }
 
+# OLMo-2-style (post-norm, q/k RMSNorms over the whole projections), the Llama-style config
+# with OLMo-2-7B's 1:1 heads (32 of 128, no GQA) scaled to 8 of 32.
+OLMO2_TINY = _variant(
+    LLAMA_TINY, "olmo2", "Olmo2ForCausalLM", num_key_value_heads=8, head_dim=None, mlp_bias=None
+)
+
 ARCHITECTURE_CONFIGS: dict[str, dict] = {
     "llama": LLAMA_TINY,
     "mistral": MISTRAL_TINY,
@@ -162,6 +168,7 @@ ARCHITECTURE_CONFIGS: dict[str, dict] = {
     "gemma2": GEMMA2_TINY,
     "phi3": PHI3_TINY,
     "phi": PHI_TINY,
+    "olmo2": OLMO2_TINY,
 }
 """One tiny config per record of planner/architectures.py, by model_type (a new architecture
 adds its own here; tests/test_models.py and tests/test_trace.py check each)."""
