@@ -135,6 +135,8 @@ ARCHITECTURES: dict[str, ArchitectureTraits] = {
         ArchitectureTraits(
             "phi3", max_position_embeddings=4096, attention_bias="none", fused_projections=True
         ),
+        # Llama with scalar multipliers (embedding, residual, attention, logits): no new tensors.
+        ArchitectureTraits("granite", max_position_embeddings=2048, mlp_bias_from_config=True),
         ArchitectureTraits(
             "olmo2",
             max_position_embeddings=2048,

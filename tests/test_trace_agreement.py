@@ -19,7 +19,14 @@ import pytest
 from planner.memory import estimate_memory
 from planner.models import spec_from_config
 from planner.specs import PlanRequest
-from tests.tiny_architectures import GEMMA2_TINY, LLAMA_TINY, OLMO2_TINY, PHI_TINY, QWEN2_TINY
+from tests.tiny_architectures import (
+    GEMMA2_TINY,
+    GRANITE_TINY,
+    LLAMA_TINY,
+    OLMO2_TINY,
+    PHI_TINY,
+    QWEN2_TINY,
+)
 
 ARCHITECTURES = {"llama": LLAMA_TINY, "qwen2": QWEN2_TINY, "gemma2": GEMMA2_TINY}
 METHODS = ["sft", "dpo", "dpo+lora", "kto", "orpo", "reward"]
@@ -216,7 +223,7 @@ def test_gradient_accumulation_keeps_earlier_gradients_live(method, arch):
     within_5_percent(request, arch)
 
 
-ONE_ROW_ARCHITECTURES = {"phi": PHI_TINY, "olmo2": OLMO2_TINY}
+ONE_ROW_ARCHITECTURES = {"phi": PHI_TINY, "olmo2": OLMO2_TINY, "granite": GRANITE_TINY}
 """Architectures checked by a row or two each, outside the matrices (CI's time budget)."""
 ONE_ROW_CHECKS = [
     # Phi: parallel attention + MLP under one LayerNorm, gelu_new's saved intermediates, and in
@@ -226,6 +233,8 @@ ONE_ROW_CHECKS = [
     # OLMo-2: post-norms in fp32 and q/k norms over the whole projections, trained and frozen.
     ("dpo", "olmo2", 1024, False),
     ("dpo+lora", "olmo2", 256, True),
+    # Granite: Llama's layers under scalar multipliers, tied embeddings, logits scaled.
+    ("dpo", "granite", 1024, False),
 ]
 
 

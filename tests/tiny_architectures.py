@@ -158,6 +158,18 @@ OLMO2_TINY = _variant(
     LLAMA_TINY, "olmo2", "Olmo2ForCausalLM", num_key_value_heads=8, head_dim=None, mlp_bias=None
 )
 
+# Granite-style: Granite-3.1-8B's multipliers and tied embeddings on the Llama-style config.
+GRANITE_TINY = _variant(
+    LLAMA_TINY,
+    "granite",
+    "GraniteForCausalLM",
+    embedding_multiplier=12.0,
+    residual_multiplier=0.22,
+    attention_multiplier=0.0078125,
+    logits_scaling=16.0,
+    tie_word_embeddings=True,
+)
+
 ARCHITECTURE_CONFIGS: dict[str, dict] = {
     "llama": LLAMA_TINY,
     "mistral": MISTRAL_TINY,
@@ -169,6 +181,7 @@ ARCHITECTURE_CONFIGS: dict[str, dict] = {
     "phi3": PHI3_TINY,
     "phi": PHI_TINY,
     "olmo2": OLMO2_TINY,
+    "granite": GRANITE_TINY,
 }
 """One tiny config per record of planner/architectures.py, by model_type (a new architecture
 adds its own here; tests/test_models.py and tests/test_trace.py check each)."""
