@@ -133,6 +133,17 @@ ARCHITECTURES: dict[str, ArchitectureTraits] = {
             eager_only=True,
         ),
         ArchitectureTraits(
+            "gemma3_text",
+            max_position_embeddings=131072,
+            num_key_value_heads=4,
+            head_dim=256,
+            tie_word_embeddings=True,
+            hidden_act="gelu_pytorch_tanh",
+            norm="gemma",
+            norms_per_layer=4,
+            qk_norm=True,
+        ),
+        ArchitectureTraits(
             "phi3", max_position_embeddings=4096, attention_bias="none", fused_projections=True
         ),
         # Llama with scalar multipliers (embedding, residual, attention, logits): no new tensors.

@@ -227,11 +227,12 @@ def norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
 
 
 def qk_norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
-    """OLMo-2's q and k RMSNorms over the whole projections, per token: trained, the fp32 input
-    and fp32 normalised value of each, 8·(a·d + k·d), less w·a·d that the attention's count
-    already holds (not under autocast over fp32 weights); frozen (LoRA), the fp32 inputs,
-    4·(a·d + k·d) (traced; 0 for per-head q/k norms, not yet counted)."""
-    if not architecture(spec.model_type).qk_norm_over_projection:
+    """q and k RMSNorms that scale in fp32 (OLMo-2's over the whole projections, Gemma-3's per
+    head), per token: trained, the fp32 input and fp32 normalised value of each, 8·(a·d + k·d),
+    less w·a·d that the attention's count already holds (not under autocast over fp32 weights);
+    frozen (LoRA), the fp32 inputs, 4·(a·d + k·d) (traced; Qwen3's Llama-style q/k norms are
+    not yet counted)."""
+    if not (architecture(spec.model_type).qk_norm and gemma_style(spec)):
         return 0.0
     q, kv = parameters.q_width(spec), parameters.kv_width(spec)
     if request.tuning is not Tuning.full:

@@ -50,6 +50,7 @@ PUBLISHED_COUNTS = {
     "qwen2.5-0.5b": 494_032_768,
     "phi-2": 2_779_683_840,
     "phi-1.5": 1_418_270_720,
+    "gemma-3-1b-it": 999_885_952,
 }
 
 REPRESENTATIVES = {
@@ -551,11 +552,9 @@ def test_multimodal_wrapper_uses_its_supported_text_config():
 
 
 def test_multimodal_wrapper_with_unsupported_text_model_is_rejected():
-    config = {"model_type": "gemma3", "text_config": {"model_type": "gemma3_text"}}
-    with pytest.raises(
-        InputError, match="'gemma3' is a multimodal model whose text model 'gemma3_text'"
-    ):
-        spec_from_config(config, "gemma-3", "config")
+    config = {"model_type": "llava", "text_config": {"model_type": "mpt"}}
+    with pytest.raises(InputError, match="'llava' is a multimodal model whose text model 'mpt'"):
+        spec_from_config(config, "llava-mpt", "config")
 
 
 def test_shorthand_naming_a_missing_profile_is_reported(tmp_path, monkeypatch):

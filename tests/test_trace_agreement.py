@@ -21,6 +21,7 @@ from planner.models import spec_from_config
 from planner.specs import PlanRequest
 from tests.tiny_architectures import (
     GEMMA2_TINY,
+    GEMMA3_TEXT_TINY,
     GRANITE_TINY,
     LLAMA_TINY,
     OLMO2_TINY,
@@ -223,7 +224,12 @@ def test_gradient_accumulation_keeps_earlier_gradients_live(method, arch):
     within_5_percent(request, arch)
 
 
-ONE_ROW_ARCHITECTURES = {"phi": PHI_TINY, "olmo2": OLMO2_TINY, "granite": GRANITE_TINY}
+ONE_ROW_ARCHITECTURES = {
+    "phi": PHI_TINY,
+    "olmo2": OLMO2_TINY,
+    "granite": GRANITE_TINY,
+    "gemma3_text": GEMMA3_TEXT_TINY,
+}
 """Architectures checked by a row or two each, outside the matrices (CI's time budget)."""
 ONE_ROW_CHECKS = [
     # Phi: parallel attention + MLP under one LayerNorm, gelu_new's saved intermediates, and in
@@ -235,6 +241,9 @@ ONE_ROW_CHECKS = [
     ("dpo+lora", "olmo2", 256, True),
     # Granite: Llama's layers under scalar multipliers, tied embeddings, logits scaled.
     ("dpo", "granite", 1024, False),
+    # Gemma-3: Gemma-2's fp32 norms plus per-head q/k norms, sdpa, sliding windows.
+    ("sft", "gemma3_text", 1024, True),
+    ("dpo+lora", "gemma3_text", 256, False),
 ]
 
 

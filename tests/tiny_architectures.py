@@ -170,6 +170,16 @@ GRANITE_TINY = _variant(
     tie_word_embeddings=True,
 )
 
+# Gemma-3-style: Gemma-2's layout with per-head q/k RMSNorms and no softcapping, sliding
+# windows on five layers in six (traced with sdpa).
+GEMMA3_TEXT_TINY = _variant(
+    GEMMA2_TINY,
+    "gemma3_text",
+    "Gemma3ForCausalLM",
+    attn_logit_softcapping=None,
+    final_logit_softcapping=None,
+)
+
 ARCHITECTURE_CONFIGS: dict[str, dict] = {
     "llama": LLAMA_TINY,
     "mistral": MISTRAL_TINY,
@@ -182,6 +192,7 @@ ARCHITECTURE_CONFIGS: dict[str, dict] = {
     "phi": PHI_TINY,
     "olmo2": OLMO2_TINY,
     "granite": GRANITE_TINY,
+    "gemma3_text": GEMMA3_TEXT_TINY,
 }
 """One tiny config per record of planner/architectures.py, by model_type (a new architecture
 adds its own here; tests/test_models.py and tests/test_trace.py check each)."""
