@@ -213,6 +213,8 @@ def cast_kto_labels(dataset):
     column and builds a bool tensor from it: strings fail there)."""
     if "label" not in (dataset.column_names or []):
         return dataset
+    if getattr(dataset.features["label"], "dtype", None) == "bool":
+        return dataset  # already what the trainer takes: no pass over every row
     return dataset.map(lambda row: {"label": kto_label(row["label"])})
 
 
