@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("validate", "run a short real step and compare it with the plan"),
     "launch": ("launch", "write a run folder and launch the training"),
     "check-data": ("check_data", "check a dataset against a method's format"),
+    "preflight": ("preflight", "check every node of a cluster before a long run"),
     "calibrate": ("calibrate", "show, import or reset the measured runs plans learn from"),
 }
 
@@ -85,6 +86,19 @@ pairs, duplicates, token lengths and truncation, chat template.
 
 examples:
   advisor check-data --dataset pairs.jsonl --method dpo --model ./my-sft-model""",
+    "preflight": """\
+Run on every node before a long job, with the same launcher: starts the run's ranks, checks
+that every rank has the same Python / torch / CUDA / NCCL / TRL / accelerate / DeepSpeed versions,
+that the rendezvous answers, each GPU's free memory against the plan's peak, the host memory the
+plan's offload needs, peer-to-peer access between GPUs (without it, NCCL_P2P_DISABLE=1 is written
+into RUN_DIR/preflight.env, which command.sh sources), and times an all-reduce against the
+interconnect the plan assumes. The node comes from MACHINE_RANK (or SLURM_NODEID), the
+rendezvous from MASTER_ADDR / MASTER_PORT. Exit status 0: ok, 1: problems found.
+
+examples:
+  advisor preflight runs/dpo-20261129-101500                 # one node
+  srun advisor preflight runs/dpo-20261129-101500            # every node of a SLURM job
+  MACHINE_RANK=1 MASTER_ADDR=10.0.0.1 advisor preflight RUN_DIR --json""",
     "calibrate": """\
 Every GPU run of `advisor validate` or `advisor launch` records its measured peak memory in a
 calibration store; plans for the same GPU and software stack correct their runtime overhead by
