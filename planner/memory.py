@@ -691,6 +691,13 @@ def generation_gathered_bytes(spec: ModelSpec, request: PlanRequest, lp: Loop) -
     return params * compute_bytes(request)
 
 
+def vllm_engine_bytes(request: PlanRequest, capacity: float) -> float:
+    """What a colocated vLLM engine takes on each training GPU, for the whole run (TRL leaves
+    sleep mode off): share × the GPU's memory (vLLM's `gpu_memory_utilization` is a fraction of
+    the device's total memory); its weights and KV cache live inside it (`planner.vllm_engine`)."""
+    return request.colocated_vllm_share * capacity
+
+
 def kv_cache_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> int:
     """KV cache per token of context: 2 (k, v) × layers × kv_heads × head_dim × w (Pope et al.
     2022, "Efficiently Scaling Transformer Inference" §2)."""
@@ -772,11 +779,21 @@ def late_backward_bytes(
     return max(candidates, key=sum)
 
 
-def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
+def estimate_memory(
+    spec: ModelSpec, request: PlanRequest, capacity: float | None = None
+) -> MemoryBreakdown:
     """Peak memory per GPU of one steady-state training step (optimizer states already
-    allocated, as from the second step on)."""
+    allocated, as from the second step on). `capacity`: the GPU's bytes, which a colocated vLLM
+    engine takes its share of (default: the request's GPU profile)."""
     check_offload(request)
     lp = loop(request)
+    engine = 0.0
+    if request.colocated_vllm_share:
+        if capacity is None:
+            from planner.gpus import resolve_gpu
+
+            capacity = resolve_gpu(request.gpu).memory_bytes
+        engine = vllm_engine_bytes(request, capacity)
     states = model_states(spec, request)
     act = activations(spec, request, lp)
     notes = list(lp.notes) + states.notes
@@ -785,7 +802,9 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
     reward = reward_model_bytes(spec, request) if lp.reward_model else 0.0
     value_states = value_model_states(spec, request) if lp.value_model else ModelStates()
     value = value_states.weights + value_states.gradients + value_states.optimizer
-    kv = kv_cache_bytes(spec, request, generation_batch(request, lp)) if lp.generates else 0.0
+    # Only transformers' generate holds a KV cache in training memory; vLLM's lives in its share.
+    in_process = lp.generates_in_process
+    kv = kv_cache_bytes(spec, request, generation_batch(request, lp)) if in_process else 0.0
     # The value model (same architecture, no vocabulary logits) trains beside the policy.
     value_act = act.saved if lp.value_model else 0.0
 
@@ -797,6 +816,7 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         "reference_model": reference,
         "reward_model": reward,
         "value_model": value,
+        "vllm_engine": engine,  # taken at start-up and held all run (no sleep mode)
     }
     base = sum(resident.values())
     accumulating = request.grad_accum > 1  # gradients from earlier micro-batches stay live
@@ -811,9 +831,17 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
 
     # Each decoding step holds the fp32 next-token logits and their softmax per sequence.
     gen_logits = (
-        generation_batch(request, lp) * spec.vocab_size * FP32_BYTES * 2 if lp.generates else 0.0
+        generation_batch(request, lp) * spec.vocab_size * FP32_BYTES * 2 if in_process else 0.0
     )
-    if lp.generates:
+    if lp.generates and not in_process:
+        # vLLM: the new weights are pushed into the engine after each step; under ZeRO-3 TRL
+        # gathers them one parameter at a time, but a PEFT model whole, to merge the adapters
+        # (trl/generation/vllm_generation.py `_iter_named_params`).
+        whole = request.tuning is not Tuning.full
+        gathered = generation_gathered_bytes(spec, request, lp) if whole else 0.0
+        phases["weight sync to vLLM"] = base + max(gathered, states.gathered)
+        members["weight sync to vLLM"] = list(resident_names)
+    elif lp.generates:
         gathered = generation_gathered_bytes(spec, request, lp) or states.gathered
         if gathered > states.gathered:
             notes.append(
@@ -857,7 +885,8 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
 
     peak_phase = max(phases, key=lambda name: phases[name])
     tensor_peak = phases[peak_phase]
-    overhead = runtime_overhead_bytes(request, tensor_peak)
+    # vLLM's share is one reservation of its own: no allocator fragmentation over it.
+    overhead = runtime_overhead_bytes(request, tensor_peak - engine)
     components = {
         "weights": states.weights + states.gathered,
         "trainable_weights": states.trainable_weights,
@@ -869,6 +898,7 @@ def estimate_memory(spec: ModelSpec, request: PlanRequest) -> MemoryBreakdown:
         "reward_model": reward,
         "value_model": value,
         "generation_kv_cache": kv,
+        "vllm_engine": engine,
         "runtime_overhead": overhead,
     }
     return MemoryBreakdown(

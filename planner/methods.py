@@ -27,6 +27,8 @@ class Loop:
     reward_model: bool = False
     value_model: bool = False
     generates: bool = False
+    generates_in_process: bool = False
+    """Rollouts run through transformers' generate in the training process (not vLLM)."""
     sequence_classifier: bool = False
     """The trained model scores sequences (reward training): no vocabulary logits."""
     beta: float | None = None
@@ -50,6 +52,7 @@ def loop(request: PlanRequest) -> Loop:
         reward_model=r.reward_model,
         value_model=r.value_model,
         generates=r.generates,
+        generates_in_process=r.generates_in_process(request),
         sequence_classifier=r.sequence_classifier,
         beta=r.kl_value(request),
         logit_copies_16bit=_logit_copies(r.logit_copies_16bit, request, r.reference_kind(request)),

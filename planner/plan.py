@@ -16,6 +16,7 @@ from planner.precision import learning_rate_warning, precision_plan, runnable_pr
 from planner.recipes import recipe
 from planner.specs import (
     COMPONENTS,
+    GenerationPlan,
     GpuSpec,
     GpuSummary,
     MemoryEstimate,
@@ -29,6 +30,7 @@ from planner.specs import (
     Tuning,
 )
 from planner.time_model import StepTime, estimate_time, mfu, samples_per_step
+from planner.vllm_engine import generation_plan
 
 
 def _gib(value: float) -> float:
@@ -140,6 +142,23 @@ def suggestions(
     return out
 
 
+def vllm_warnings(
+    breakdown: MemoryBreakdown, capacity: float, generation: GenerationPlan | None
+) -> list[str]:
+    """What a vLLM engine that cannot work, or a colocated one that crowds out the training,
+    means for the run."""
+    if generation is None:
+        return []
+    out = [] if generation.fits else [generation.summary.removeprefix("Generation: ")]
+    engine = breakdown.components["vllm_engine"]
+    if engine and breakdown.peak > capacity >= breakdown.peak - engine:
+        out.append(
+            f"training alone would fit, but not in the {_gib(capacity - engine)} GiB the vLLM "
+            "engine leaves: lower --vllm-memory, or use --generation vllm-server"
+        )
+    return out
+
+
 def estimate(request: PlanRequest) -> Plan:
     """Memory per GPU, time per step and for the run, verdict and suggestions."""
     spec = resolve_model(request.model)
@@ -164,8 +183,11 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
     warnings = check_request(spec, gpu, request)
     request = normalised(request, gpu)
     # Measured runs correct the runtime overhead only, never the tensor-level estimate.
-    breakdown, calibration = calibrated(estimate_memory(spec, request), gpu.name, request)
-    step = estimate_time(spec, request, gpu)
+    breakdown, calibration = calibrated(
+        estimate_memory(spec, request, gpu.memory_bytes), gpu.name, request
+    )
+    generation = generation_plan(spec, gpu, request)
+    step = estimate_time(spec, request, gpu, generation)
     _check_in_range(breakdown, step)
     samples, data_notes = total_samples(request)
     total_steps = total_hours = None
@@ -175,7 +197,8 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
         total_hours = float(f"{total_steps * step.seconds / 3600:.4g}")
     capacity = gpu.memory_bytes
     held = precision_plan(request)
-    fits = breakdown.peak <= capacity
+    fits = breakdown.peak <= capacity and (generation is None or generation.fits)
+    warnings += vllm_warnings(breakdown, capacity, generation)
     memory = MemoryEstimate(
         per_gpu_peak_gib=_gib(breakdown.peak),
         tensor_peak_gib=_gib(breakdown.tensor_peak),
@@ -211,14 +234,16 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
         gpu=GpuSummary(
             name=gpu.name,
             memory_gib=gpu.memory_gib,
-            count=request.world_size,
+            count=request.world_size + request.vllm_server_gpu_count,
             per_node=request.num_gpus,
             nodes=request.nodes,
+            vllm_server=request.vllm_server_gpu_count,
         ),
         request=request,
         precision=held,
         memory=memory,
         time=time,
+        generation=generation,
         fits=fits,
         suggestions=suggestions(spec, request, breakdown, capacity),
         warnings=warnings,

@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from planner.trl_defaults import NUM_GENERATIONS
+from planner.trl_defaults import NUM_GENERATIONS, VLLM_GPU_MEMORY_UTILIZATION, VLLM_METHODS
 
 
 class Method(StrEnum):
@@ -98,6 +98,16 @@ class Attention(StrEnum):
     sdpa = "sdpa"
     flash = "flash"
     eager = "eager"
+
+
+class Generation(StrEnum):
+    """How GRPO / RLOO generate completions (TRL's `use_vllm` / `vllm_mode`): transformers'
+    `generate` in the training process (hf), a vLLM engine inside each training process that
+    takes a share of its GPU (vllm-colocate), or a vLLM server on GPUs of its own (vllm-server)."""
+
+    hf = "hf"
+    vllm_colocate = "vllm-colocate"
+    vllm_server = "vllm-server"
 
 
 class ModelSpec(BaseModel):
@@ -220,6 +230,27 @@ class PlanRequest(BaseModel):
         ge=2,
         description="GRPO/RLOO completions per prompt; None = the method's TRL default",
     )
+    generation: Generation = Field(
+        Generation.hf,
+        description="GRPO/RLOO: transformers' generate (hf), or vLLM colocated with training "
+        "or as a server on GPUs of its own",
+    )
+    vllm_memory: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="vllm-colocate: the share of each GPU the vLLM engine takes "
+        "(vllm_gpu_memory_utilization); None = TRL's default",
+    )
+    vllm_server_gpus: int | None = _bounded(
+        None,
+        MAX_GPUS_PER_NODE,
+        "GPUs",
+        gt=0,
+        description="vllm-server: GPUs the server takes beside the training GPUs (its "
+        "tensor-parallel size); None = 1",
+    )
     precompute_ref_log_probs: bool = False
     beta: float | None = _bounded(
         None, MAX_BETA, "", ge=0, allow_inf_nan=False, description="KL weight; None = TRL's default"
@@ -238,6 +269,30 @@ class PlanRequest(BaseModel):
     @classmethod
     def _precision_alias(cls, value: Any) -> Any:
         return parse_precision(value)
+
+    @field_validator("generation")
+    @classmethod
+    def _generation_method(cls, value: Generation, info: ValidationInfo) -> Generation:
+        method = info.data.get("method")
+        if value is not Generation.hf and method is not None and method.value not in VLLM_METHODS:
+            raise ValueError(
+                f"{value.value} is for grpo and rloo (TRL's vLLM modes), not {method.value}"
+            )
+        return value
+
+    @field_validator("vllm_memory")
+    @classmethod
+    def _colocate_only(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("generation") is not Generation.vllm_colocate:
+            raise ValueError("the vLLM engine's share is for generation vllm-colocate")
+        return value
+
+    @field_validator("vllm_server_gpus")
+    @classmethod
+    def _server_only(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("generation") is not Generation.vllm_server:
+            raise ValueError("the server's GPU count is for generation vllm-server")
+        return value
 
     @field_validator("completion_len")
     @classmethod
@@ -258,6 +313,22 @@ class PlanRequest(BaseModel):
     @property
     def world_size(self) -> int:
         return self.num_gpus * self.nodes
+
+    @property
+    def colocated_vllm_share(self) -> float:
+        """The share of each training GPU a colocated vLLM engine takes: `vllm_memory`, else
+        TRL's `vllm_gpu_memory_utilization` default; 0 unless generation is vllm-colocate."""
+        if self.generation is not Generation.vllm_colocate:
+            return 0.0
+        return self.vllm_memory or VLLM_GPU_MEMORY_UTILIZATION
+
+    @property
+    def vllm_server_gpu_count(self) -> int:
+        """GPUs a vLLM server takes beside the training GPUs (its tensor-parallel size):
+        `vllm_server_gpus`, else 1; 0 unless generation is vllm-server."""
+        if self.generation is not Generation.vllm_server:
+            return 0
+        return self.vllm_server_gpus or 1
 
     def rows_per_step(self, processes: int | None = None) -> int:
         """Rows per optimizer step (completions for GRPO / RLOO): micro-batch × gradient
@@ -308,6 +379,7 @@ COMPONENTS = (
     "reward_model",
     "value_model",
     "generation_kv_cache",
+    "vllm_engine",
     "runtime_overhead",
 )
 """Memory components, in the order the output lists them (the `plan --json` contract)."""
@@ -324,9 +396,30 @@ class ModelSummary(BaseModel):
 class GpuSummary(BaseModel):
     name: str
     memory_gib: float
-    count: int = Field(description="GPUs in the job (per node x nodes)")
+    count: int = Field(description="GPUs in the job (per node x nodes, and a vLLM server's)")
     per_node: int = 1
     nodes: int = 1
+    vllm_server: int = Field(
+        default=0, description="GPUs a vLLM server takes beside the training GPUs (in count)"
+    )
+
+
+class GenerationPlan(BaseModel):
+    """Where GRPO / RLOO generate with vLLM, and whether the engine holds its weights and the
+    KV cache of a whole sequence; per GPU of the engine (colocated: every training GPU)."""
+
+    mode: Generation
+    gpus: int = Field(description="the engine's GPUs: 1 colocated, the server's otherwise")
+    tensor_parallel: int = Field(description="GPUs the model is split over (vLLM's TP size)")
+    engine_gib: float = Field(description="what vLLM takes of each of its GPUs")
+    weights_gib: float = Field(description="the model's weights inside it, per GPU")
+    kv_cache_gib: float = Field(description="the rest of its share: KV cache, per GPU")
+    kv_tokens: int = Field(description="tokens the KV cache holds")
+    sequence_tokens: int = Field(description="prompt + completion (vllm_max_model_length)")
+    generation_batch: int = Field(description="sequences the engine is asked for per step")
+    sequences_at_once: int = Field(description="sequences its KV cache holds at once")
+    fits: bool
+    summary: str = Field(description="the line the plan prints")
 
 
 class Calibration(BaseModel):
@@ -362,6 +455,12 @@ class MemoryEstimate(BaseModel):
     calibration: Calibration | None = Field(
         default=None, description="the measured runs that corrected the runtime overhead, or null"
     )
+
+    @field_validator("components_gib")
+    @classmethod
+    def _every_component(cls, value: dict[str, float]) -> dict[str, float]:
+        """Plans saved before a component existed read it as 0 (vllm_engine came later)."""
+        return {name: 0.0 for name in COMPONENTS} | value
 
 
 class TimeEstimate(BaseModel):
@@ -405,6 +504,9 @@ class Plan(BaseModel):
     )
     memory: MemoryEstimate
     time: TimeEstimate
+    generation: GenerationPlan | None = Field(
+        default=None, description="GRPO/RLOO with vLLM: the engine's memory; null otherwise"
+    )
     fits: bool
     suggestions: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)

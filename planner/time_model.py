@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner import parameters
+from planner import parameters, vllm_engine
 from planner.constants import FP32_BYTES, HALF_BYTES, throughput
 from planner.memory import (
     base_weight_bytes,
@@ -24,7 +24,17 @@ from planner.memory import (
 )
 from planner.methods import Loop, loop, sequence_tokens
 from planner.recipes import recipe
-from planner.specs import GpuSpec, ModelSpec, Offload, PlanRequest, Precision, Sharding, Tuning
+from planner.specs import (
+    Generation,
+    GenerationPlan,
+    GpuSpec,
+    ModelSpec,
+    Offload,
+    PlanRequest,
+    Precision,
+    Sharding,
+    Tuning,
+)
 
 
 def matmul_params(spec: ModelSpec) -> int:
@@ -97,6 +107,31 @@ def _decode_seconds(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec, lp: Loo
     return decode + prefill
 
 
+def _vllm_seconds(
+    spec: ModelSpec, request: PlanRequest, gpu: GpuSpec, plan: GenerationPlan
+) -> tuple[float, float]:
+    """(generation, weight sync) with vLLM: the same bandwidth-bound decoding as `generate`
+    (`_decode_seconds`, at the same efficiency: vLLM's own speed-up is not assumed), over the
+    engine's GPUs (a server's tensor-parallel GPUs add their bandwidth and FLOPs), in as many
+    waves as its KV cache needs (`vllm_engine.waves`); then the new weights pushed into the
+    engine after the step, 16-bit: over the interconnect to a server (TRL's NCCL broadcast,
+    VLLMClient.update_named_param), one HBM read and write in process when colocated."""
+    prompt, completion = request.prompt_and_completion()
+    weights = vllm_engine.weight_bytes(spec, request)
+    at_once = min(plan.generation_batch, max(1, plan.sequences_at_once))
+    mean_context = prompt + completion / 2
+    bytes_per_token = weights + at_once * mean_context * vllm_engine.kv_bytes_per_token(spec)
+    bandwidth = plan.gpus * gpu.hbm_gbps * 1e9 * throughput("decode_bandwidth_efficiency")
+    decode = vllm_engine.waves(plan) * completion * bytes_per_token / bandwidth
+    prefill_flops = plan.generation_batch * prompt * forward_flops_per_token(spec, prompt)
+    peak = plan.gpus * dense_tflops(gpu, request) * 1e12 * throughput("prefill_mfu")
+    if request.generation is Generation.vllm_server:
+        sync = weights / (gpu.interconnect_gbps * 1e9)
+    else:
+        sync = 2 * weights / (gpu.hbm_gbps * 1e9)
+    return decode + prefill_flops / peak, sync
+
+
 def gathered_weight_bytes(spec: ModelSpec, request: PlanRequest) -> int:
     """The policy's weights in the compute dtype, as ZeRO-3 / FSDP all-gather them and CPU
     offload of the parameters moves them over PCIe."""
@@ -143,8 +178,11 @@ def _offload_seconds(spec: ModelSpec, request: PlanRequest) -> float:
     return cpu_step + transfer
 
 
-def estimate_time(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> StepTime:
-    """Seconds per optimizer step on each GPU, by phase."""
+def estimate_time(
+    spec: ModelSpec, request: PlanRequest, gpu: GpuSpec, generation: GenerationPlan | None = None
+) -> StepTime:
+    """Seconds per optimizer step on each GPU, by phase (`generation`: the vLLM engine's plan,
+    made here when not given)."""
     lp = loop(request)
     seq, _ = sequence_tokens(request, lp)
     rows = request.rows_per_step(processes=1)
@@ -168,8 +206,15 @@ def estimate_time(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> StepTi
         extra_flops += 3 * rows * seq * forward_flops_per_token(spec, seq)
     if extra_flops:
         phases["reference / scoring forwards"] = extra_flops / (peak * throughput("train_mfu"))
-    if lp.generates:
+    if lp.generates_in_process:
         phases["rollout generation"] = _decode_seconds(spec, request, gpu, lp)
+    elif lp.generates:
+        # TRL 1.12 waits for the completions before training on them, in both vLLM modes.
+        plan = generation or vllm_engine.generation_plan(spec, gpu, request)
+        if plan is not None:
+            rollout, sync = _vllm_seconds(spec, request, gpu, plan)
+            phases["rollout generation (vLLM)"] = rollout
+            phases["weight sync to vLLM"] = sync
     comm = _comm_seconds(spec, request, gpu)
     if comm:
         phases["communication (not overlapped)"] = comm * (1 - throughput("comm_overlap"))

@@ -276,7 +276,7 @@ def check_runnable_here(spec: RunSpec) -> None:
     import importlib.util
 
     from runners.monitor import shadowed_libraries
-    from runners.settings import tracker_problem
+    from runners.settings import tracker_problem, vllm_problem
 
     shadowed = shadowed_libraries(Path.cwd())
     if shadowed:
@@ -291,6 +291,9 @@ def check_runnable_here(spec: RunSpec) -> None:
             "DeepSpeed sharding needs the deepspeed package: pip install deepspeed "
             "(or --sharding fsdp / ddp)"
         )
+    problem = vllm_problem(spec)
+    if problem:
+        raise InputError(problem)
     trackers = spec.trl_config.get("report_to") or []
     for tracker in [trackers] if isinstance(trackers, str) else trackers:
         problem = tracker_problem(tracker)

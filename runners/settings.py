@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ from planner.precision import (
 )
 from planner.recipes import LORA_ALPHA_PER_RANK, LORA_DROPOUT, RECIPES, StartingValue, recipe
 from planner.specs import (
+    Generation,
     Method,
     Offload,
     Plan,
@@ -37,6 +39,11 @@ from planner.specs import (
     PrecisionPlan,
     Sharding,
     Tuning,
+)
+from planner.trl_defaults import (
+    VLLM_SERVE_GPU_MEMORY_UTILIZATION,
+    VLLM_SERVER_HOST,
+    VLLM_SERVER_PORT,
 )
 
 __all__ = ["StartingValue"]
@@ -225,10 +232,83 @@ def trl_fields(
         fields["deepspeed"] = ds
     method_fields, values = method.trl_fields(request, max_steps)
     fields.update(method_fields)
+    fields.update(vllm_fields(request))
     if request.method is Method.ppo:
         fields.pop("max_steps", None)
         fields.pop("save_total_limit", None)
     return fields, [lr, *values]
+
+
+def vllm_fields(request: PlanRequest) -> dict[str, Any]:
+    """TRL's vLLM fields for GRPO / RLOO (GRPOConfig / RLOOConfig, TRL 1.12): `use_vllm`, and
+    with vLLM its mode; colocated, the engine's share of the GPU, tensor-parallel size 1 and
+    the context its KV cache is sized for (prompt + completion, as planned); a server, where the
+    trainer reaches it (TRL's defaults, where `vllm_server.sh` serves). {} for other methods."""
+    if not recipe(request.method).supports_vllm:
+        return {}
+    if request.generation is Generation.hf:
+        return {"use_vllm": False}
+    if request.generation is Generation.vllm_colocate:
+        return {
+            "use_vllm": True,
+            "vllm_mode": "colocate",
+            "vllm_gpu_memory_utilization": request.colocated_vllm_share,
+            "vllm_tensor_parallel_size": 1,
+            "vllm_max_model_length": sum(request.prompt_and_completion()),
+        }
+    return {
+        "use_vllm": True,
+        "vllm_mode": "server",
+        "vllm_server_host": VLLM_SERVER_HOST,
+        "vllm_server_port": VLLM_SERVER_PORT,
+    }
+
+
+def vllm_server_script(spec: RunSpec) -> str | None:
+    """`vllm_server.sh` for a run that generates on a vLLM server: `trl vllm-serve` with the
+    run's model over the server's GPUs (tensor parallel), sized for prompt + completion, on the
+    GPUs after the training GPUs of its node (the training ranks use the first ones; VLLM_GPUS
+    overrides); None for every other run."""
+    request = spec.request
+    if request is None or request.generation is not Generation.vllm_server:
+        return None
+    gpus = request.vllm_server_gpu_count
+    devices = ",".join(str(request.num_gpus + i) for i in range(gpus))
+    model = shlex.quote(shell_safe(spec.model, "model path"))
+    command = (
+        f"trl vllm-serve --model {model} --tensor-parallel-size {gpus} "
+        f"--host {VLLM_SERVER_HOST} --port {VLLM_SERVER_PORT} "
+        f"--gpu-memory-utilization {VLLM_SERVE_GPU_MEMORY_UTILIZATION:g} "
+        f"--max-model-len {sum(request.prompt_and_completion())}"
+    )
+    return (
+        "#!/usr/bin/env bash\n"
+        "# The vLLM server this run generates with (vllm_mode: server). Start it first, on this\n"
+        "# node or another, and launch the training once it answers; the trainer connects to\n"
+        f"# vllm_server_host:vllm_server_port ({VLLM_SERVER_HOST}:{VLLM_SERVER_PORT}; edit the host\n"
+        "# in the TRL config when the server runs on another machine).\n"
+        f"# GPUs {devices} by default: after the {request.num_gpus} training GPUs. "
+        "VLLM_GPUS=... picks others.\n"
+        "set -euo pipefail\n"
+        f'export CUDA_VISIBLE_DEVICES="${{VLLM_GPUS:-{devices}}}"\n'
+        f"exec {command}\n"
+    )
+
+
+def vllm_problem(spec: RunSpec) -> str | None:
+    """Why a run that generates with vLLM cannot start here (vLLM not installed, or no CUDA
+    device), or None. Looks vLLM up without importing it."""
+    request = spec.request
+    if request is None or request.generation is Generation.hf:
+        return None
+    if spec.device == "cpu":
+        return f"--generation {request.generation.value} needs CUDA GPUs: vLLM does not run on CPU"
+    if importlib.util.find_spec("vllm") is None:
+        return (
+            f"--generation {request.generation.value} needs vLLM: pip install "
+            "'alignment-advisor[vllm]' (or --generation hf)"
+        )
+    return None
 
 
 def peft_fields(request: PlanRequest) -> dict[str, Any] | None:

@@ -20,6 +20,7 @@ from runners.settings import (
     build_run_spec,
     precision_fields,
     trl_cli_config,
+    vllm_server_script,
 )
 from runners.tiny import ensure_model, write_demo_dataset
 
@@ -262,9 +263,10 @@ def test_generating_settings_imports_no_heavy_library():
 
 def test_trl_own_parser_accepts_the_written_yaml(tiny_model, tmp_path):
     """The YAML parses with TRL's own `trl <method>` parser (TrlParser, the method's config)."""
-    paths = {}
+    paths, paths_data = {}, {}
     for method in TRL_CLI_METHODS:
         dataset = write_demo_dataset(method, tmp_path / "data")
+        paths_data[method.value] = str(dataset)
         request = PlanRequest(
             model=str(tiny_model), method=method, batch_size=2, num_generations=2, seq_len=64
         )
@@ -279,6 +281,22 @@ def test_trl_own_parser_accepts_the_written_yaml(tiny_model, tmp_path):
         path = tmp_path / f"trl_{method.value}.yaml"
         path.write_text(yaml.safe_dump(trl_cli_config(spec)))
         paths[method.value] = str(path)
+    # GRPO / RLOO with vLLM: TRL's GRPOConfig / RLOOConfig take the vLLM fields as written, and
+    # `trl vllm-serve`'s parser the server script's arguments (tests/test_vllm_modes.py).
+    vllm = {}
+    for method, mode in (("grpo", "vllm-colocate"), ("rloo", "vllm-server")):
+        request = PlanRequest(
+            model=str(tiny_model), method=method, batch_size=2, num_generations=2, seq_len=64,
+            generation=mode,
+        )  # fmt: skip
+        spec = build_run_spec(
+            request, model_path=str(tiny_model), dataset=paths_data[method],
+            output_dir=str(tmp_path / mode), device="cpu", max_steps=2,
+        )  # fmt: skip
+        path = tmp_path / f"trl_{method}_{mode}.yaml"
+        path.write_text(yaml.safe_dump(trl_cli_config(spec)))
+        fields = {k: v for k, v in spec.trl_config.items() if k.startswith(("use_vllm", "vllm_"))}
+        vllm[mode] = (method, str(path), fields, vllm_server_script(spec))
     # One child process: TRL's config classes take ~10 s to import (FACTS "TRL").
     script = f"""
 import importlib, json
@@ -293,13 +311,25 @@ for name, path in paths.items():
     assert model_args.use_peft and model_args.lora_r == 16, name
     assert data_args.datasets[0].path == "json", name
     print("parsed", name)
+import shlex
+from trl.scripts.vllm_serve import ScriptArguments
+for mode, (name, path, fields, script) in json.loads({json.dumps(json.dumps(vllm))}).items():
+    parser = importlib.import_module("trl.scripts." + name).make_parser()
+    training_args = parser.parse_args_and_config(["--config", path])[1]
+    assert {{k: getattr(training_args, k) for k in fields}} == fields, mode
+    if script:
+        line = next(x for x in script.splitlines() if x.startswith("exec "))
+        serve = importlib.import_module("trl.scripts.vllm_serve").make_parser()
+        (args,) = serve.parse_args_and_config(shlex.split(line)[3:])
+        assert isinstance(args, ScriptArguments) and args.tensor_parallel_size == 1, mode
+    print("parsed", mode)
 """
     env = {"TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("parsed") == len(TRL_CLI_METHODS)
+    assert result.stdout.count("parsed") == len(TRL_CLI_METHODS) + len(vllm)
 
 
 def test_qlora_on_cpu_is_a_clear_error(monkeypatch):

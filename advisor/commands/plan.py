@@ -10,6 +10,7 @@ from planner.errors import InputError
 from planner.specs import (
     PRECISION_ALIASES,
     Attention,
+    Generation,
     LoraTargets,
     Method,
     Offload,
@@ -50,7 +51,7 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
     """The planning flags, shared by `plan`, `validate` and `launch`. Defaults are read from
     PlanRequest (the help shows them); a flag whose default depends on others says so."""
     from planner.gpu_counts import GPUS_PER_NODE, MAX_SEARCH_NODES
-    from planner.trl_defaults import NUM_GENERATIONS
+    from planner.trl_defaults import NUM_GENERATIONS, VLLM_GPU_MEMORY_UTILIZATION
 
     d = PlanRequest()
     parser.add_argument(
@@ -168,6 +169,27 @@ def add_plan_flags(parser: argparse.ArgumentParser) -> None:
         "--num-generations",
         type=int,
         help=f"GRPO / RLOO completions per prompt (default: TRL's, {generations})",
+    )
+    parser.add_argument(
+        "--generation",
+        default=d.generation.value,
+        choices=_values(Generation),
+        help="GRPO / RLOO: generate with transformers (hf), a vLLM engine inside each training "
+        "process (vllm-colocate), or a vLLM server on GPUs of its own (vllm-server)",
+    )
+    parser.add_argument(
+        "--vllm-memory",
+        type=float,
+        metavar="FRACTION",
+        help=f"vllm-colocate: the share of each GPU the vLLM engine takes (default: TRL's, "
+        f"{VLLM_GPU_MEMORY_UTILIZATION:g})",
+    )
+    parser.add_argument(
+        "--vllm-server-gpus",
+        type=int,
+        metavar="N",
+        help="vllm-server: GPUs the server takes beside --num-gpus, the model split over them "
+        "(default: 1)",
     )
     parser.add_argument(
         "--precompute-ref-log-probs", action="store_true", help="DPO/KTO: no reference at step time"

@@ -21,6 +21,7 @@ SHORT = {
     "reward_model": "reward model",
     "value_model": "value model",
     "generation_kv_cache": "rollout KV",
+    "vllm_engine": "vLLM engine",
     "runtime_overhead": "CUDA/runtime",
 }
 """Component names short enough for an 80-column terminal."""

@@ -22,6 +22,7 @@ LABELS = {
     "reward_model": "reward model",
     "value_model": "value model (trained)",
     "generation_kv_cache": "rollout KV cache",
+    "vllm_engine": "vLLM engine (colocated)",
     "runtime_overhead": "CUDA context, workspaces, fragmentation",
 }
 
@@ -45,9 +46,12 @@ def headline(plan: Plan) -> str:
     m = plan.model
     rep = f" (for {m.representative_of})" if m.representative_of else ""
     r = plan.request
-    layout = f"{plan.gpu.count}× {plan.gpu.name}"
-    if plan.gpu.count > 1:
+    training = plan.gpu.count - plan.gpu.vllm_server
+    layout = f"{training}× {plan.gpu.name}"
+    if training > 1:
         layout += f", {r.sharding.value}"
+    if plan.gpu.vllm_server:
+        layout += f" + {plan.gpu.vllm_server} for the vLLM server"
     return (
         f"{m.name}{rep} · {param_count(m.params)} params · {plan.method.value.upper()} · "
         f"{plan.tuning.value} · {layout}"
@@ -117,6 +121,8 @@ def plan_renderable(plan: Plan) -> Group:
         verdict.append(f"\nCPU memory for offloaded states: {mem.cpu_offload_gib:.1f} GiB")
     if mem.calibration is not None:
         verdict.append(f"\n{calibration_line(mem.calibration)}", style="dim")
+    if plan.generation is not None:
+        verdict.append(f"\n{plan.generation.summary}", style="" if plan.generation.fits else "red")
 
     t = plan.time
     timing = Text()
