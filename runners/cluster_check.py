@@ -37,6 +37,7 @@ from planner.errors import InputError
 LIBRARIES = ("transformers", "trl", "accelerate", "peft", "deepspeed", "datasets", "tokenizers")
 """Libraries whose versions must agree on every rank (read from package metadata)."""
 DISTRIBUTION = "alignment-advisor"
+"""This tool's own name on PyPI: its version and git commit must agree on every rank too."""
 ENV_FILE = "preflight.env"
 """The file in the run folder that command.sh and slurm.sbatch source when it is there."""
 DEFAULT_TIMEOUT = 180.0
@@ -624,9 +625,14 @@ def library_versions() -> dict[str, str]:
     except torch, which this process has imported anyway)."""
     import torch
 
+    from runners.run_folder import advisor_version
+
     versions = {"python": sys.version.split()[0], "torch": torch.__version__}
-    with contextlib.suppress(metadata.PackageNotFoundError):
-        versions[DISTRIBUTION] = metadata.version(DISTRIBUTION)
+    advisor = advisor_version()  # nodes on different checkouts of this tool differ here
+    if advisor.version or advisor.commit:
+        commit = f" {advisor.commit[:12]}" if advisor.commit else ""
+        edited = " with edits" if advisor.uncommitted_changes else ""
+        versions[DISTRIBUTION] = f"{advisor.version or '?'}{commit}{edited}"
     if torch.version.cuda:
         versions["cuda"] = torch.version.cuda
     if torch.cuda.is_available():
