@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -206,3 +207,25 @@ def test_a_vllm_launch_is_refused_without_vllm_or_a_gpu(monkeypatch):
 
 def _flags(settings: dict) -> list[str]:
     return [part for k, v in settings.items() for part in ("--" + k.replace("_", "-"), str(v))]
+
+
+def test_launch_flags_carry_the_mode_into_the_run_folder(tiny_model, tmp_path, capsys):
+    """`advisor launch --generation ... --dry-run`: the manifest's plan and the written TRL
+    config come from one request (and hold everything else the agreement test checks)."""
+    from runners.tiny import write_demo_dataset
+    from tests.test_plan_is_the_run import check_agreement, written
+
+    dataset = write_demo_dataset("rloo", tmp_path / "data")
+    code, out, err = run_cli(
+        capsys, "launch", "--method", "rloo", "--model", str(tiny_model), "--dataset",
+        str(dataset), "--seq-len", "64", "--batch-size", "2", "--grad-accum", "1",
+        "--num-gpus", "2", "--generation", "vllm-server", "--vllm-server-gpus", "2",
+        "--output", str(tmp_path / "runs"), "--device", "cuda", "--dry-run", "--quiet",
+    )  # fmt: skip
+    assert code == 0, err
+    files = written(Path(out.strip().splitlines()[-1]))
+    check_agreement(files)
+    plan, trl = files["plan"], files["runspec"]["trl_config"]
+    assert plan.request.generation.value == "vllm-server" and plan.gpu.vllm_server == 2
+    assert (trl["use_vllm"], trl["vllm_mode"]) == (True, "server")
+    assert files["trl_cli"]["vllm_mode"] == "server"
