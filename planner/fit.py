@@ -261,6 +261,12 @@ def search_for(
     space: SearchSpace = DEFAULT_SPACE,
 ) -> list[Plan]:
     """`search` for an already resolved model and GPU; distinct layouts among the runners-up."""
+    if spec.estimate_path == "traced":
+        raise InputError(
+            f"--fit is not available for {spec.model_type}: it has no analytic model, and each "
+            "candidate would need a traced step of its own (seconds each); plan chosen settings "
+            "one at a time instead"
+        )
     plans: list[Plan] = []
     seen: set[tuple] = set()
     for candidate in candidates(spec, gpu, request, objective, space):

@@ -149,16 +149,23 @@ def spec_from_config(
         raise InputError(f"{where}: a config.json must hold a JSON object")
     config = {k: v for k, v in config.items() if k != "_advisor"}
     model_type = _model_type(config, where)
-    if model_type not in SUPPORTED_TYPES and isinstance(config.get("text_config"), dict):
-        inner = config["text_config"]
-        inner_type = _model_type(inner, f"{where}: text_config")
-        if inner_type not in SUPPORTED_TYPES:
-            raise InputError(
-                f"{where}: {short(model_type)} is a multimodal model whose text model "
-                f"{short(inner_type)} is not supported; supported: {', '.join(SUPPORTED_TYPES)}"
+    notes: list[str] = []
+    if model_type not in SUPPORTED_TYPES:
+        _check_model_type(model_type, where)
+        tower = _language_tower(config, model_type, where)
+        if tower is not None:
+            notes.append(
+                f"{model_type} is a vision-language model: planned on its language tower "
+                f"({tower[1]}); the vision encoder and projector are left out (add their "
+                "weights, and when they train their gradients and optimizer states)"
             )
-        config, model_type, name = dict(inner), inner_type, f"{name} (text model)"
-    _check_model_type(model_type, where)
+            config, model_type = tower
+            name = f"{name} (text model)"
+    if model_type not in SUPPORTED_TYPES:
+        from planner.general import general_spec  # imports torch: only for the general path
+
+        _check_causal(model_type, where)
+        return general_spec(config, name, source, where, notes)
     traits = architecture(model_type)
 
     hidden = _positive_int(config, "hidden_size", where)
@@ -224,6 +231,7 @@ def spec_from_config(
         hidden_act=_activation(config, traits.hidden_act, where),
         params=0,
         hf_config=config,
+        notes=notes,
     )
     return spec.model_copy(update={"params": count_params(spec)})
 
@@ -239,23 +247,80 @@ def _model_type(config: dict[str, Any], where: str) -> str | None:
 
 
 def _check_model_type(model_type: str | None, where: str) -> None:
+    """InputError for what no path plans, known without transformers: no model_type, or an
+    encoder-only or encoder-decoder model (TRL's trainers the advisor runs train causal LMs)."""
     if model_type in SUPPORTED_TYPES:
         return
-    supported = ", ".join(SUPPORTED_TYPES)
     if model_type is None:
-        raise InputError(f"{where}: the config has no 'model_type'; supported: {supported}")
-    if model_type in ENCODER_ONLY_TYPES:
         raise InputError(
-            f"{where}: '{model_type}' is an encoder-only model; alignment needs a decoder-only "
-            f"causal LM ({supported})"
+            f"{where}: the config has no 'model_type'; it names the architecture, e.g. 'llama'"
         )
-    if model_type in ENCODER_DECODER_TYPES:
+    _refuse_encoders(model_type, where, model_type in ENCODER_ONLY_TYPES,
+                     model_type in ENCODER_DECODER_TYPES)  # fmt: skip
+
+
+def _refuse_encoders(model_type: str, where: str, encoder_only: bool, seq2seq: bool) -> None:
+    if seq2seq:
         raise InputError(
-            f"{where}: '{model_type}' is an encoder-decoder model; the planner covers decoder-only "
-            f"causal LMs ({supported})"
+            f"{where}: '{model_type}' is an encoder-decoder model; the TRL trainers the advisor "
+            "runs train decoder-only causal LMs"
+        )
+    if encoder_only:
+        raise InputError(
+            f"{where}: '{model_type}' is an encoder-only model; the TRL trainers the advisor runs "
+            "train decoder-only causal LMs"
+        )
+
+
+def _language_tower(
+    config: dict[str, Any], model_type: str, where: str
+) -> tuple[dict[str, Any], str] | None:
+    """(text config, its model_type) of a vision-language config, or None for any other. The
+    config's `text_config`, else (no such key) the text config of transformers' config class."""
+    inner = config.get("text_config")
+    if not isinstance(inner, dict):
+        from planner.general import text_config
+
+        inner = text_config(config, where)
+        if inner is None:
+            return None
+    inner = dict(inner)
+    inner_type = _model_type(inner, f"{where}: text_config")
+    if inner_type is None:  # transformers' config class fills in the text model and its defaults
+        from planner.general import text_config
+
+        inner = text_config(config, where) or inner
+        inner_type = _model_type(inner, f"{where}: text_config")
+    if inner_type not in SUPPORTED_TYPES:
+        from planner.general import causal_lm_class
+
+        if inner_type is None or causal_lm_class(inner_type) is None:
+            raise InputError(
+                f"{where}: {short(model_type)} is a multimodal model whose text model "
+                f"{short(inner_type)} has no causal-LM class in transformers, so its language "
+                "tower cannot be planned"
+            )
+    return inner, inner_type
+
+
+def _check_causal(model_type: str, where: str) -> None:
+    """InputError unless transformers builds `model_type` as a causal LM (the general path)."""
+    from planner.general import causal_lm_class, known_model_type, model_kind
+
+    kind = model_kind(model_type)
+    _refuse_encoders(model_type, where, kind == "encoder-only", kind == "encoder-decoder")
+    if causal_lm_class(model_type) is not None:
+        return
+    fast = ", ".join(SUPPORTED_TYPES)
+    if known_model_type(model_type):
+        raise InputError(
+            f"{where}: model_type {short(model_type)} is not a causal LM (transformers has no "
+            f"AutoModelForCausalLM class for it); the planner covers causal LMs ({fast}, and "
+            "every other type transformers maps to AutoModelForCausalLM)"
         )
     raise InputError(
-        f"{where}: model_type {short(model_type)} is not supported; supported: {supported}"
+        f"{where}: model_type {short(model_type)} is not a model type this transformers knows; "
+        f"the planner covers {fast} and every causal LM transformers knows"
     )
 
 

@@ -110,7 +110,10 @@ def lm_head_params(spec: ModelSpec) -> int:
 
 
 def count_params(spec: ModelSpec) -> int:
-    """causal LM: V·h + L·(attention + MLP + norms) + final norm + lm_head, exact."""
+    """causal LM: V·h + L·(attention + MLP + norms) + final norm + lm_head, exact; a general-path
+    spec (no architecture record) carries the count of the real model class (planner.general)."""
+    if spec.estimate_path == "traced":
+        return spec.params
     return (
         embedding_params(spec)
         + spec.num_layers * decoder_layer_params(spec)

@@ -182,10 +182,16 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
     """The estimate for an already resolved model and GPU (the fit search calls this often)."""
     warnings = check_request(spec, gpu, request)
     request = normalised(request, gpu)
+    traced = None
+    if spec.estimate_path == "traced":
+        from planner.general import traced_memory  # torch: only for the general path
+
+        traced = traced_memory(spec, request)
+        memory_estimate = traced.breakdown
+    else:
+        memory_estimate = estimate_memory(spec, request, gpu.memory_bytes)
     # Measured runs correct the runtime overhead only, never the tensor-level estimate.
-    breakdown, calibration = calibrated(
-        estimate_memory(spec, request, gpu.memory_bytes), gpu.name, request
-    )
+    breakdown, calibration = calibrated(memory_estimate, gpu.name, request)
     generation = generation_plan(spec, gpu, request)
     step = estimate_time(spec, request, gpu, generation)
     _check_in_range(breakdown, step)
@@ -225,9 +231,15 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
         model=ModelSummary(
             name=spec.name,
             params=parameters.count_params(spec),
-            trainable_params=parameters.trainable_params(spec, request),
+            trainable_params=(
+                traced.trainable_params if traced else parameters.trainable_params(spec, request)
+            ),
             source=spec.source,
             representative_of=spec.representative_of,
+            model_type=spec.model_type,
+            estimate_path=spec.estimate_path,
+            trace_seconds=traced.seconds if traced else None,
+            notes=spec.notes,
         ),
         method=request.method,
         tuning=request.tuning,

@@ -144,6 +144,15 @@ class ModelSpec(BaseModel):
     hf_config: dict[str, Any] = Field(
         default_factory=dict, repr=False, description="the config.json it was built from"
     )
+    estimate_path: str = Field(
+        default="analytic",
+        description="analytic (an architecture record: formulas) or traced (the general path: "
+        "params counted on the real model class, memory from a traced step)",
+    )
+    notes: list[str] = Field(
+        default_factory=list,
+        description="what planning this model left out or assumed (a vision tower, config values)",
+    )
 
     @property
     def is_moe(self) -> bool:
@@ -391,6 +400,18 @@ class ModelSummary(BaseModel):
     trainable_params: int
     source: str
     representative_of: str | None = None
+    model_type: str | None = None
+    estimate_path: str = Field(
+        default="analytic",
+        description="where the memory figures come from: analytic (formulas of an architecture "
+        "record) or traced (a step traced on fake tensors: the general path)",
+    )
+    trace_seconds: float | None = Field(
+        default=None, description="traced path: seconds the traced step took"
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="what planning this model left out or assumed"
+    )
 
 
 class GpuSummary(BaseModel):

@@ -535,9 +535,12 @@ def test_encoder_only_model_is_rejected_clearly():
         spec_from_config({"model_type": "bert", "hidden_size": 768}, "bert-base", "config")
 
 
-def test_unsupported_decoder_type_lists_the_supported_ones():
-    with pytest.raises(InputError, match="model_type 'falcon' is not supported; supported: llama"):
-        spec_from_config({**TINY_LLAMA, "model_type": "falcon"}, "falcon", "config")
+def test_model_type_transformers_does_not_know_lists_the_supported_ones():
+    with pytest.raises(
+        InputError,
+        match="model_type 'nosuchlm' is not a model type this transformers knows; the planner covers llama",
+    ):
+        spec_from_config({**TINY_LLAMA, "model_type": "nosuchlm"}, "nosuchlm", "config")
 
 
 def test_multimodal_wrapper_uses_its_supported_text_config():
@@ -552,9 +555,12 @@ def test_multimodal_wrapper_uses_its_supported_text_config():
 
 
 def test_multimodal_wrapper_with_unsupported_text_model_is_rejected():
-    config = {"model_type": "llava", "text_config": {"model_type": "mpt"}}
-    with pytest.raises(InputError, match="'llava' is a multimodal model whose text model 'mpt'"):
-        spec_from_config(config, "llava-mpt", "config")
+    config = {"model_type": "llava", "text_config": {"model_type": "qwen2_vl_text"}}
+    with pytest.raises(
+        InputError,
+        match="'llava' is a multimodal model whose text model 'qwen2_vl_text' has no causal-LM",
+    ):
+        spec_from_config(config, "llava-qwen2-vl", "config")
 
 
 def test_shorthand_naming_a_missing_profile_is_reported(tmp_path, monkeypatch):

@@ -292,17 +292,28 @@ def run(args: argparse.Namespace) -> int:
     request = request_from_args(args)
     if args.fit:
         return _fit(args, request)
-    from planner.plan import estimate
+    from planner.gpus import resolve_gpu
+    from planner.models import resolve_model
+    from planner.plan import estimate_for
 
-    plan = estimate(request)
+    spec = resolve_model(request.model)
+    # A trace takes seconds (torch import, then the step): say so on stderr, never stdout.
+    if spec.estimate_path == "traced":
+        print(
+            f"general path: {spec.model_type} has no analytic model; tracing one step on fake "
+            "tensors…",
+            file=sys.stderr,
+            flush=True,
+        )
+    plan = estimate_for(spec, resolve_gpu(request.gpu), request)
     trace = None
-    if args.trace:
-        from planner.models import resolve_model
+    if args.trace and spec.estimate_path == "traced":
+        print("--trace: the plan above is the traced step already", file=sys.stderr)
+    elif args.trace:
         from planner.trace import trace_step
 
-        # The trace takes seconds (torch import, then the step): say so on stderr, never stdout.
         print("tracing one step on fake tensors…", file=sys.stderr, flush=True)
-        trace = trace_step(plan.request, resolve_model(request.model).hf_config)
+        trace = trace_step(plan.request, spec.hf_config)
     if args.json:
         if trace is None:
             sys.stdout.write(plan.model_dump_json() + "\n")

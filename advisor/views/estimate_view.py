@@ -6,7 +6,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from advisor.views.plan_view import command_line, duration, headline
+from advisor.views.plan_view import command_line, duration, headline, model_path_text
 from planner.plan import FIT_SUGGESTION
 from planner.specs import COMPONENTS, Plan
 
@@ -107,6 +107,7 @@ def estimate_renderable(plan: Plan, fit_key: str | None = None) -> RenderableTyp
     where the view has one (the wizard's ^f), in place of `advisor plan --fit`."""
     parts: list[RenderableType] = [
         Text(headline(plan), style="bold"),
+        *filter(None, [model_path_text(plan)]),
         Text(f"Memory per GPU against the {plan.gpu.name} ({plan.memory.capacity_gib:.1f} GiB)"),
         memory_table(plan),
         *filter(None, [freed_note(plan)]),

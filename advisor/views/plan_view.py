@@ -93,6 +93,22 @@ def calibration_line(calibration: Calibration) -> str:
     )
 
 
+def model_path_text(plan: Plan) -> Text | None:
+    """Which path answered (the general path says so, with the seconds its trace took) and
+    what planning the model left out or assumed; None for an analytic plan without notes."""
+    m = plan.model
+    lines = []
+    if m.estimate_path == "traced":
+        seconds = f" ({m.trace_seconds:.1f} s)" if m.trace_seconds is not None else ""
+        lines.append(
+            f"General path: traced step{seconds} — {m.model_type or 'this model'} has no "
+            "analytic model; parameters counted on its transformers class (meta device), memory "
+            "from one step traced on fake tensors"
+        )
+    lines += [f"Note: {note}" for note in m.notes]
+    return Text("\n".join(lines), style="italic") if lines else None
+
+
 def plan_renderable(plan: Plan) -> Group:
     mem = plan.memory
     table = Table(title="Peak memory per GPU, by component", title_justify="left", expand=False)
@@ -140,7 +156,9 @@ def plan_renderable(plan: Plan) -> Group:
     phases = ", ".join(f"{k} {duration(v)}" for k, v in t.phases_seconds.items())
     timing.append(f"\n  {phases}", style="dim")
 
-    parts: list = [Text(headline(plan), style="bold"), precision_line(plan), table, verdict, timing]
+    parts: list = [Text(headline(plan), style="bold")]
+    parts += filter(None, [model_path_text(plan)])
+    parts += [precision_line(plan), table, verdict, timing]
     if plan.warnings:
         parts.append(Text("\n".join(f"⚠ {w}" for w in plan.warnings), style="yellow"))
     if plan.suggestions:

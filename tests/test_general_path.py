@@ -1,0 +1,154 @@
+"""The general path: a causal LM without an architecture record is planned from its real model
+class (parameters counted on the meta device) and a traced step; encoders are refused; a
+vision-language model is planned on its language tower."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from planner.constants import GIB
+from planner.errors import InputError
+from planner.memory import runtime_overhead_bytes
+from planner.models import spec_from_config
+from planner.specs import COMPONENTS, PlanRequest
+from planner.trace import trace_step
+from tests.test_plan_cli import run_cli
+
+# StarCoder2 (not in planner.architectures): biased LayerNorms, a plain biased MLP, GQA. Sized
+# so that its states are whole GiB (a traced step costs the same at any size).
+STARCODER2: dict = {
+    "model_type": "starcoder2",
+    "hidden_size": 2048,
+    "intermediate_size": 8192,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 16,
+    "num_key_value_heads": 4,
+    "vocab_size": 32768,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": False,
+}
+
+
+def meta_count(config: dict) -> int:
+    """transformers' own count: the causal-LM class built on the meta device."""
+    values = {k: v for k, v in config.items() if k != "model_type"}
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(
+            AutoConfig.for_model(config["model_type"], **values)
+        )
+    return sum(p.numel() for p in model.parameters())
+
+
+def write(tmp_path, config: dict, name: str = "config.json") -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_general_path_counts_on_the_meta_device_and_plans_the_traced_step(tmp_path, capsys):
+    flags = ["--method", "dpo", "--tuning", "full", "--seq-len", "256", "--grad-accum", "1"]
+    code, out, err = run_cli(
+        capsys, "plan", "--model", write(tmp_path, STARCODER2), *flags, "--json"
+    )
+    assert code == 0, err
+    assert "general path: starcoder2 has no analytic model" in err
+    plan = json.loads(out)
+    model = plan["model"]
+    assert model["params"] == meta_count(STARCODER2)
+    assert model["estimate_path"] == "traced" and model["trace_seconds"] > 0
+    assert model["trainable_params"] == model["params"]
+
+    # The tensor peak is the traced step's; the per-GPU peak adds the analytic runtime overhead.
+    request = PlanRequest(**{k: v for k, v in plan["request"].items() if k != "model"})
+    trace = trace_step(request, STARCODER2)
+    memory = plan["memory"]
+    assert memory["tensor_peak_gib"] == pytest.approx(trace.peak_bytes / GIB, abs=0.01)
+    overhead = runtime_overhead_bytes(request, trace.peak_bytes) / GIB
+    assert memory["components_gib"]["runtime_overhead"] == pytest.approx(overhead, abs=0.01)
+    assert memory["per_gpu_peak_gib"] == pytest.approx(trace.peak_bytes / GIB + overhead, abs=0.02)
+    # DPO's full-tuning reference copy (fp32, as the policy loads) is in the trace, and the
+    # components cover the peak.
+    reference = model["params"] * 4 / GIB
+    assert memory["components_gib"]["reference_model"] == pytest.approx(reference, abs=0.01)
+    assert set(COMPONENTS) <= set(memory["components_gib"])
+    assert sum(memory["components_gib"].values()) >= memory["per_gpu_peak_gib"] - 0.01
+    assert plan["time"]["step_seconds"] > 0
+
+
+def test_a_fast_path_plan_says_it_is_analytic(capsys):
+    code, out, err = run_cli(capsys, "plan", "--model", "7b", "--json")
+    assert code == 0, err
+    model = json.loads(out)["model"]
+    assert model["estimate_path"] == "analytic" and model["trace_seconds"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--fit"], "--fit is not available for starcoder2: it has no analytic model"),
+        (["--method", "ppo"], "ppo's rollouts cannot be traced"),
+        (["--tuning", "qlora"], "4-bit (bitsandbytes) layers cannot run on fake tensors"),
+        (["--num-gpus", "2", "--sharding", "zero3"], "--sharding zero3 cannot be traced"),
+    ],
+)
+def test_what_the_general_path_cannot_trace_is_one_line(tmp_path, capsys, argv, message):
+    code, out, err = run_cli(capsys, "plan", "--model", write(tmp_path, STARCODER2), *argv)
+    assert code == 2 and out == ""
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("model_type", "kind"),
+    [("bert", "encoder-only"), ("ernie", "encoder-only"), ("t5", "encoder-decoder"),
+     ("bart", "encoder-decoder")],
+)  # fmt: skip
+def test_encoders_are_refused_with_the_reason(model_type, kind):
+    with pytest.raises(InputError) as error:
+        spec_from_config({"model_type": model_type, "hidden_size": 64}, model_type, "config")
+    assert f"'{model_type}' is an {kind} model; the TRL trainers the advisor runs train " in str(
+        error.value
+    )
+
+
+def test_a_mixture_of_experts_model_without_a_record_is_refused_plainly():
+    config = {"model_type": "olmoe", "hidden_size": 64, "intermediate_size": 64,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 512,
+              "num_experts": 4, "num_experts_per_tok": 2}  # fmt: skip
+    with pytest.raises(InputError, match="olmoe is a mixture-of-experts model without an analytic"):
+        spec_from_config(config, "olmoe", "config")
+
+
+def test_a_vision_language_model_is_planned_on_its_language_tower(tmp_path, capsys):
+    llava = {
+        "model_type": "llava",
+        "text_config": STARCODER2,
+        "vision_config": {"model_type": "clip_vision_model", "hidden_size": 64},
+    }
+    path = write(tmp_path, llava)
+    code, out, err = run_cli(capsys, "plan", "--model", path, "--method", "sft", "--seq-len", "128")
+    assert code == 0, err
+    text = " ".join(out.replace("│", " ").split())
+    assert "General path: traced step (" in text and "starcoder2 has no analytic model" in text
+    assert "llava is a vision-language model: planned on its language tower (starcoder2)" in text
+    assert "vision encoder and projector are left out" in text
+
+    spec = spec_from_config(llava, "llava", "config")
+    assert spec.params == meta_count(STARCODER2) and spec.estimate_path == "traced"
+
+
+def test_a_vision_language_model_whose_tower_has_a_record_stays_analytic():
+    config = {"model_type": "gemma3", "vision_config": {"hidden_size": 64}}  # no text_config
+    spec = spec_from_config(config, "gemma3", "config")
+    assert spec.model_type == "gemma3_text" and spec.estimate_path == "analytic"
+    assert spec.notes[0].startswith("gemma3 is a vision-language model: planned on its language")
+
+
+def test_a_vision_language_model_without_a_causal_text_model_is_refused():
+    config = {"model_type": "qwen2_vl", "hidden_size": 64}
+    with pytest.raises(InputError, match="text model 'qwen2_vl_text' has no causal-LM class"):
+        spec_from_config(config, "qwen2-vl", "config")
