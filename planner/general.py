@@ -83,6 +83,35 @@ def text_config(config: dict[str, Any], where: str) -> dict[str, Any] | None:
     return inner.to_dict()
 
 
+TEXT_MODULES = ("language_model", "text_model", "lm_head")
+"""Module names of a vision-language model's language tower in transformers 5.24 (LLaVA, Gemma-3,
+Mistral-3: `model.language_model`; Idefics3, SmolVLM: `model.text_model`; Llama-4:
+`language_model`), and its head."""
+
+
+def vision_params(config: dict[str, Any], where: str) -> int | None:
+    """Parameters of a vision-language model outside its language tower (vision encoder,
+    projector), counted on the meta device; None when transformers cannot build it."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    try:
+        outer = transformers_config(config, where)
+        with _quiet(), torch.device("meta"):
+            model = AutoModelForImageTextToText.from_config(outer)
+    except Exception:  # the tower is planned all the same; the note then gives no count
+        return None
+    text = {
+        id(p)
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] in TEXT_MODULES
+        for p in module.parameters()
+    }
+    if not text:
+        return None
+    return sum(p.numel() for p in model.parameters() if id(p) not in text)
+
+
 @contextmanager
 def _quiet() -> Iterator[None]:
     """Silence transformers' config warnings (e.g. token ids past a tiny vocabulary) and torch's

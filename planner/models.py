@@ -154,10 +154,14 @@ def spec_from_config(
         _check_model_type(model_type, where)
         tower = _language_tower(config, model_type, where)
         if tower is not None:
+            from planner.general import vision_params  # a VLM: torch, to count its vision side
+
+            vision = vision_params(config, where)
+            counted = f" ({vision:,} parameters)" if vision is not None else ""
             notes.append(
                 f"{model_type} is a vision-language model: planned on its language tower "
-                f"({tower[1]}); the vision encoder and projector are left out (add their "
-                "weights, and when they train their gradients and optimizer states)"
+                f"({tower[1]}); the vision encoder and projector{counted} are left out (add "
+                "their weights, and when they train their gradients and optimizer states)"
             )
             config, model_type = tower
             name = f"{name} (text model)"

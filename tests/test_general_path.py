@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
 from planner.constants import GIB
 from planner.errors import InputError
@@ -127,15 +127,23 @@ def test_a_vision_language_model_is_planned_on_its_language_tower(tmp_path, caps
     llava = {
         "model_type": "llava",
         "text_config": STARCODER2,
-        "vision_config": {"model_type": "clip_vision_model", "hidden_size": 64},
-    }
+        "vision_config": {"model_type": "clip_vision_model", "hidden_size": 64,
+                          "intermediate_size": 128, "num_attention_heads": 4,
+                          "num_hidden_layers": 2, "image_size": 32, "patch_size": 8},
+    }  # fmt: skip
     path = write(tmp_path, llava)
     code, out, err = run_cli(capsys, "plan", "--model", path, "--method", "sft", "--seq-len", "128")
     assert code == 0, err
     text = " ".join(out.replace("│", " ").split())
     assert "General path: traced step (" in text and "starcoder2 has no analytic model" in text
     assert "llava is a vision-language model: planned on its language tower (starcoder2)" in text
-    assert "vision encoder and projector are left out" in text
+    # What is left out, counted as transformers builds it: the whole model less its text model.
+    with torch.device("meta"):
+        whole = AutoModelForImageTextToText.from_config(
+            AutoConfig.for_model("llava", **{k: v for k, v in llava.items() if k != "model_type"})
+        )
+    vision = sum(p.numel() for p in whole.parameters()) - meta_count(STARCODER2)
+    assert f"vision encoder and projector ({vision:,} parameters) are left out" in text
 
     spec = spec_from_config(llava, "llava", "config")
     assert spec.params == meta_count(STARCODER2) and spec.estimate_path == "traced"
