@@ -328,11 +328,33 @@ def findings(gathered: Gathered, expect: Expectations) -> tuple[list[str], list[
         )
     bandwidth_problems, notes = bandwidth_findings(gathered, expect)
     problems += bandwidth_problems
+    notes += gpu_name_notes(gathered.records, expect)
     if expect.device == "cpu":
         notes.insert(0, "CPU run: no GPU memory to check")
     elif expect.per_gpu_peak_gib is None:
         notes.insert(0, "the run folder has no plan: GPU memory is listed, not checked")
     return problems, notes
+
+
+def gpu_name_notes(records: list[RankRecord], expect: Expectations) -> list[str]:
+    """A note for each node whose GPUs are not the card the plan is for: its memory peak and
+    the bandwidth it assumes are that card's."""
+    from planner.gpus import resolve_gpu
+
+    notes = []
+    for node, ranks in sorted(_by_node(records).items()):
+        names = sorted({r.gpu.name for r in ranks if r.gpu is not None})
+        for name in names:
+            try:
+                profile = resolve_gpu(name).name
+            except InputError:
+                profile = None
+            if expect.gpu is not None and profile != expect.gpu:
+                notes.append(
+                    f"node {node} ({ranks[0].hostname}) has {name}, the plan is for {expect.gpu}: "
+                    "the bandwidth it assumes is that card's (plan again with --gpu for this one)"
+                )
+    return notes
 
 
 def _by_node(records: list[RankRecord]) -> dict[int, list[RankRecord]]:
@@ -417,11 +439,13 @@ def rendezvous_from_env(manifest, run_dir: Path) -> tuple[str, int]:
 
 
 def _launcher_port(manifest) -> int:
-    """The --master_port a single-node CPU run's torchrun command was written with."""
+    """The rendezvous port a single-node run's launcher command was written with (accelerate's
+    --main_process_port, or torchrun's --master_port in older run folders), else 29500."""
     command = list(manifest.command)
-    if "--master_port" in command:
-        with contextlib.suppress(ValueError, IndexError):
-            return int(command[command.index("--master_port") + 1])
+    for flag in ("--main_process_port", "--master_port"):
+        if flag in command:
+            with contextlib.suppress(ValueError, IndexError):
+                return int(command[command.index(flag) + 1])
     return DEFAULT_PORT
 
 

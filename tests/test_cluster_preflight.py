@@ -18,6 +18,7 @@ import pytest
 from advisor.cli import main
 from advisor.views.cluster_view import print_cluster_report
 from planner.constants import GIB
+from planner.errors import InputError
 from planner.nvml import FakeBackend
 from runners.cluster_check import (
     ENV_FILE,
@@ -30,9 +31,12 @@ from runners.cluster_check import (
     RankRecord,
     bus_bandwidth_gbps,
     findings,
+    gpu_reading,
     node_rank_from_env,
     nvml_memory,
+    peer_links,
     peer_problems,
+    rendezvous_from_env,
     write_env_file,
 )
 from runners.tiny import write_demo_dataset
@@ -160,7 +164,6 @@ def test_node_zero_refuses_an_address_that_is_not_its_own(two_node_run, monkeypa
     ("env", "argv", "message"),
     [
         ({}, ["preflight", "{missing}"], "no manifest.json there (not a run folder)"),
-        ({}, ["preflight", "{run}"], "set MASTER_ADDR to node 0's address"),
         ({"MACHINE_RANK": "2", "MASTER_ADDR": "x"}, ["preflight", "{run}"], "the run has 2 node"),
         ({"SLURM_NODEID": "one"}, ["preflight", "{run}"], "SLURM_NODEID='one' is not a node"),
         ({"MASTER_ADDR": "h", "MASTER_PORT": "99999"}, ["preflight", "{run}"], "not a port"),
@@ -321,6 +324,36 @@ def test_the_node_rank_comes_from_machine_rank_then_slurm_then_zero(monkeypatch)
     assert node_rank_from_env(4) == 1
 
 
+@pytest.mark.parametrize(
+    ("nodes", "accelerate", "command", "expected"),
+    [
+        (1, {}, ["python", "-m", "accelerate.commands.launch", "--main_process_port", "29713"],
+         ("127.0.0.1", 29713)),
+        (1, {}, ["python", "-m", "torch.distributed.run", "--master_port", "29714"],
+         ("127.0.0.1", 29714)),
+        (2, {"main_process_ip": "node-a", "main_process_port": 29500}, [], ("node-a", 29500)),
+        (2, {"main_process_ip": "MASTER_ADDR"}, [], "set MASTER_ADDR to node 0's address"),
+    ],
+)  # fmt: skip
+def test_the_rendezvous_defaults_to_what_the_run_folder_wrote(
+    nodes, accelerate, command, expected, monkeypatch
+):
+    from types import SimpleNamespace
+
+    _clear_rank_env(monkeypatch)
+    manifest = SimpleNamespace(
+        spec=SimpleNamespace(nodes=nodes, accelerate=accelerate), command=command
+    )
+    if isinstance(expected, str):  # a run folder from before the launch wrote its address
+        with pytest.raises(InputError, match=expected):
+            rendezvous_from_env(manifest, Path("."))
+        return
+    assert rendezvous_from_env(manifest, Path(".")) == expected
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.9")
+    monkeypatch.setenv("MASTER_PORT", "29999")
+    assert rendezvous_from_env(manifest, Path(".")) == ("10.0.0.9", 29999)
+
+
 def test_gpu_memory_is_read_from_nvml_by_the_devices_uuid():
     fixture = {
         "devices": [
@@ -330,6 +363,48 @@ def test_gpu_memory_is_read_from_nvml_by_the_devices_uuid():
     }
     assert nvml_memory("bbbb", FakeBackend(fixture)) == (10, 80)  # torch's uuid has no GPU-
     assert nvml_memory("cccc", FakeBackend(fixture)) is None
+
+
+def test_a_node_with_another_card_than_the_plans_is_noted():
+    records = _cluster()
+    for record in records[2:]:
+        record.gpu.name = "NVIDIA A100-SXM4-80GB"
+    problems, notes = findings(_gathered(records, busbw=20.0), _expect())
+    assert problems == []
+    assert [n for n in notes if "the plan is for" in n] == [
+        "node 1 (host1) has NVIDIA A100-SXM4-80GB, the plan is for H100-80GB: the bandwidth it "
+        "assumes is that card's (plan again with --gpu for this one)"
+    ]
+
+
+class _Props:
+    name = "NVIDIA A100-SXM4-80GB"
+
+    def __init__(self, uuid):
+        self.uuid = uuid
+
+
+def test_a_ranks_gpu_is_read_through_nvml_by_uuid_else_through_torch(monkeypatch):
+    import torch
+
+    fixture = Path(__file__).parent / "fixtures" / "nvml" / "a100x2.json"
+    monkeypatch.setenv("ADVISOR_FAKE_NVML", str(fixture))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: _Props(f"0000-{'ab'[i]}"))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: (7 * GIB, 80 * GIB))
+    reading = gpu_reading(1)  # the second GPU, found by its UUID
+    assert (reading.index, reading.source, reading.free_bytes) == (1, "nvml", 85375057920)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: _Props("ffff-0"))
+    reading = gpu_reading(0)  # NVML does not know it (a MIG slice, say): torch reads it
+    assert (reading.source, reading.free_bytes, reading.total_bytes) == ("torch", 7 * GIB, 80 * GIB)
+
+
+def test_gpus_without_peer_access_are_listed_without_a_copy(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "can_device_access_peer", lambda a, b: False)
+    links = peer_links(3)
+    assert [(link.a, link.b) for link in links] == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    assert not any(link.access for link in links) and all(link.copy_ok is None for link in links)
 
 
 def _console():
