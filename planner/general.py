@@ -275,6 +275,17 @@ def traced_path_problem(spec: ModelSpec, request: PlanRequest) -> str | None:
     return None
 
 
+UNTRACEABLE_FLAGS = ("--fit", "--tuning qlora", "--sharding", "--offload")
+"""Flags a suggestion may name that the general path refuses (`traced_path_problem`)."""
+
+
+def traced_suggestions(suggestions: list[str]) -> list[str]:
+    """The plan's suggestions that the general path can plan: none that names a flag a traced
+    step cannot run, and no 'for more room:' heading left without items."""
+    kept = [s for s in suggestions if not any(flag in s for flag in UNTRACEABLE_FLAGS)]
+    return [] if len(kept) == 1 and kept[0].endswith("for more room:") else kept
+
+
 @dataclass
 class TracedMemory:
     """The traced step turned into the plan's memory breakdown."""

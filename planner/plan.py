@@ -184,7 +184,7 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
     request = normalised(request, gpu)
     traced = None
     if spec.estimate_path == "traced":
-        from planner.general import traced_memory  # torch: only for the general path
+        from planner.general import traced_memory, traced_suggestions  # torch: general path
 
         traced = traced_memory(spec, request)
         memory_estimate = traced.breakdown
@@ -202,6 +202,7 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
         # Four significant digits, not three decimals: a 2-second run is not 0 hours.
         total_hours = float(f"{total_steps * step.seconds / 3600:.4g}")
     capacity = gpu.memory_bytes
+    advice = suggestions(spec, request, breakdown, capacity)
     held = precision_plan(request)
     fits = breakdown.peak <= capacity and (generation is None or generation.fits)
     warnings += vllm_warnings(breakdown, capacity, generation)
@@ -257,7 +258,7 @@ def estimate_for(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> Plan:
         time=time,
         generation=generation,
         fits=fits,
-        suggestions=suggestions(spec, request, breakdown, capacity),
+        suggestions=(traced_suggestions(advice) if traced else advice),
         warnings=warnings,
         assumptions=held.notes + breakdown.notes + data_notes,
     )

@@ -160,3 +160,15 @@ def test_a_vision_language_model_without_a_causal_text_model_is_refused():
     config = {"model_type": "qwen2_vl", "hidden_size": 64}
     with pytest.raises(InputError, match="text model 'qwen2_vl_text' has no causal-LM class"):
         spec_from_config(config, "qwen2-vl", "config")
+
+
+def test_general_path_suggests_only_what_it_can_plan():
+    from planner.general import traced_suggestions
+    from planner.plan import FIT_SUGGESTION, estimate
+
+    advice = estimate(PlanRequest(model="70b", method="dpo", tuning="full")).suggestions
+    assert FIT_SUGGESTION in advice and any("--sharding zero3" in s for s in advice)
+    kept = traced_suggestions(advice)
+    assert kept and "use LoRA (--tuning lora): no full-size gradients or optimizer states" in kept
+    assert not any(flag in s for s in kept for flag in ("--fit", "--sharding", "--offload"))
+    assert traced_suggestions(["it fits with 9% headroom; for more room:", FIT_SUGGESTION]) == []
