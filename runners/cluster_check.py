@@ -566,7 +566,7 @@ def check_node(run_dir: Path, timeout: float = DEFAULT_TIMEOUT) -> ClusterReport
         command = launcher_command(
             spec.nodes, node_rank, expect.processes_per_node, address, port, timeout, backend, out
         )
-        failure = _run_launcher(command, node_rank, timeout)
+        failure = run_launcher(command, node_rank, timeout)
         gathered = None
         if out.is_file():
             gathered = Gathered.model_validate_json(out.read_text(encoding="utf-8"))
@@ -592,11 +592,14 @@ def check_node(run_dir: Path, timeout: float = DEFAULT_TIMEOUT) -> ClusterReport
     return report
 
 
-def _run_launcher(command: list[str], node_rank: int, timeout: float) -> str | None:
+def run_launcher(
+    command: list[str], node_rank: int, timeout: float, limit: float | None = None
+) -> str | None:
     """Run the launcher; None when it succeeded, else one line saying why not. Never waits
-    longer than the rendezvous, the ranks' start-up and the check itself can take."""
+    longer than `limit`: by default the rendezvous and process-group timeouts plus a minute
+    for imports, after which the launcher and its ranks are stopped."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    limit = 2 * timeout + 60  # rendezvous + process-group timeouts, plus imports
+    limit = 2 * timeout + 60 if limit is None else limit
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
@@ -612,13 +615,16 @@ def _run_launcher(command: list[str], node_rank: int, timeout: float) -> str | N
         return f"node {node_rank}: the check did not finish within {limit:g} s and was stopped"
     if process.returncode == 0:
         return None
-    reasons = [
-        line[len(ERROR_PREFIX) :].strip()
-        for line in err.splitlines()
-        if line.startswith(ERROR_PREFIX)
-    ]
-    if reasons:
-        return f"node {node_rank}: " + "; ".join(dict.fromkeys(reasons))
+    ranks: dict[str, list[str]] = {}  # the same error on every rank is said once
+    for line in err.splitlines():
+        if line.startswith(ERROR_PREFIX):
+            rank, _, reason = line[len(ERROR_PREFIX) :].strip().partition(": ")
+            ranks.setdefault(reason, []).append(rank.removeprefix("rank "))
+    if ranks:
+        return f"node {node_rank}: " + "; ".join(
+            f"rank{'s' if len(who) > 1 else ''} {', '.join(sorted(who))}: {reason}"
+            for reason, who in ranks.items()
+        )
     joined = re.search(r"(\d+)/(\d+) clients joined", err)
     if joined:  # the static rendezvous gave up waiting for the other nodes
         return (

@@ -37,6 +37,7 @@ from runners.cluster_check import (
     peer_links,
     peer_problems,
     rendezvous_from_env,
+    run_launcher,
     write_env_file,
 )
 from runners.tiny import write_demo_dataset
@@ -158,6 +159,19 @@ def test_node_zero_refuses_an_address_that_is_not_its_own(two_node_run, monkeypa
     rc, out, _ = _cli("preflight", str(two_node_run), "--timeout", "1")
     assert rc == 1
     assert "192.0.2.1 is not an address of this machine" in out
+
+
+def test_a_failing_rank_is_one_line_and_a_stuck_launcher_is_stopped():
+    fail = "import sys; [print(f'cluster_check: rank {r}: RuntimeError: no GPU', file=sys.stderr) for r in (1, 0)]; sys.exit(1)"
+    assert run_launcher([sys.executable, "-c", fail], 0, 5) == (
+        "node 0: ranks 0, 1: RuntimeError: no GPU"
+    )
+    start = time.monotonic()
+    stuck = [sys.executable, "-c", "import time; time.sleep(60)"]
+    assert run_launcher(stuck, 1, 5, limit=0.5) == (
+        "node 1: the check did not finish within 0.5 s and was stopped"
+    )
+    assert time.monotonic() - start < 10
 
 
 @pytest.mark.parametrize(
