@@ -10,7 +10,12 @@ from runners.cluster_check import DEFAULT_TIMEOUT
 
 def register(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder `advisor launch` wrote")
-    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as one JSON object (on node 0; the other nodes print their verdict "
+        "on stderr)",
+    )
     parser.add_argument(
         "--timeout",
         type=float,
