@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from planner.constants import FP32_BYTES
 from planner.precision import compute_bytes, effective_sharding, is_deepspeed
 from planner.specs import Offload, PlanRequest
 
@@ -23,6 +24,9 @@ PREFETCH_BUCKET = 50_000_000
 MAX_LIVE_PARAMETERS = 1_000_000_000
 MAX_REUSE_DISTANCE = 1_000_000_000
 PERSISTENCE_THRESHOLD = 100_000
+SUB_GROUP_SIZE = 1_000_000_000
+"""DeepSpeed's default `sub_group_size` (deepspeed/runtime/zero/config.py): ZeRO-3 steps its
+optimizer over sub-groups of at most this many elements of a rank's partition."""
 
 
 def zero_stage(request: PlanRequest) -> int | None:
@@ -86,6 +90,24 @@ def bucket_bytes(request: PlanRequest) -> float:
     element = compute_bytes(request)  # the gradient dtype: 16-bit under bf16 / fp16
     buffers = 2 if zero["overlap_comm"] and zero["stage"] < 3 else 1
     return buffers * zero["reduce_bucket_size"] * element
+
+
+def step_gradient_bytes(request: PlanRequest, trainable: int) -> float:
+    """GPU bytes DeepSpeed adds during its optimizer step under bf16 / fp16: the rank's 16-bit
+    gradient partition flattened into a new buffer, then cast to an fp32 copy while the flat
+    one is still referenced, 2 + 4 bytes per element. Stages 1-2 do it for the whole partition
+    at once (stage_1_and_2.py `step`: `self.flatten(averaged_gradients)`, `.to(fp32)`); stage
+    3 one sub-group of at most `SUB_GROUP_SIZE` elements at a time (stage3.py
+    `_prepare_fp32_grad_for_sub_group`). DeepSpeed's own estimators count the fp32 copy (their
+    18 = 2 + 4 + 12 bytes per parameter) but not the flat 16-bit one. None with the optimizer
+    on the CPU, or in fp32 (the cast is a no-op)."""
+    stage = zero_stage(request)
+    if stage is None or not request.precision.half or request.offload is not Offload.none:
+        return 0.0
+    partition = trainable / request.world_size
+    if stage == 3:
+        partition = min(partition, SUB_GROUP_SIZE)
+    return (compute_bytes(request) + FP32_BYTES) * partition
 
 
 def gathered_params(request: PlanRequest, largest_layer: int) -> float:

@@ -111,6 +111,9 @@ class ModelStates:
     """Transient: full-size weights of the layers gathered at once under ZeRO-3 / FSDP."""
     buckets: float = 0.0
     """DeepSpeed's gradient-reduction buckets, allocated at start-up (`planner.deepspeed`)."""
+    step_transient: float = 0.0
+    """Live during the optimizer step only: DeepSpeed's flattened 16-bit gradient partition and
+    its fp32 copy (`planner.deepspeed.step_gradient_bytes`)."""
     cpu: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -170,6 +173,9 @@ def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
         layer = parameters.largest_layer_params(spec) * compute_bytes(request)
         states.gathered = 2 * layer  # the unit in use plus the one prefetched
     states.buckets = deepspeed.bucket_bytes(request)
+    states.step_transient = deepspeed.step_gradient_bytes(
+        request, parameters.trainable_params(spec, request)
+    )
     if shards_params(sharding):
         states.weights /= g
         states.trainable_weights /= g
@@ -880,7 +886,7 @@ def estimate_memory(
     # The step itself allocates nothing: fused AdamW (ADAMW_OPTIM), DeepSpeed's fused Adam,
     # bitsandbytes' 8-bit kernels and SGD update in place (foreach AdamW, `adamw_torch`, would
     # hold a state-sized sqrt(v): torch.optim.adamw._multi_tensor_adamw).
-    phases["optimizer step"] = base + states.gradients
+    phases["optimizer step"] = base + states.gradients + states.step_transient
     members["optimizer step"] = list(dict.fromkeys([*resident_names, "gradients"]))
 
     peak_phase = max(phases, key=lambda name: phases[name])
