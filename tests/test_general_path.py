@@ -17,6 +17,7 @@ from planner.models import spec_from_config
 from planner.specs import COMPONENTS, PlanRequest
 from planner.trace import trace_step
 from tests.test_plan_cli import run_cli
+from tests.tiny_architectures import LLAMA_TINY, QWEN2_TINY
 
 # StarCoder2 (not in planner.architectures): biased LayerNorms, a plain biased MLP, GQA. Sized
 # so that its states are whole GiB (a traced step costs the same at any size).
@@ -172,3 +173,27 @@ def test_general_path_suggests_only_what_it_can_plan():
     assert kept and "use LoRA (--tuning lora): no full-size gradients or optimizer states" in kept
     assert not any(flag in s for s in kept for flag in ("--fit", "--sharding", "--offload"))
     assert traced_suggestions(["it fits with 9% headroom; for more room:", FIT_SUGGESTION]) == []
+
+
+@pytest.mark.parametrize(
+    ("config", "method", "tuning"),
+    [(LLAMA_TINY, "dpo", "full"), (QWEN2_TINY, "sft", "lora")],
+    ids=["llama-dpo-full", "qwen2-sft-lora"],
+)
+def test_the_general_path_agrees_with_the_analytic_path_where_both_run(config, method, tuning):
+    """An architecture with a record, planned both ways: the same counts and time, and tensor
+    peaks within the 5% the analytic model is held to against traces."""
+    from planner.general import general_spec
+    from planner.gpus import resolve_gpu
+    from planner.plan import estimate_for
+
+    gpu = resolve_gpu("a100-80gb")
+    request = PlanRequest(method=method, tuning=tuning, seq_len=512, batch_size=2, grad_accum=1)
+    analytic = estimate_for(spec_from_config(config, "tiny", "config"), gpu, request)
+    traced = estimate_for(general_spec(config, "tiny", "config", "tiny", []), gpu, request)
+    assert traced.model.estimate_path == "traced" and analytic.model.estimate_path == "analytic"
+    assert traced.model.params == analytic.model.params
+    assert traced.model.trainable_params == analytic.model.trainable_params
+    assert traced.time.step_seconds == analytic.time.step_seconds
+    peak = analytic.memory.tensor_peak_gib
+    assert traced.memory.tensor_peak_gib == pytest.approx(peak, rel=0.05, abs=0.01)
