@@ -65,7 +65,19 @@ def check_request(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[s
         )
     if request.sharding in (Sharding.zero3, Sharding.fsdp) and request.world_size == 1:
         warnings.append(f"--sharding {request.sharding.value} on one GPU shards nothing")
+    if request.sharding.value.startswith("zero") and not deepspeed_installed():
+        warnings.append(
+            f"--sharding {request.sharding.value} runs under DeepSpeed, which is not installed "
+            "here: pip install 'alignment-advisor[deepspeed]' before launching (or --sharding fsdp)"
+        )
     return warnings
+
+
+def deepspeed_installed() -> bool:
+    """Whether the deepspeed package is importable here (looked up, never imported)."""
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
 
 
 def normalised(request: PlanRequest, gpu: GpuSpec) -> PlanRequest:

@@ -276,7 +276,7 @@ def check_runnable_here(spec: RunSpec) -> None:
     import importlib.util
 
     from runners.monitor import shadowed_libraries
-    from runners.settings import tracker_problem, vllm_problem
+    from runners.settings import deepspeed_problem, tracker_problem, vllm_problem
 
     shadowed = shadowed_libraries(Path.cwd())
     if shadowed:
@@ -288,10 +288,10 @@ def check_runnable_here(spec: RunSpec) -> None:
         "deepspeed"
     ):
         raise InputError(
-            "DeepSpeed sharding needs the deepspeed package: pip install deepspeed "
-            "(or --sharding fsdp / ddp)"
+            "DeepSpeed sharding needs the deepspeed package: "
+            "pip install 'alignment-advisor[deepspeed]' (or --sharding fsdp / ddp)"
         )
-    problem = vllm_problem(spec)
+    problem = vllm_problem(spec) or deepspeed_problem(spec)
     if problem:
         raise InputError(problem)
     trackers = spec.trl_config.get("report_to") or []
@@ -456,7 +456,8 @@ def launch(
     if spec.nodes > 1:
         console.print(
             f"{spec.nodes} nodes: submit the job from a login node with "
-            f"`sbatch {run_dir / 'slurm.sbatch'}` (it starts one accelerate launch per node)"
+            f"`sbatch {run_dir / 'slurm.sbatch'}` (it runs command.sh on every node); check "
+            f"the nodes first with `srun advisor preflight {run_dir}` inside the allocation"
         )
         return Run(outcome="submitted", **written)
     return follow(

@@ -21,7 +21,13 @@ from planner.errors import InputError
 from planner.specs import Plan, PlanRequest, Precision
 from runners.data import fingerprint, model_fingerprint
 from runners.lifecycle import CHILD_ENV
-from runners.settings import TRL_CLI_METHODS, RunSpec, shell_safe, trl_cli_config
+from runners.settings import (
+    TRL_CLI_METHODS,
+    RunSpec,
+    shell_safe,
+    trl_cli_config,
+    vllm_server_script,
+)
 
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers")
 DISTRIBUTION = "alignment-advisor"
@@ -188,43 +194,64 @@ def hashes_for(spec: RunSpec) -> Hashes:
 
 
 def child_command(spec: RunSpec, run_dir: Path, resume: bool = False) -> list[str]:
-    """The command that trains: `accelerate launch` on runners.train, or torchrun for CPU DDP
-    (accelerate's MULTI_CPU launcher needs MPI; torchrun starts gloo ranks directly)."""
+    """The command that trains on one machine: `accelerate launch` on runners.train (several
+    processes, on GPUs or on CPU with gloo, start through torch's elastic agent)."""
     trainer = ["-m", "runners.train", f"{run_dir}/runspec.json"]
     return _launcher(spec, run_dir) + trainer + (["--resume"] if resume else [])
 
 
+def local_port(run_dir: Path | str) -> int:
+    """The rendezvous port of a one-machine multi-process run: one per run folder, so two runs
+    on one machine (or two tests) do not meet at accelerate's default 29500."""
+    return 29500 + zlib.crc32(str(run_dir).encode()) % 1000
+
+
 def _launcher(spec: RunSpec, run_dir: Path | str) -> list[str]:
-    if spec.device == "cpu" and spec.num_processes > 1:
-        return [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(spec.num_processes),
-            "--master_port",
-            str(29500 + zlib.crc32(str(run_dir).encode()) % 1000),
-        ]
-    return [
+    launcher = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
         "--config_file",
         f"{run_dir}/accelerate.yaml",
     ]
+    if spec.nodes == 1 and spec.num_processes > 1:
+        launcher += ["--main_process_port", str(local_port(run_dir))]
+    return launcher
+
+
+NODE_LINES = [
+    "# Every node runs this same file: its rank from MACHINE_RANK (or SLURM's SLURM_NODEID), the",
+    "# rendezvous from MASTER_ADDR / MASTER_PORT, defaulting to what the launch wrote.",
+    "node_rank=${MACHINE_RANK:-${SLURM_NODEID:-0}}",
+    "master_addr=${MASTER_ADDR:-%(host)s}",
+    "master_port=${MASTER_PORT:-%(port)s}",
+]
 
 
 def command_script(spec: RunSpec, run_dir: Path) -> str:
     """command.sh: the exact command `advisor launch` runs, found relative to the script itself
     so a copied or moved run folder trains (and resumes, with --resume) into itself. Ctrl-C or
-    SIGTERM reach only the training ranks, which save a checkpoint and stop. InputError for a
-    path that cannot be written into a script safely."""
+    SIGTERM reach only the training ranks, which save a checkpoint and stop. For several nodes
+    the same file runs on every node (node rank and rendezvous from the environment).
+    InputError for a path that cannot be written into a script safely."""
     launcher = shlex.join(shell_safe(part, "path") for part in _launcher(spec, run_dir))
     # The launcher line names this folder through $run_dir, never by its written path.
     launcher = launcher.replace(
         shlex.quote(f"{run_dir}/accelerate.yaml"), '"$run_dir/accelerate.yaml"'
     )
     python = shlex.quote(shell_safe(sys.executable, "python interpreter"))
+    check = f'{python} -m runners.lifecycle "$run_dir" "$@" || exit $?'
+    node_lines: list[str] = []
+    if spec.nodes > 1:
+        host = shell_safe(str(spec.accelerate.get("main_process_ip", "127.0.0.1")), "host name")
+        port = int(spec.accelerate.get("main_process_port", 29500))
+        node_lines = [line % {"host": host, "port": port} for line in NODE_LINES]
+        launcher += (
+            ' --machine_rank "$node_rank"'
+            ' --main_process_ip "$master_addr" --main_process_port "$master_port"'
+        )
+        # Node 0's trainer holds the run's lock; the other nodes share the folder.
+        check = f'if [ "$node_rank" = 0 ]; then {check}; fi'
     lines = [
         "#!/bin/bash",
         "# The exact command `advisor launch` runs (arguments: --resume to continue the run).",
@@ -234,8 +261,11 @@ def command_script(spec: RunSpec, run_dir: Path) -> str:
         "set -u",
         'run_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)',
         _exports(),
+        "# What `advisor preflight` found this cluster needs (NCCL_P2P_DISABLE=1, ...), if anything.",
+        'if [ -f "$run_dir/preflight.env" ]; then . "$run_dir/preflight.env"; fi',
+        *node_lines,
         "# A finished or stopped run is never trained over: --resume continues it.",
-        f'{python} -m runners.lifecycle "$run_dir" "$@" || exit $?',
+        check,
         f'{launcher} -m runners.train "$run_dir/runspec.json" "$@" &',
         "launcher=$!",
         'stop() { pkill -INT -P "$launcher" -f \'runners[.]train\' || kill -TERM "$launcher"; }',
@@ -258,37 +288,59 @@ def _exports() -> str:
     return "export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in CHILD_ENV.items())
 
 
-def slurm_script(spec: RunSpec, run_dir: str, gpus_per_node: int) -> str:
-    """An sbatch script that starts one accelerate launch per node for a multi-node run, with
-    the interpreter and the environment command.sh uses. The run folder and the interpreter are
-    written once, quoted, and reach every node through the environment, so no character in
-    their names is ever run as shell code."""
-    total = spec.num_processes
+def preemption_seconds(plan: Plan | None) -> int:
+    """How long before its time limit SLURM signals the job: the scheduler section of
+    profiles/constants.toml, or longer where two of the plan's steps would not fit in it (the
+    signal lands mid-step; the checkpoint is written after the step)."""
+    from planner.constants import constants
+
+    seconds = int(constants()["scheduler"]["preemption_signal_seconds"])
+    if plan is not None and plan.time.step_seconds:
+        seconds = max(seconds, int(2 * plan.time.step_seconds) + 120)
+    return seconds
+
+
+def slurm_script(spec: RunSpec, run_dir: str, gpus_per_node: int, plan: Plan | None = None) -> str:
+    """An sbatch script that runs the run folder's command.sh once per node (srun, one task per
+    node: each takes its node rank from SLURM_NODEID). SLURM signals the job ahead of its time
+    limit (--signal=B:TERM@seconds); the script passes the signal to every node, whose ranks
+    save a checkpoint and stop, and requeues itself; the requeued job resumes from that
+    checkpoint. The run folder and the interpreter are written once, quoted, and reach every
+    node through the environment, so no character in their names is ever run as shell code."""
     folder = shlex.quote(shell_safe(run_dir, "run folder"))
-    python = shlex.quote(shell_safe(sys.executable, "python interpreter"))
     if re.fullmatch(r"[\w./+-]+", run_dir):
         log = f"#SBATCH --output={run_dir}/slurm-%j.out"
     else:  # sbatch reads #SBATCH lines itself, without shell quoting
         log = "# The job's log: slurm-<job id>.out in the folder sbatch was started from."
+    port = int(spec.accelerate.get("main_process_port", 29500))
     return f"""#!/bin/bash
 #SBATCH --job-name=advisor-{spec.method.value}
 #SBATCH --nodes={spec.nodes}
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node={gpus_per_node}
 #SBATCH --cpus-per-task={8 * gpus_per_node}
+#SBATCH --signal=B:TERM@{preemption_seconds(plan)}
+#SBATCH --requeue
+#SBATCH --open-mode=append
 {log}
-set -euo pipefail
+# Check the nodes first: srun {shlex.quote(sys.executable)} -m advisor.cli preflight {folder}
+set -uo pipefail
 export RUN_DIR={folder}
-export ADVISOR_PYTHON={python}
-{_exports()}
-export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-export MASTER_PORT=29500
-srun bash -c '"$ADVISOR_PYTHON" -m accelerate.commands.launch \\
-  --config_file "$RUN_DIR/accelerate.yaml" \\
-  --num_machines {spec.nodes} --num_processes {total} \\
-  --machine_rank "$SLURM_NODEID" \\
-  --main_process_ip "$MASTER_ADDR" --main_process_port "$MASTER_PORT" \\
-  -m runners.train "$RUN_DIR/runspec.json"'
+export MASTER_ADDR=${{MASTER_ADDR:-$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)}}
+export MASTER_PORT=${{MASTER_PORT:-{port}}}
+resume=()
+if [ "${{SLURM_RESTART_COUNT:-0}}" -gt 0 ]; then resume=(--resume); fi  # requeued: continue
+srun --kill-on-bad-exit=1 bash "$RUN_DIR/command.sh" "${{resume[@]}}" "$@" &
+step=$!
+preempted() {{
+    echo "advisor: the time limit is near: every node saves a checkpoint, then the job requeues"
+    kill -TERM "$step"
+    wait "$step"
+    scontrol requeue "$SLURM_JOB_ID"
+    exit 0
+}}
+trap preempted TERM
+wait "$step"
 """
 
 
@@ -322,7 +374,9 @@ def write_run_folder(
     run_dir = Path(run_dir)
     script = command_script(spec, run_dir)  # refuses unsafe paths before anything is written
     gpus_per_node = max(1, spec.num_processes // spec.nodes)
-    sbatch = slurm_script(spec, str(run_dir.resolve()), gpus_per_node) if spec.nodes > 1 else None
+    sbatch = (
+        slurm_script(spec, str(run_dir.resolve()), gpus_per_node, plan) if spec.nodes > 1 else None
+    )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -338,6 +392,11 @@ def write_run_folder(
     if sbatch is not None:
         (run_dir / "slurm.sbatch").write_text(sbatch, encoding="utf-8")
         files.append("slurm.sbatch")
+    server = vllm_server_script(spec)
+    if server is not None:  # GRPO / RLOO generating on a vLLM server: start it first
+        (run_dir / "vllm_server.sh").write_text(server, encoding="utf-8")
+        (run_dir / "vllm_server.sh").chmod(0o755)
+        files.append("vllm_server.sh")
     command = child_command(spec, run_dir)
     (run_dir / "command.sh").write_text(script, encoding="utf-8")
     (run_dir / "command.sh").chmod(0o755)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from planner.dataset_file import LOADERS, file_format
-from planner.deepspeed import deepspeed_config, offload_targets, zero_stage
+from planner.deepspeed import deepspeed_config, zero_stage
 from planner.errors import InputError
 from planner.memory import ADAMW_OPTIM
 from planner.parameters import lora_target_modules
@@ -227,9 +227,13 @@ def trl_fields(
         # TRL builds the reference from `model_init_kwargs`, float32 unless dtype is given:
         # the reference loads as the policy does.
         fields["model_init_kwargs"] = {"dtype": load_dtype(request)}
-    ds = deepspeed_config(request) if device != "cpu" else None
+    ds = deepspeed_config(request)
     if ds is not None:
         fields["deepspeed"] = ds
+        if device == "cpu":
+            # DeepSpeed runs on its CPU accelerator (gloo) only where the trainer is not told
+            # `use_cpu`: accelerate skips DeepSpeed for `cpu=True` (accelerate/state.py).
+            fields["use_cpu"] = False
     method_fields, values = method.trl_fields(request, max_steps)
     fields.update(method_fields)
     fields.update(vllm_fields(request))
@@ -357,7 +361,12 @@ def accelerate_config(
     num_processes: int | None = None,
     mixed_precision: str | None = None,
 ) -> dict:
-    """An accelerate config file's fields for the request's GPUs, nodes, sharding and offload."""
+    """An accelerate config file's fields for the request's GPUs, nodes, sharding and offload.
+
+    Several processes on CPU take the same launcher as on GPUs (torch's elastic agent; accelerate
+    sends `use_cpu` runs to its MPI launcher instead): the TRL config's `use_cpu` then puts every
+    rank on CPU with gloo, and runners.train lets FSDP2 and DeepSpeed run there.
+    """
     processes = num_processes or request.world_size
     mixed = mixed_precision or "no"
     if mixed_precision is None and device != "cpu" and request.precision is not Precision.fp32:
@@ -374,28 +383,26 @@ def accelerate_config(
         "num_processes": processes,
         "rdzv_backend": "static",
         "same_network": True,
-        "use_cpu": device == "cpu",
+        "use_cpu": device == "cpu" and processes == 1,
     }
     if request.nodes > 1:
-        config["main_process_ip"] = "MASTER_ADDR"  # the SLURM script passes the real address
+        # Defaults for command.sh, which takes MASTER_ADDR / MASTER_PORT on every node first.
+        config["main_process_ip"] = rendezvous_host()
         config["main_process_port"] = 29500
     sharding = request.sharding
-    if device == "cpu":
-        if processes > 1:
-            config["distributed_type"] = "MULTI_CPU"
+    if processes == 1:
         return config
     stage = zero_stage(request)
     if stage is not None:
-        offload_optimizer, offload_params = offload_targets(request)
         config["distributed_type"] = "DEEPSPEED"
+        # The DeepSpeed settings live in the TRL config's `deepspeed` (planner.deepspeed): an
+        # accelerate config that repeats them, or names a mixed precision, is refused by
+        # accelerate's DeepSpeedPlugin ("the following accelerate config variables will be
+        # ignored", accelerate/utils/dataclasses.py `_deepspeed_config_checks`).
+        del config["mixed_precision"]
         config["deepspeed_config"] = {
             "deepspeed_multinode_launcher": "standard",
-            "gradient_accumulation_steps": request.grad_accum,
-            "offload_optimizer_device": offload_optimizer,
-            "offload_param_device": offload_params,
             "zero3_init_flag": stage == 3,
-            "zero3_save_16bit_model": stage == 3,
-            "zero_stage": stage,
         }
     elif sharding is Sharding.fsdp:
         config["distributed_type"] = "FSDP"
@@ -408,10 +415,56 @@ def accelerate_config(
             "fsdp_state_dict_type": "FULL_STATE_DICT",
             "fsdp_version": 2,
         }
-    elif processes > 1:
+    else:
         config["distributed_type"] = "MULTI_GPU"
         config["gpu_ids"] = "all"
     return config
+
+
+def resolved_deepspeed(spec: RunSpec) -> dict[str, Any] | None:
+    """The run's DeepSpeed config with transformers' "auto" values filled from the same TRL
+    fields transformers reads (`HfTrainerDeepSpeedConfig.trainer_config_process`), as one
+    process sees it: micro-batch, accumulation, clipping (TRL's `max_grad_norm`, 1.0 unless set)."""
+    ds = spec.trl_config.get("deepspeed")
+    if ds is None:
+        return None
+    fill = {
+        "train_micro_batch_size_per_gpu": spec.trl_config["per_device_train_batch_size"],
+        "gradient_accumulation_steps": spec.trl_config["gradient_accumulation_steps"],
+        "gradient_clipping": spec.trl_config.get("max_grad_norm", 1.0),
+    }
+    resolved = {
+        key: fill.get(key, value) if value == "auto" else value for key, value in ds.items()
+    }
+    resolved.pop("train_batch_size", None)  # DeepSpeed derives it: micro × accumulation × ranks
+    return resolved
+
+
+def deepspeed_problem(spec: RunSpec) -> str | None:
+    """What DeepSpeed's own config class (`deepspeed.runtime.config.DeepSpeedConfig`) refuses in
+    the run's DeepSpeed config, in one line; None when it accepts it or DeepSpeed is absent."""
+    resolved = resolved_deepspeed(spec)
+    if resolved is None or importlib.util.find_spec("deepspeed") is None:
+        return None
+    import logging
+
+    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    try:
+        DeepSpeedConfig(resolved)
+    except Exception as error:  # DeepSpeed raises assertions, ValueErrors and pydantic errors
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"DeepSpeed refuses the run's DeepSpeed config: {first}"
+    return None
+
+
+def rendezvous_host() -> str:
+    """The address a multi-node run meets at unless MASTER_ADDR says otherwise: this machine
+    (`advisor launch` is run on the node that will be rank 0; SLURM's script sets MASTER_ADDR)."""
+    import socket
+
+    return socket.gethostname()
 
 
 def kto_weights(desirable: int, undesirable: int) -> list[StartingValue]:

@@ -712,6 +712,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     watch_launchers(STOP)
     spec = RunSpec.model_validate_json(path.read_text(encoding="utf-8"))
+    if spec.device == "cpu":
+        from runners.cpu_engines import enable, engine_of
+
+        enable(engine_of(spec.accelerate))
     run = Run(run_dir, args.resume, spec.method)
     import torch
     from transformers import set_seed

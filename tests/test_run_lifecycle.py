@@ -115,20 +115,25 @@ def test_ctrl_c_to_advisor_launch_saves_and_a_copy_of_the_run_resumes(tiny_model
     assert original == [f"checkpoint-{step}"] and not (run / "final").exists()
 
 
-def test_two_processes_stop_at_the_same_step_and_resume_together(tiny_model, tmp_path):
-    """SIGTERM, what a scheduler sends before its time limit, to a two-process launch: every
-    rank saves at the same step, and the run resumes in place."""
+def test_two_fsdp2_processes_stop_at_the_same_step_and_resume_together(tiny_model, tmp_path):
+    """SIGTERM, what a scheduler sends before its time limit, to a two-process FSDP2 launch
+    (accelerate's launcher, fully_shard over gloo on CPU): every rank saves the sharded state
+    at the same step, and the run resumes in place from it."""
     dataset = write_demo_dataset("dpo", tmp_path / "data")
     flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
-    process = _start([*flags, "--save-steps", "1000", "--processes", "2"])
+    sharded = ["--tuning", "full", "--sharding", "fsdp", "--num-gpus", "2"]
+    process = _start([*flags, *sharded, "--save-steps", "1000", "--processes", "2"])
     run = _wait_for_step(tmp_path / "runs", 2, process)
     assert len(_trainers(run)) == 2
-    assert "torch.distributed.run" in read_manifest(run).command  # gloo DDP on CPU
+    assert "accelerate.commands.launch" in read_manifest(run).command
+    assert read_manifest(run).spec.accelerate["fsdp_config"]["fsdp_version"] == 2
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     _assert_stopped_with_a_checkpoint(run, 40)
     assert not _trainers(run)
+    (checkpoint,) = (run / "checkpoints").glob("checkpoint-*")
+    assert (checkpoint / "pytorch_model_fsdp.bin").is_file()  # accelerate's FSDP save
     _resume_to_the_end(run, 40)
     assert {r["world_size"] for r in read_metrics(run) if "loss" in r} == {2}
 

@@ -18,6 +18,7 @@ from runners.settings import (
     RewardSource,
     accelerate_config,
     build_run_spec,
+    deepspeed_problem,
     precision_fields,
     trl_cli_config,
     vllm_server_script,
@@ -170,18 +171,63 @@ def test_accelerate_config_per_sharding(sharding, offload, kind):
     assert config["distributed_type"] == kind
     assert config["num_processes"] == 8
     if kind == "DEEPSPEED":
-        ds = config["deepspeed_config"]
-        assert ds["zero_stage"] == int(sharding[-1])
-        assert ds["offload_optimizer_device"] == ("none" if offload == "none" else "cpu")
-        assert ds["offload_param_device"] == ("cpu" if offload == "optimizer+params" else "none")
+        # The ZeRO settings live in the TRL config's `deepspeed` alone (accelerate refuses a
+        # config that repeats them or names a mixed precision: the agreement test runs its check).
+        assert config["deepspeed_config"] == {
+            "deepspeed_multinode_launcher": "standard",
+            "zero3_init_flag": sharding == "zero3",
+        }
+        assert "mixed_precision" not in config
+        spec = build_run_spec(request, model_path="/m", dataset="/d.jsonl", output_dir="ck")
+        zero = spec.trl_config["deepspeed"]["zero_optimization"]
+        assert zero["stage"] == int(sharding[-1])
+        assert zero["offload_optimizer"]["device"] == ("none" if offload == "none" else "cpu")
     if kind == "FSDP":
         assert config["fsdp_config"]["fsdp_version"] == 2
 
 
+@pytest.mark.parametrize(
+    "sharding, offload",
+    [("zero1", "none"), ("zero2", "optimizer"), ("zero3", "none"), ("zero3", "optimizer+params")],
+)
+def test_deepspeed_and_accelerate_accept_the_written_deepspeed_config(
+    sharding, offload, monkeypatch
+):
+    pytest.importorskip(
+        "deepspeed",
+        reason="DeepSpeed is the optional extra alignment-advisor[deepspeed]; its config class "
+        "checks the written config wherever it installs",
+    )
+    from accelerate.utils import DeepSpeedPlugin
+
+    request = PlanRequest(model="7b", sharding=sharding, offload=offload, num_gpus=8)
+    spec = build_run_spec(request, model_path="/m", dataset="/d.jsonl", output_dir="ck")
+    assert deepspeed_problem(spec) is None  # DeepSpeedConfig, with transformers' autos filled
+    # accelerate's launcher hands the ranks the accelerate config's DeepSpeed keys (and the
+    # mixed precision it names); the DeepSpeed plugin refuses any that repeat the DeepSpeed
+    # config (accelerate/commands/launch.py `launch_command`, utils/dataclasses.py).
+    fields = list(spec.accelerate["deepspeed_config"])
+    fields += ["mixed_precision"] if "mixed_precision" in spec.accelerate else []
+    monkeypatch.setenv("ACCELERATE_CONFIG_DS_FIELDS", ",".join(fields).lower())
+    DeepSpeedPlugin._deepspeed_config_checks(None)
+    monkeypatch.setenv("ACCELERATE_CONFIG_DS_FIELDS", "zero_stage,mixed_precision")
+    with pytest.raises(ValueError, match="will be ignored"):  # what the old files did
+        DeepSpeedPlugin._deepspeed_config_checks(None)
+    broken = spec.model_copy(deep=True)
+    broken.trl_config["deepspeed"]["zero_optimization"]["offload_param"] = {"device": "tape"}
+    assert "DeepSpeed refuses" in deepspeed_problem(broken)
+
+
 def test_single_gpu_and_cpu_configs():
     assert accelerate_config(PlanRequest(model="7b"), "cuda")["distributed_type"] == "NO"
-    cpu = accelerate_config(PlanRequest(model="7b", num_gpus=2), "cpu")
-    assert cpu["use_cpu"] is True and cpu["distributed_type"] == "MULTI_CPU"
+    cpu = accelerate_config(PlanRequest(model="7b"), "cpu")
+    assert cpu["use_cpu"] is True and cpu["distributed_type"] == "NO"
+    # Several CPU processes start through torch's elastic agent, as on GPUs; the TRL config's
+    # use_cpu puts the ranks on CPU with gloo.
+    ddp = accelerate_config(PlanRequest(model="7b", num_gpus=2), "cpu")
+    assert ddp["use_cpu"] is False and ddp["distributed_type"] == "MULTI_GPU"
+    fsdp = accelerate_config(PlanRequest(model="7b", num_gpus=2, sharding="fsdp"), "cpu")
+    assert fsdp["distributed_type"] == "FSDP" and fsdp["mixed_precision"] == "no"
 
 
 def test_multi_node_has_machine_fields_and_a_slurm_script(tmp_path):
@@ -195,23 +241,27 @@ def test_multi_node_has_machine_fields_and_a_slurm_script(tmp_path):
     write_run_folder(tmp_path, spec, request)
     script = (tmp_path / "slurm.sbatch").read_text()
     assert "#SBATCH --nodes=2" in script
-    assert '--machine_rank "$SLURM_NODEID"' in script
-    assert "--num_processes 16" in script
+    assert "#SBATCH --requeue" in script and "#SBATCH --signal=B:TERM@300" in script
+    assert 'srun --kill-on-bad-exit=1 bash "$RUN_DIR/command.sh"' in script
+    command = (tmp_path / "command.sh").read_text()
+    assert "node_rank=${MACHINE_RANK:-${SLURM_NODEID:-0}}" in command
+    assert f"master_addr=${{MASTER_ADDR:-{config['main_process_ip']}}}" in command
+    assert '--machine_rank "$node_rank"' in command
 
 
-def test_slurm_script_runs_the_interpreter_and_environment_of_command_sh(tmp_path):
+def test_slurm_script_runs_command_sh_on_every_node(tmp_path):
     request = PlanRequest(model="llama-3-8b", nodes=2, num_gpus=8, sharding="zero3")
     spec = build_run_spec(request, model_path="/m", dataset="/d.jsonl", output_dir="checkpoints")
     write_run_folder(tmp_path, spec, request)
     sbatch = (tmp_path / "slurm.sbatch").read_text()
     command = (tmp_path / "command.sh").read_text()
-    assert "accelerate launch" not in sbatch  # no bare `accelerate` from whatever PATH holds
-    assert f"export ADVISOR_PYTHON={sys.executable}" in sbatch
-    assert '"$ADVISOR_PYTHON" -m accelerate.commands.launch' in sbatch
+    # Every node runs command.sh itself: one interpreter, environment and launcher line.
+    assert "accelerate" not in sbatch  # no bare `accelerate` from whatever PATH holds
+    assert f"{sys.executable} -m accelerate.commands.launch" in command
     exports = [line for line in command.splitlines() if line.startswith("export ")]
     assert exports and "HF_HUB_OFFLINE=1" in exports[0]
-    assert exports[0] in sbatch.splitlines()
     assert subprocess.run(["bash", "-n"], input=sbatch, text=True).returncode == 0
+    assert subprocess.run(["bash", "-n"], input=command, text=True).returncode == 0
 
 
 def test_single_node_writes_no_slurm_script(tmp_path):
@@ -361,3 +411,20 @@ def test_kto_weights_up_the_minority_kind():
     assert [w.value for w in kto_weights(300, 100)] == [1.0, 3.0]
     assert [w.value for w in kto_weights(100, 400)] == [4.0, 1.0]
     assert kto_weights(0, 10) == []
+
+
+def test_a_plan_that_picks_a_zero_stage_says_deepspeed_is_missing(monkeypatch):
+    import planner.plan
+    from planner.plan import estimate
+
+    request = PlanRequest(model="7b", sharding="zero2", num_gpus=4)
+    monkeypatch.setattr(planner.plan, "deepspeed_installed", lambda: False)
+    (warning,) = [w for w in estimate(request).warnings if "DeepSpeed" in w]
+    assert "pip install 'alignment-advisor[deepspeed]'" in warning
+    assert not [
+        w
+        for w in estimate(PlanRequest(model="7b", sharding="fsdp", num_gpus=4)).warnings
+        if "DeepSpeed" in w
+    ]
+    monkeypatch.setattr(planner.plan, "deepspeed_installed", lambda: True)
+    assert not [w for w in estimate(request).warnings if "DeepSpeed" in w]

@@ -5,6 +5,7 @@ run here: TRL's own parsers check the written config (tests/test_runners_setting
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from planner.parameters import count_params
 from planner.plan import estimate
 from planner.specs import Plan, PlanRequest
 from planner.trl_defaults import VLLM_GPU_MEMORY_UTILIZATION, VLLM_SERVE_GPU_MEMORY_UTILIZATION
+from runners.run_folder import write_run_folder
 from runners.settings import build_run_spec, vllm_problem, vllm_server_script
 from tests.test_plan_cli import run_cli
 
@@ -141,7 +143,7 @@ def test_a_plan_saved_before_the_vllm_engine_component_still_loads():
 # ----------------------------------------------------------------------------- written config
 
 
-def test_written_vllm_fields_are_what_the_plan_assumed():
+def test_written_vllm_fields_are_what_the_plan_assumed(tmp_path):
     """Plan ↔ config agreement: share, context length, server GPUs and where it listens."""
     colocated = _spec(generation="vllm-colocate", vllm_memory=0.4)
     plan = estimate(colocated.request)
@@ -174,6 +176,11 @@ def test_written_vllm_fields_are_what_the_plan_assumed():
         trl["vllm_server_port"],
     )
     assert 'CUDA_VISIBLE_DEVICES="${VLLM_GPUS:-4,5}"' in script  # after the 4 training GPUs
+    write_run_folder(tmp_path, served, served.request)
+    written = tmp_path / "vllm_server.sh"
+    assert written.read_text() == script and os.access(written, os.X_OK)
+    write_run_folder(tmp_path / "colocated", colocated, colocated.request)
+    assert not (tmp_path / "colocated" / "vllm_server.sh").exists()
 
 
 def test_hf_generation_writes_use_vllm_false_and_other_methods_nothing():
