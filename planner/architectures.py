@@ -76,9 +76,40 @@ class ArchitectureTraits:
     default_experts_per_token: int = 0
     """The config class's defaults for the two keys above."""
     moe_router: str = "mlp.gate"
-    """The router's module name in a decoder layer (a linear h -> experts, no bias)."""
+    """The router's module name in a decoder layer (a linear h -> experts)."""
     moe_experts: str = "mlp.experts"
     """The experts' module name in a decoder layer (stacked 3-D parameters in transformers 5.24)."""
+    moe_biases: bool = False
+    """The router and the experts carry biases: E on the router, 2·I per expert on the fused
+    gate_up and h on down (GptOssTopKRouter, GptOssExperts)."""
+    expert_width_key: str | None = None
+    """The config key of one expert's intermediate width (Qwen3-MoE's `moe_intermediate_size`);
+    None: the experts are `intermediate_size` wide."""
+    default_expert_width: int = 0
+    """The config class's default for `expert_width_key`."""
+    sparse_step_key: str | None = None
+    """The config key of the MoE layer frequency (Qwen3-MoE's `decoder_sparse_step`: layer i is
+    sparse when (i + 1) % step == 0); None: every layer is sparse."""
+    dense_layers_key: str | None = None
+    """The config key listing layers that keep a dense MLP of `intermediate_size`
+    (Qwen3-MoE's `mlp_only_layers`)."""
+    router_softmax_all: bool = True
+    """The router takes an fp32 softmax over all E logits before its top-k (Mixtral, Qwen3-MoE);
+    False: top-k over the logits, then a softmax over the k chosen (GptOssTopKRouter)."""
+    attention_sinks: bool = False
+    """Each attention layer holds a learned sink logit per query head (`self_attn.sinks`, a
+    parameter of a) that joins the softmax (GptOssAttention); eager attention then keeps one
+    w-dtype softmax per head instead of an fp32 one and its cast."""
+    sdpa: bool = True
+    """transformers 5.24 runs the model with sdpa by default; False: with eager attention,
+    which is what a run gets without a hub flash kernel (GPT-OSS: `_supports_sdpa = False`)."""
+    lora_adapts_experts: bool = True
+    """peft 0.21's "all-linear" adapts a MoE model's experts and router (its transformers-v5
+    mapping of the v4 expert names onto the stacked parameters: Mixtral, Qwen3-MoE) and then
+    leaves the dense layers' MLPs out; False: peft has no mapping for the model type and
+    "all-linear" adapts the attention alone (GPT-OSS: experts and router are no nn.Linear)."""
+    attention_bias_default: bool = False
+    """The config class's default for `attention_bias` (GptOssConfig: True)."""
     attention_softcapping: bool = False
     """Eager attention tanh-softcaps its scores (`attn_logit_softcapping`), keeping one more
     s x s tensor per head."""
@@ -86,7 +117,8 @@ class ArchitectureTraits:
     """The config key of the final logit softcapping (tanh on the logits), when the model has one."""
     eager_only: bool = False
     """Traced with eager attention whatever is asked: Gemma-2 with sdpa raises in transformers
-    5.24 (softcapping), and eager is what its model card asks for."""
+    5.24 (softcapping), and eager is what its model card asks for; GPT-OSS has no sdpa
+    (`_supports_sdpa = False`: its sinks need eager or a hub flash kernel)."""
 
     @property
     def is_moe(self) -> bool:
@@ -111,6 +143,41 @@ ARCHITECTURES: dict[str, ArchitectureTraits] = {
         ),
         ArchitectureTraits("qwen2", max_position_embeddings=32768, attention_bias="qkv"),
         ArchitectureTraits("qwen3", max_position_embeddings=32768, head_dim=128, qk_norm=True),
+        # Qwen3's attention with a sparse MoE MLP: experts `moe_intermediate_size` wide, no
+        # shared expert, some layers dense (`mlp_only_layers`, `decoder_sparse_step`).
+        ArchitectureTraits(
+            "qwen3_moe",
+            max_position_embeddings=32768,
+            num_key_value_heads=4,
+            qk_norm=True,
+            experts_key="num_experts",
+            default_experts=128,
+            default_experts_per_token=8,
+            expert_width_key="moe_intermediate_size",
+            default_expert_width=768,
+            sparse_step_key="decoder_sparse_step",
+            dense_layers_key="mlp_only_layers",
+        ),
+        # Attention sinks and biases, sliding windows on every other layer, biased experts and
+        # router; its RMSNorms scale in fp32 and stay fp32 (`_keep_in_fp32_modules`); no sdpa.
+        ArchitectureTraits(
+            "gpt_oss",
+            max_position_embeddings=131072,
+            num_key_value_heads=8,
+            head_dim=64,
+            norm="olmo2",
+            attention_bias_default=True,
+            attention_sinks=True,
+            experts_key="num_local_experts",
+            default_experts=128,
+            default_experts_per_token=4,
+            moe_router="mlp.router",
+            moe_biases=True,
+            router_softmax_all=False,
+            lora_adapts_experts=False,
+            sdpa=False,
+            eager_only=True,
+        ),
         ArchitectureTraits(
             "gemma",
             max_position_embeddings=8192,

@@ -24,6 +24,7 @@ from planner.methods import Loop, loop, sequence_tokens
 from planner.recipes import recipe
 from planner.specs import (
     Attention,
+    LoraTargets,
     Method,
     ModelSpec,
     Offload,
@@ -236,13 +237,16 @@ def qk_norm_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     """q and k RMSNorms that scale in fp32 (OLMo-2's over the whole projections, Gemma-3's per
     head), per token: trained, the fp32 input and fp32 normalised value of each, 8·(a·d + k·d),
     less w·a·d that the attention's count already holds (not under autocast over fp32 weights);
-    frozen (LoRA), the fp32 inputs, 4·(a·d + k·d) (traced; Qwen3's Llama-style q/k norms are
-    not yet counted)."""
-    if not (architecture(spec.model_type).qk_norm and gemma_style(spec)):
+    frozen (LoRA), the fp32 inputs, 4·(a·d + k·d) (traced). Llama-style per-head q/k norms
+    (Qwen3, Qwen3-MoE) keep the fp32 input and the w-dtype normalised value, (4 + w)·(a·d + k·d),
+    frozen the fp32 input alone (counted with saved-tensor hooks; traced)."""
+    if not architecture(spec.model_type).qk_norm:
         return 0.0
     q, kv = parameters.q_width(spec), parameters.kv_width(spec)
     if request.tuning is not Tuning.full:
         return FP32_BYTES * (q + kv)
+    if not gemma_style(spec):
+        return (FP32_BYTES + compute_bytes(request)) * (q + kv)
     shared = 0 if precision.autocast_over_fp32(request) else compute_bytes(request) * q
     return 2 * FP32_BYTES * (q + kv) - shared
 
@@ -291,6 +295,15 @@ def autocast_weight_copies(spec: ModelSpec, request: PlanRequest, lp: Loop) -> t
     return float(HALF_BYTES) * layer, head
 
 
+def attention_kernel(spec: ModelSpec, request: PlanRequest) -> Attention:
+    """The attention the run gets: the requested one, but eager where sdpa is asked for and the
+    architecture has none (GPT-OSS; the runners leave transformers' default, which falls back to
+    eager)."""
+    if request.attention is Attention.sdpa and not architecture(spec.model_type).sdpa:
+        return Attention.eager
+    return request.attention
+
+
 def attention_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
     """Attention's saved tensors per token. SDPA / flash: q, k, v after RoPE, the output and
     its transposed copy for o_proj, plus the fp32 logsumexp per head (Dao et al. 2022: no s×s
@@ -302,7 +315,12 @@ def attention_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -
     (Korthikanti et al. 2022, the 5·a·s/h term)."""
     w = compute_bytes(request)
     q = parameters.q_width(spec)
-    if request.attention is Attention.eager:
+    kernel = attention_kernel(spec, request)
+    if kernel is Attention.eager and architecture(spec.model_type).attention_sinks:
+        # GPT-OSS: one softmax in w over the s scores and the sink, and max's int64 index per
+        # row (eager_attention_forward in modeling_gpt_oss; counted with saved-tensor hooks).
+        return w * 4 * q + spec.num_heads * ((seq + 1) * w + INT64_BYTES)
+    if kernel is Attention.eager:
         # fp32 softmax, its cast to w for the value matmul (none in fp32 runs: the cast is a
         # no-op), and Gemma-2's tanh-softcapped scores.
         softcapped = w if architecture(spec.model_type).attention_softcapping else 0
@@ -315,11 +333,68 @@ def attention_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -
 
 def mlp_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     """Gated MLP (SwiGLU / GeGLU): gate, act(gate), up and their product, 4·I·w per token;
-    a MoE layer runs each token through its top-k experts (Shazeer et al. 2017); a plain MLP
-    (Phi's fc1, act, fc2) `plain_mlp_tensors` I-wide tensors."""
+    a plain MLP (Phi's fc1, act, fc2) `plain_mlp_tensors` I-wide tensors; a MoE model the
+    mean over its layers of the sparse layers' `moe_block_bytes_per_token` and the dense
+    layers' 4·I·w (Qwen3-MoE's `mlp_only_layers`)."""
+    if spec.is_moe:
+        return mean_over_layers(
+            spec,
+            moe_block_bytes_per_token(spec, request, frozen=False),
+            dense_mlp_bytes(spec, request),
+        )
     if not architecture(spec.model_type).gated_mlp:
         return plain_mlp_tensors(spec) * spec.intermediate_size * compute_bytes(request)
-    return 4 * parameters.active_mlp_width(spec) * compute_bytes(request)
+    return dense_mlp_bytes(spec, request)
+
+
+def dense_mlp_bytes(spec: ModelSpec, request: PlanRequest) -> float:
+    """A dense gated MLP's saved tensors per token: gate, act(gate), up and their product, 4·I·w."""
+    return 4 * spec.intermediate_size * compute_bytes(request)
+
+
+def mean_over_layers(spec: ModelSpec, sparse: float, dense: float) -> float:
+    """Per-layer mean of a quantity that differs between the sparse and the dense layers."""
+    moe_layers = parameters.moe_layer_count(spec)
+    return (moe_layers * sparse + (spec.num_layers - moe_layers) * dense) / spec.num_layers
+
+
+INT64_BYTES = 8
+"""Bytes per int64 element (routing indices)."""
+
+
+def expert_bytes(request: PlanRequest) -> int:
+    """Bytes per element inside the experts: the compute dtype, or fp32 under autocast over fp32
+    weights (grouped_mm does not autocast: transformers casts the input to the weights' dtype,
+    integrations/moe.py `_grouped_mm`)."""
+    return FP32_BYTES if precision.autocast_over_fp32(request) else compute_bytes(request)
+
+
+def moe_block_bytes_per_token(spec: ModelSpec, request: PlanRequest, frozen: bool) -> float:
+    """A sparse layer's saved tensors per token as transformers 5.24's default grouped_mm
+    experts keep them, each token making k (token, expert) pairs (integrations/moe.py
+    `grouped_mm_experts_forward`): the gathered input and the experts' output, 2·k·h (frozen
+    experts: the output alone, for the routing weights' gradient); I_e-wide, the gate_up
+    output (2), act(gate) and the product, 4·k·I_e (frozen: 3) — GPT-OSS's clamped SwiGLU
+    keeps 7 (6) — in the experts' dtype (`expert_bytes`); the k routing weights, 4·k; the
+    router's fp32 softmax over all E and its renormalised top-k, 4·E + 4·k + 4 (GPT-OSS: a
+    softmax over the k chosen, w·k); int64 indices (top-k, the sort's permutation, the gather,
+    the inverse permutation; GPT-OSS's biases gathered per pair too), 32·k (40·k). Counted
+    with autograd's saved-tensor hooks on a real layer; checked in the traced step."""
+    traits = architecture(spec.model_type)
+    h, i, k, e = (
+        spec.hidden_size,
+        parameters.expert_width(spec),
+        spec.num_experts_per_tok,
+        spec.num_experts,
+    )
+    x = expert_bytes(request)
+    widths = 7 if traits.moe_biases else 4  # GptOssExperts._apply_gate: clamp, sigmoid, (up + 1)
+    hidden = 1 if frozen else 2
+    experts = x * k * (hidden * h + (widths - (1 if frozen else 0)) * i)
+    softmax_all = traits.router_softmax_all
+    routing = FP32_BYTES * (e + k + 1) if softmax_all else compute_bytes(request) * k
+    indices = INT64_BYTES * k * (5 if traits.moe_biases else 4)
+    return experts + FP32_BYTES * k + routing + indices
 
 
 def plain_mlp_tensors(spec: ModelSpec) -> int:
@@ -383,8 +458,14 @@ def lora_layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest,
     q = parameters.q_width(spec)
     # What full tuning's attention keeps, less o_proj's input (frozen base linear).
     attention = attention_bytes_per_token(spec, request, seq) - w * q
-    # What full tuning's MLP keeps, less down_proj's (fc2's) input.
-    mlp = mlp_bytes_per_token(spec, request) - parameters.active_mlp_width(spec) * w
+    # What full tuning's MLP keeps, less down_proj's (fc2's) input; frozen experts keep
+    # neither their gathered input nor down's.
+    if spec.is_moe:
+        dense = dense_mlp_bytes(spec, request) - spec.intermediate_size * w
+        sparse = moe_block_bytes_per_token(spec, request, frozen=True)
+        mlp = mean_over_layers(spec, sparse, dense)
+    else:
+        mlp = mlp_bytes_per_token(spec, request) - parameters.active_mlp_width(spec) * w
     mlp += residual_dropout_bytes_per_token(spec, request)
     attention += qk_norm_bytes_per_token(spec, request)
     adapters = 0.0
@@ -504,11 +585,19 @@ def sft_chunked_loss_bytes(spec: ModelSpec, request: PlanRequest, tokens: int) -
 
 def backward_transient_bytes_per_token(spec: ModelSpec, request: PlanRequest, seq: int) -> float:
     """Gradient buffers a layer's backward holds beside what it frees: the fp32 gradient of
-    the residual stream and of a norm's input, 2 × 4·h per token, the MLP's w·I gradient,
-    and under eager attention the w-dtype gradient of the s×s probabilities per head
-    (traced)."""
-    transient = 2 * FP32_BYTES * spec.hidden_size + compute_bytes(request) * spec.intermediate_size
-    if request.attention is Attention.eager:
+    the residual stream and of a norm's input, 2 × 4·h per token, the MLP's w·I gradient (a
+    sparse layer's k (token, expert) pairs: w·k·max(h, I_e), the gradient of their gathered
+    input or of their expert width; the wider of the sparse and any dense layer), and under
+    eager attention the w-dtype gradient of the s×s probabilities per head (traced)."""
+    w = compute_bytes(request)
+    mlp = w * spec.intermediate_size
+    if spec.is_moe:
+        k, i = spec.num_experts_per_tok, parameters.expert_width(spec)
+        sparse = w * k * max(spec.hidden_size, i)
+        dense_layers = spec.num_layers > parameters.moe_layer_count(spec)
+        mlp = max(sparse, mlp) if dense_layers else sparse
+    transient = 2 * FP32_BYTES * spec.hidden_size + mlp
+    if attention_kernel(spec, request) is Attention.eager:
         transient += spec.num_heads * seq * compute_bytes(request)
     return transient
 
@@ -561,10 +650,39 @@ def decoder_saved_bytes(
 
 
 def outside_layers_bytes(spec: ModelSpec, request: PlanRequest, lp: Loop, tokens: int) -> float:
-    """Saved outside the decoder layers for `tokens` tokens (`outside_layers_bytes_per_token`),
-    plus the output head's 16-bit weight cast under autocast over fp32 weights."""
+    """Saved outside the decoder layers for `tokens` tokens (`outside_layers_bytes_per_token`
+    and the router auxiliary loss's `router_aux_bytes_per_token`), plus the output head's
+    16-bit weight cast under autocast over fp32 weights."""
     _, head_cast = autocast_weight_copies(spec, request, lp)
-    return tokens * outside_layers_bytes_per_token(spec, request) + head_cast
+    per_token = outside_layers_bytes_per_token(spec, request) + router_aux_bytes_per_token(
+        spec, request
+    )
+    return tokens * per_token + head_cast
+
+
+ROUTER_AUX_LOSS_METHODS = frozenset({Method.sft, Method.dpo, Method.kto, Method.grpo, Method.rloo})
+"""Trainers that add the router's load-balancing loss to a MoE model's loss in TRL 1.12: they
+pass `output_router_logits=True` whenever the config has that key, with their own
+`router_aux_loss_coef` (default 0.001; sft_trainer.py, dpo_trainer.py, kto_trainer.py,
+grpo_trainer.py, rloo_trainer.py); ORPO, CPO/SimPO, reward and PPO do not."""
+
+TRL_ROUTER_AUX_LOSS_COEF = 0.001
+"""TRL 1.12's `router_aux_loss_coef` default (SFTConfig, DPOConfig, KTOConfig, GRPOConfig,
+RLOOConfig); SFT also writes it over the model config's."""
+
+
+def router_aux_loss_on(spec: ModelSpec, request: PlanRequest) -> bool:
+    """The run adds the router's auxiliary (load-balancing) loss (`ROUTER_AUX_LOSS_METHODS`)."""
+    return spec.is_moe and request.method in ROUTER_AUX_LOSS_METHODS
+
+
+def router_aux_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+    """The auxiliary loss's saved tensors per token: in every sparse layer, the softmax over the
+    E router logits in their dtype, w·E (transformers' `load_balancing_loss_func`, Fedus et al.
+    2021 eq. 4-6; its fp32 copy times the padding mask saves only the mask; traced)."""
+    if not router_aux_loss_on(spec, request):
+        return 0.0
+    return parameters.moe_layer_count(spec) * compute_bytes(request) * spec.num_experts
 
 
 def loss_logits_bytes(
@@ -742,6 +860,83 @@ class MemoryBreakdown:
         return self.phase_members[self.peak_phase]
 
 
+def experts_need_bf16(spec: ModelSpec, request: PlanRequest) -> bool:
+    """The run's MoE experts would meet torch's grouped_mm with weights that are not bf16:
+    transformers 5.24 runs experts with grouped_mm by default, which takes bf16 only (its
+    checks mirror the CUDA kernel's, torch/_meta_registrations.py), so a forward over fp32 or
+    fp16 expert weights fails. DeepSpeed and FSDP hold 16-bit weights for compute in bf16 runs."""
+    if not spec.is_moe:
+        return False
+    sharded_bf16 = request.precision.half == "bf16" and (
+        is_deepspeed(effective_sharding(request)) or effective_sharding(request) is Sharding.fsdp
+    )
+    return precision.load_dtype(request) != "bfloat16" and not sharded_bf16
+
+
+def architecture_notes(spec: ModelSpec, request: PlanRequest) -> list[str]:
+    """What the estimate assumes of the model beyond its layout: the attention kernel it really
+    gets, how a quantized checkpoint is held, the router's auxiliary loss, and MoE settings a
+    run with transformers 5.24 / peft 0.21 cannot take."""
+    notes: list[str] = []
+    traits = architecture(spec.model_type)
+    if attention_kernel(spec, request) is not request.attention:
+        notes.append(
+            f"{spec.model_type} has no sdpa attention in transformers 5.24: planned with eager "
+            "attention (an s × s softmax per head), which the run falls back to"
+        )
+    quant = spec.hf_config.get("quantization_config")
+    method = quant.get("quant_method") if isinstance(quant, dict) else None
+    if method == "mxfp4":
+        notes.append(
+            "the checkpoint stores its experts in MXFP4; planned with them dequantized to bf16, "
+            "as training needs: transformers 5.24 dequantizes on load without triton and the "
+            "`kernels` package, and otherwise keeps MXFP4 experts it cannot train "
+            "(Mxfp4HfQuantizer.is_trainable is False), so load with "
+            "Mxfp4Config(dequantize=True)"
+        )
+    elif method:
+        notes.append(
+            f"the checkpoint is quantized ({method}); planned as if its weights were held in the "
+            "run's dtype"
+        )
+    if spec.is_moe:
+        sparse = parameters.moe_layer_count(spec)
+        notes.append(
+            f"mixture of experts: memory holds all {spec.num_experts} experts of each of the "
+            f"{sparse} sparse layers; time counts the {spec.num_experts_per_tok} a token runs "
+            "through (active parameters)"
+        )
+        if router_aux_loss_on(spec, request):
+            notes.append(
+                f"router auxiliary loss on: TRL 1.12's {request.method.value} trainer sets "
+                f"output_router_logits=True and adds router_aux_loss_coef={TRL_ROUTER_AUX_LOSS_COEF} "
+                "(TRL's default, not the config's) × the load-balancing loss; its router "
+                "softmaxes are counted"
+            )
+        else:
+            notes.append(
+                f"router auxiliary loss off: TRL 1.12's {request.method.value} trainer does not "
+                "add it (the router is trained by the method's loss alone)"
+            )
+        if experts_need_bf16(spec, request):
+            notes.append(
+                f"will not run as planned: transformers 5.24 runs the experts with torch's "
+                f"grouped_mm, which takes bf16 only, and this plan loads "
+                f"{precision.load_dtype(request)} weights; use --precision bf16-true"
+            )
+        if (
+            request.tuning is not Tuning.full
+            and request.lora_targets is LoraTargets.all_linear
+            and traits.lora_adapts_experts
+        ):
+            notes.append(
+                "will not run as planned: peft 0.21 adapts the stacked expert weights under "
+                '"all-linear" with a ParamWrapper, which refuses lora_dropout != 0 (the runs '
+                "here use 0.05); use --lora-targets attention"
+            )
+    return notes
+
+
 def runtime_overhead_bytes(request: PlanRequest, tensor_peak: float) -> float:
     """CUDA context + cuBLAS workspaces + NCCL buffers (multi-GPU) + allocator fragmentation
     as a fraction of the tensor peak; every term in profiles/constants.toml [runtime]."""
@@ -766,7 +961,7 @@ def late_backward_bytes(
     and cast (embedding_dense_backward)."""
     layers = spec.num_layers
     trained = parameters.model_params(spec, request)
-    layer_share = parameters.decoder_layer_params(spec) / trained
+    layer_share = parameters.decoder_params(spec) / layers / trained  # the mean layer
     head_share = max(0.0, 1 - layers * layer_share - parameters.embedding_params(spec) / trained)
     if request.tuning is not Tuning.full:
         layer_share, head_share = 1 / layers, 0.0  # adapters sit in the layers only
@@ -802,7 +997,7 @@ def estimate_memory(
         engine = vllm_engine_bytes(request, capacity)
     states = model_states(spec, request)
     act = activations(spec, request, lp)
-    notes = list(lp.notes) + states.notes
+    notes = list(lp.notes) + states.notes + architecture_notes(spec, request)
 
     reference = frozen_copy_bytes(spec, request) if lp.reference == "copy" else 0.0
     reward = reward_model_bytes(spec, request) if lp.reward_model else 0.0

@@ -17,7 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from planner.architectures import SUPPORTED_TYPES, architecture
+from planner.architectures import SUPPORTED_TYPES, ArchitectureTraits, architecture
 from planner.errors import InputError
 from planner.files import parse_json, read_text, short, shown
 from planner.parameters import count_params
@@ -203,9 +203,10 @@ def spec_from_config(
         top_k = _positive_int(config, top_k_key, where, traits.default_experts_per_token)
         if top_k > experts:
             raise InputError(f"{where}: {top_k_key} ({top_k}) exceeds {experts_key} ({experts})")
+        _check_moe_layout(config, traits, layers, where)
 
     # Which projections carry biases, as each transformers 5.24 module builds them.
-    attention_bias = out_bias = bool(config.get("attention_bias") or False)
+    attention_bias = out_bias = bool(config.get("attention_bias", traits.attention_bias_default))
     if traits.attention_bias == "qkv":
         attention_bias, out_bias = True, False
     elif traits.attention_bias == "none":
@@ -238,6 +239,27 @@ def spec_from_config(
         notes=notes,
     )
     return spec.model_copy(update={"params": count_params(spec)})
+
+
+def _check_moe_layout(
+    config: dict[str, Any], traits: ArchitectureTraits, layers: int, where: str
+) -> None:
+    """InputError unless the expert width, the sparse-layer step and the dense-layer list that
+    planner.parameters reads from the config are usable (Qwen3-MoE's keys)."""
+    if traits.expert_width_key:
+        _positive_int(config, traits.expert_width_key, where, traits.default_expert_width)
+    if traits.sparse_step_key:
+        _positive_int(config, traits.sparse_step_key, where, 1)
+    key = traits.dense_layers_key
+    dense = config.get(key) if key else None
+    if dense is not None and not (
+        isinstance(dense, list)
+        and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < layers for i in dense)
+    ):
+        raise InputError(
+            f"{where}: '{key}' must be a list of layer indices from 0 to {layers - 1}, "
+            f"got {short(dense)}"
+        )
 
 
 def _model_type(config: dict[str, Any], where: str) -> str | None:
@@ -345,6 +367,9 @@ CONFIG_CEILINGS = {
     "vocab_size": 16_777_216,
     "max_position_embeddings": 1_073_741_824,
     "num_local_experts": 4_096,
+    "num_experts": 4_096,
+    "moe_intermediate_size": 1_048_576,
+    "decoder_sparse_step": 4_096,
     "num_experts_per_tok": 4_096,
 }
 """Largest value accepted for each config.json integer: about 10x past the largest released

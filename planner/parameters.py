@@ -38,12 +38,14 @@ def attention_biases(spec: ModelSpec) -> tuple[bool, bool]:
 
 def attention_params_per_layer(spec: ModelSpec) -> int:
     """attention: h·a·d + 2·h·k·d + a·d·h weights, plus a·d + 2·k·d qkv biases and h o-bias where
-    the model has them (Qwen2: qkv bias, no o bias; Llama `attention_bias`, Phi: all four)."""
+    the model has them (Qwen2: qkv bias, no o bias; Llama `attention_bias`, Phi: all four),
+    plus a sink logits where the model has them (GptOssAttention `sinks`)."""
     h, q, kv = spec.hidden_size, q_width(spec), kv_width(spec)
     weights = h * q + 2 * h * kv + q * h
     qkv_bias, out_bias = attention_biases(spec)
     biases = (q + 2 * kv if qkv_bias else 0) + (h if out_bias else 0)
-    return weights + biases
+    sinks = spec.num_heads if architecture(spec.model_type).attention_sinks else 0
+    return weights + biases + sinks
 
 
 def dense_mlp_params(spec: ModelSpec) -> int:
@@ -55,16 +57,62 @@ def dense_mlp_params(spec: ModelSpec) -> int:
     return 3 * h * i + ((2 * i + h) if spec.mlp_bias else 0)
 
 
+def expert_width(spec: ModelSpec) -> int:
+    """One expert's intermediate width I_e: the config's `moe_intermediate_size` where the
+    architecture has one (Qwen3-MoE), else I (Mixtral, GPT-OSS)."""
+    traits = architecture(spec.model_type)
+    if traits.expert_width_key is None:
+        return spec.intermediate_size
+    return int(spec.hf_config.get(traits.expert_width_key) or traits.default_expert_width)
+
+
+def moe_layer_count(spec: ModelSpec) -> int:
+    """Decoder layers whose MLP is sparse: every layer of a MoE model, except (Qwen3-MoE)
+    those in `mlp_only_layers` and those where (i + 1) % `decoder_sparse_step` != 0
+    (Qwen3MoeDecoderLayer); 0 for a dense model."""
+    if not spec.is_moe:
+        return 0
+    traits = architecture(spec.model_type)
+    step = 1
+    if traits.sparse_step_key is not None:
+        step = int(spec.hf_config.get(traits.sparse_step_key) or 1)
+    dense: set[int] = set()
+    if traits.dense_layers_key is not None:
+        dense = set(spec.hf_config.get(traits.dense_layers_key) or [])
+    return sum(1 for i in range(spec.num_layers) if i not in dense and (i + 1) % step == 0)
+
+
+def expert_params(spec: ModelSpec) -> int:
+    """one expert: 3·h·I_e (gate and up fused in `gate_up_proj`, down), plus 2·I_e + h biases
+    where the experts have them (GptOssExperts `gate_up_proj_bias`, `down_proj_bias`)."""
+    h, i = spec.hidden_size, expert_width(spec)
+    biases = 2 * i + h if architecture(spec.model_type).moe_biases else 0
+    return 3 * h * i + biases
+
+
 def router_params(spec: ModelSpec) -> int:
-    """MoE router: h·E (Mixtral's `mlp.gate`, no bias); 0 for a dense model."""
-    return spec.hidden_size * spec.num_experts if spec.is_moe else 0
+    """MoE router: h·E (Mixtral's and Qwen3-MoE's `mlp.gate`), + E with a bias (GPT-OSS's
+    `mlp.router`); 0 for a dense model."""
+    if not spec.is_moe:
+        return 0
+    bias = spec.num_experts if architecture(spec.model_type).moe_biases else 0
+    return spec.hidden_size * spec.num_experts + bias
 
 
 def mlp_params_per_layer(spec: ModelSpec) -> int:
-    """MLP: 3·h·I dense; MoE: E·3·h·I experts + h·E router (Mixtral, Fedus et al. 2021)."""
+    """MLP of a sparse layer where the model has one: E experts + router (Fedus et al. 2021);
+    else the dense MLP (3·h·I)."""
     if spec.is_moe:
-        return spec.num_experts * dense_mlp_params(spec) + router_params(spec)
+        return spec.num_experts * expert_params(spec) + router_params(spec)
     return dense_mlp_params(spec)
+
+
+def mlp_params(spec: ModelSpec) -> int:
+    """every layer's MLP: the sparse layers' experts and routers and the dense layers' MLPs
+    (Qwen3-MoE's `mlp_only_layers` keep a dense MLP of `intermediate_size`)."""
+    sparse = moe_layer_count(spec)
+    dense = spec.num_layers - sparse
+    return sparse * mlp_params_per_layer(spec) + dense * dense_mlp_params(spec)
 
 
 def norm_has_bias(spec: ModelSpec) -> bool:
@@ -89,10 +137,17 @@ def norm_params_per_layer(spec: ModelSpec) -> int:
 
 
 def decoder_layer_params(spec: ModelSpec) -> int:
-    """one decoder layer: attention + MLP + norms (the unit FSDP wraps and gathers)."""
+    """one decoder layer: attention + MLP + norms (the unit FSDP wraps and gathers; a sparse
+    layer where the model has one)."""
     return (
         attention_params_per_layer(spec) + mlp_params_per_layer(spec) + norm_params_per_layer(spec)
     )
+
+
+def decoder_params(spec: ModelSpec) -> int:
+    """all decoder layers: L·(attention + norms) + every layer's MLP (`mlp_params`)."""
+    per_layer = attention_params_per_layer(spec) + norm_params_per_layer(spec)
+    return spec.num_layers * per_layer + mlp_params(spec)
 
 
 def final_norm_params(spec: ModelSpec) -> int:
@@ -116,24 +171,27 @@ def count_params(spec: ModelSpec) -> int:
         return spec.params
     return (
         embedding_params(spec)
-        + spec.num_layers * decoder_layer_params(spec)
+        + decoder_params(spec)
         + final_norm_params(spec)
         + lm_head_params(spec)
     )
 
 
 def active_mlp_width(spec: ModelSpec) -> int:
-    """MLP width a token runs through: I dense, top-k·I for MoE (each token runs through its
-    top-k experts, Shazeer et al. 2017)."""
-    return spec.intermediate_size * (spec.num_experts_per_tok if spec.is_moe else 1)
+    """MLP width a token runs through in a sparse layer: top-k·I_e (each token runs through
+    its top-k experts, Shazeer et al. 2017); I in a dense one."""
+    if spec.is_moe:
+        return expert_width(spec) * spec.num_experts_per_tok
+    return spec.intermediate_size
 
 
 def active_params(spec: ModelSpec) -> int:
-    """active per token: total − L·(E − top-k)·3·h·I for MoE (only top-k experts run); total if dense."""
+    """active per token: total − (sparse layers)·(E − top-k)·(one expert) for MoE (only the
+    top-k experts run; the router and the dense layers run whole); total if dense."""
     if not spec.is_moe:
         return count_params(spec)
     idle = spec.num_experts - spec.num_experts_per_tok
-    return count_params(spec) - spec.num_layers * idle * dense_mlp_params(spec)
+    return count_params(spec) - moe_layer_count(spec) * idle * expert_params(spec)
 
 
 def linear_shapes(spec: ModelSpec) -> list[tuple[str, int, int]]:
@@ -144,7 +202,8 @@ def linear_shapes(spec: ModelSpec) -> list[tuple[str, int, int]]:
     down matrices are listed (`mlp.experts.{e}.gate_proj`, ...), and the router as `mlp.gate`;
     transformers 5.24 stores them as stacked 3-D parameters, not nn.Linear modules.
     """
-    h, i, q, kv = spec.hidden_size, spec.intermediate_size, q_width(spec), kv_width(spec)
+    h, q, kv = spec.hidden_size, q_width(spec), kv_width(spec)
+    i = expert_width(spec) if spec.is_moe else spec.intermediate_size
     traits = architecture(spec.model_type)
     out = (f"self_attn.{traits.attention_out}", q, h)
     if traits.fused_projections:
@@ -180,19 +239,22 @@ def decoder_linear_params(spec: ModelSpec) -> int:
     MoE experts and router are 3-D parameters, not nn.Linear, so bitsandbytes leaves them too.
     """
     shapes = linear_shapes(spec)
-    if spec.is_moe:
-        shapes = [s for s in shapes if not s[0].startswith("mlp.")]
-    return spec.num_layers * sum(n_in * n_out for _, n_in, n_out in shapes)
+    if not spec.is_moe:
+        return spec.num_layers * sum(n_in * n_out for _, n_in, n_out in shapes)
+    attention = sum(n_in * n_out for name, n_in, n_out in shapes if not name.startswith("mlp."))
+    dense_layers = spec.num_layers - moe_layer_count(spec)  # Qwen3-MoE's nn.Linear MLPs
+    return (
+        spec.num_layers * attention + dense_layers * 3 * spec.hidden_size * spec.intermediate_size
+    )
 
 
 def largest_layer_params(spec: ModelSpec) -> int:
     """largest module: max over modules of their own parameters (DeepSpeed's "largest layer"
     in estimate_zero3_model_states_mem_needs_all_live) — usually V·h, for MoE E·3·h·I."""
-    h, i = spec.hidden_size, spec.intermediate_size
     candidates = [embedding_params(spec), lm_head_params(spec), final_norm_params(spec)]
     candidates += [n_in * n_out for _, n_in, n_out in linear_shapes(spec)]
     if spec.is_moe:
-        candidates.append(spec.num_experts * 3 * h * i)  # MixtralExperts holds all E experts
+        candidates.append(spec.num_experts * expert_params(spec))  # one module holds all E
     return max(candidates)
 
 
@@ -257,10 +319,14 @@ def lora_linear_params(n_in: int, n_out: int, rank: int) -> int:
 def lora_moe_params(spec: ModelSpec, rank: int) -> int:
     """LoRA on one MoE block as peft 0.21 wraps transformers 5.24's fused experts under "all-linear".
 
-    peft maps the v4 targets (w1, w3, w2, gate) onto the 3-D parameters: `gate_up_proj` gets rank
-    2r per expert, E·2r·(h + 2I); `down_proj` rank r, E·r·(I + h); the router r·(h + E).
+    peft maps the v4 targets (Mixtral's w1, w3, w2, gate; Qwen3-MoE's gate_proj, up_proj,
+    down_proj, gate) onto the 3-D parameters: `gate_up_proj` gets rank 2r per expert,
+    E·2r·(h + 2I_e); `down_proj` rank r, E·r·(I_e + h); the router r·(h + E). 0 where peft has no
+    such mapping (GPT-OSS: its experts and router are no nn.Linear, so nothing is adapted).
     """
-    h, i, e = spec.hidden_size, spec.intermediate_size, spec.num_experts
+    if not architecture(spec.model_type).lora_adapts_experts:
+        return 0
+    h, i, e = spec.hidden_size, expert_width(spec), spec.num_experts
     gate_up = e * 2 * rank * (h + 2 * i)
     down = e * rank * (i + h)
     return gate_up + down + lora_linear_params(h, e, rank)
@@ -280,13 +346,16 @@ def lora_params(spec: ModelSpec, rank: int, targets: str) -> int:
         keep = {"self_attn.q_proj", "self_attn.v_proj", "self_attn.qkv_proj"}
         shapes = [s for s in shapes if s[0] in keep]
     per_layer = sum(lora_linear_params(n_in, n_out, rank) for _, n_in, n_out in shapes)
+    total = spec.num_layers * per_layer
     if target is LoraTargets.all_linear:
         if spec.is_moe:
-            per_layer += lora_moe_params(spec, rank)
+            # peft's MoE mapping takes the MLP names for the experts: dense layers get none.
+            total += moe_layer_count(spec) * lora_moe_params(spec, rank)
         else:
             mlp = [s for s in linear_shapes(spec) if s[0].startswith("mlp.")]
-            per_layer += sum(lora_linear_params(n_in, n_out, rank) for _, n_in, n_out in mlp)
-    return spec.num_layers * per_layer
+            mlp_params = sum(lora_linear_params(n_in, n_out, rank) for _, n_in, n_out in mlp)
+            total += spec.num_layers * mlp_params
+    return total
 
 
 def _targets(targets: str) -> LoraTargets:

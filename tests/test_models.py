@@ -53,6 +53,17 @@ PUBLISHED_COUNTS = {
     "gemma-3-1b-it": 999_885_952,
 }
 
+MOE_PUBLISHED = {
+    # Model card figures in billions, to the digits they give: (total, second figure).
+    # Qwen3 cards: the non-embedding count (embedding and lm_head out).
+    "qwen3-30b-a3b": ((30.5, 1), (29.9, 1)),  # Qwen/Qwen3-30B-A3B
+    "qwen3-235b-a22b": ((235, 0), (234, 0)),  # Qwen/Qwen3-235B-A22B
+    # gpt-oss model card (OpenAI 2025, table 1): active per token, the unembedding counted and
+    # the embedding not.
+    "gpt-oss-20b": ((20.91, 2), (3.61, 2)),
+    "gpt-oss-120b": ((116.83, 2), (5.13, 2)),
+}
+
 REPRESENTATIVES = {
     "0.5b": "qwen2.5-0.5b",
     "1b": "llama-3.2-1b",
@@ -160,6 +171,39 @@ def test_moe_active_params_count_only_the_routed_experts():
     assert parameters.active_params(resolve_model("7b")) == resolve_model("7b").params
 
 
+@pytest.mark.parametrize(("profile", "published"), MOE_PUBLISHED.items())
+def test_moe_profiles_total_and_active_counts_round_to_their_model_cards(profile, published):
+    (total, total_digits), (second, second_digits) = published
+    spec = resolve_model(profile)
+    embedding = parameters.embedding_params(spec)
+    if profile.startswith("gpt-oss"):
+        counted = parameters.active_params(spec) - embedding
+    else:
+        counted = spec.params - embedding - parameters.lm_head_params(spec)
+    assert round(spec.params / 1e9, total_digits) == total
+    assert round(counted / 1e9, second_digits) == second
+
+
+@pytest.mark.parametrize(
+    ("label", "config", "sparse_layers"),
+    [
+        ("qwen3_moe", {**TINY_LLAMA, "model_type": "qwen3_moe", "num_hidden_layers": 4, "num_experts": 8, "num_experts_per_tok": 2, "moe_intermediate_size": 48, "mlp_only_layers": [1]}, 3),
+        ("qwen3_moe step 2", {**TINY_LLAMA, "model_type": "qwen3_moe", "num_hidden_layers": 4, "num_experts": 8, "num_experts_per_tok": 2, "decoder_sparse_step": 2}, 2),
+        ("gpt_oss", {**TINY_LLAMA, "model_type": "gpt_oss", "num_local_experts": 8, "num_experts_per_tok": 2}, 2),
+    ],
+)  # fmt: skip
+def test_moe_active_params_drop_the_idle_experts_of_the_sparse_layers(label, config, sparse_layers):
+    """Active = all parameters less, in each sparse layer, the experts a token does not run:
+    counted here from the real modules (one expert's share of the stacked parameters)."""
+    spec = spec_from_config(config, label, "config")
+    model = build_on_meta(config)
+    experts = [m for m in model.modules() if type(m).__name__.endswith("Experts")]
+    assert len(experts) == parameters.moe_layer_count(spec) == sparse_layers
+    one_expert = numel(experts[0]) // spec.num_experts
+    idle = sparse_layers * (spec.num_experts - spec.num_experts_per_tok) * one_expert
+    assert parameters.active_params(spec) == numel(model) - idle
+
+
 @pytest.mark.parametrize(
     ("label", "config"),
     [
@@ -174,6 +218,11 @@ def test_moe_active_params_count_only_the_routed_experts():
         ("phi with grouped kv heads and q/k layernorms", {**TINY_LLAMA, "model_type": "phi", "qk_layernorm": True}),
         ("mistral without kv heads", {k: v for k, v in TINY_LLAMA.items() if k != "num_key_value_heads"} | {"model_type": "mistral", "num_attention_heads": 8}),
         ("mixtral 4 experts", {**TINY_LLAMA, "model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 2}),
+        ("qwen3_moe with defaults", {**TINY_LLAMA, "model_type": "qwen3_moe"}),
+        ("qwen3_moe sparse every other layer", {**TINY_LLAMA, "model_type": "qwen3_moe", "num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 48, "decoder_sparse_step": 2}),
+        ("qwen3_moe with dense layers listed", {**TINY_LLAMA, "model_type": "qwen3_moe", "num_hidden_layers": 3, "num_experts": 4, "num_experts_per_tok": 1, "mlp_only_layers": [0, 2]}),
+        ("gpt_oss with defaults", {**TINY_LLAMA, "model_type": "gpt_oss", "num_local_experts": 4, "head_dim": 16}),
+        ("gpt_oss without attention biases", {**TINY_LLAMA, "model_type": "gpt_oss", "num_local_experts": 4, "num_experts_per_tok": 2, "attention_bias": False}),
     ],
 )  # fmt: skip
 def test_spec_from_config_counts_architecture_variants_exactly(label, config):
@@ -214,8 +263,9 @@ def test_tiny_config_of_each_architecture_is_counted_exactly(model_type):
     spec = spec_from_config(config, model_type, "config")
     model = build_on_meta(config)
     assert spec.params == numel(model)
-    assert parameters.decoder_layer_params(spec) == numel(model.model.layers[0])
-    layer = model.model.layers[0]
+    # The last layer: sparse in every MoE config here (Qwen3-MoE's tiny one keeps layer 0 dense).
+    layer = model.model.layers[-1]
+    assert parameters.decoder_layer_params(spec) == numel(layer)
     for name, n_in, n_out in parameters.linear_shapes(spec):
         if ".experts." not in name:  # stacked 3-D expert parameters, no module per expert
             assert tuple(layer.get_submodule(name).weight.shape) == (n_out, n_in), name
@@ -235,6 +285,8 @@ def test_tiny_config_of_each_architecture_is_counted_exactly(model_type):
         "phi-3-mini-4k",
         "phi-2",
         "olmo-2-1124-7b",
+        "qwen3-30b-a3b",
+        "gpt-oss-20b",
     ],
 )
 def test_lora_params_equal_peft_trainable_params_on_meta(profile, targets):

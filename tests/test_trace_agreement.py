@@ -22,11 +22,14 @@ from planner.specs import PlanRequest
 from tests.tiny_architectures import (
     GEMMA2_TINY,
     GEMMA3_TEXT_TINY,
+    GPT_OSS_TINY,
     GRANITE_TINY,
     LLAMA_TINY,
+    MIXTRAL_TINY,
     OLMO2_TINY,
     PHI_TINY,
     QWEN2_TINY,
+    QWEN3_MOE_TINY,
 )
 
 ARCHITECTURES = {"llama": LLAMA_TINY, "qwen2": QWEN2_TINY, "gemma2": GEMMA2_TINY}
@@ -229,6 +232,9 @@ ONE_ROW_ARCHITECTURES = {
     "olmo2": OLMO2_TINY,
     "granite": GRANITE_TINY,
     "gemma3_text": GEMMA3_TEXT_TINY,
+    "mixtral": MIXTRAL_TINY,
+    "qwen3_moe": QWEN3_MOE_TINY,
+    "gpt_oss": GPT_OSS_TINY,
 }
 """Architectures checked by a row or two each, outside the matrices (CI's time budget)."""
 ONE_ROW_CHECKS = [
@@ -244,6 +250,15 @@ ONE_ROW_CHECKS = [
     # Gemma-3: Gemma-2's fp32 norms plus per-head q/k norms, sdpa, sliding windows.
     ("sft", "gemma3_text", 1024, True),
     ("dpo+lora", "gemma3_text", 256, False),
+    # MoE (grouped_mm experts in bf16, router softmax and indices, the router aux loss that
+    # TRL's SFT/DPO/KTO add): Mixtral; Qwen3-MoE with a dense layer and q/k norms; GPT-OSS
+    # with sinks under eager attention (asked for sdpa: it has none), biased clamped-SwiGLU
+    # experts, and LoRA whose "all-linear" adapts the attention alone.
+    ("sft", "mixtral", 1024, True),
+    ("dpo", "qwen3_moe", 1024, False),
+    ("kto", "qwen3_moe", 256, True),
+    ("sft", "gpt_oss", 256, False),
+    ("dpo+lora", "gpt_oss", 256, True),
 ]
 
 

@@ -180,6 +180,54 @@ GEMMA3_TEXT_TINY = _variant(
     final_logit_softcapping=None,
 )
 
+# Qwen3-MoE-style, scaled from Qwen3-30B-A3B (hidden 2048, 48 layers, 32 heads of 128 / 4 KV
+# heads, 128 experts of moe_intermediate_size 768 = 0.375 x hidden, top-8 with norm_topk_prob,
+# vocab 151936, untied): the Qwen3-style config with 8 experts of 96, top-2, and layer 0 dense
+# (`mlp_only_layers`, intermediate_size 1376) to keep the dense-layer rule in view.
+QWEN3_MOE_TINY = _variant(
+    QWEN3_TINY,
+    "qwen3_moe",
+    "Qwen3MoeForCausalLM",
+    num_experts=8,
+    num_experts_per_tok=2,
+    moe_intermediate_size=96,
+    norm_topk_prob=True,
+    decoder_sparse_step=1,
+    mlp_only_layers=[0],
+    tie_word_embeddings=False,
+)
+
+# GPT-OSS-style, scaled from gpt-oss-20b (hidden 2880, 24 layers, 64 heads of 64 / 8 KV heads,
+# 32 experts of 2880, top-4, biased attention, experts and router, attention sinks, sliding
+# window 128 on every other layer, vocab 201088 = 70 x hidden, untied; traced with eager
+# attention): hidden 256, 4 layers, 8 heads of 32 / 2 KV heads, 8 experts of 256, top-2.
+GPT_OSS_TINY: dict = {
+    "model_type": "gpt_oss",
+    "architectures": ["GptOssForCausalLM"],
+    "hidden_size": 256,
+    "intermediate_size": 256,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
+    "vocab_size": 16384,
+    "max_position_embeddings": 4096,
+    "sliding_window": 128,
+    "attention_bias": True,
+    "hidden_act": "silu",
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 150000.0,
+    "swiglu_limit": 7.0,
+    "router_aux_loss_coef": 0.9,
+    "output_router_logits": False,
+    "tie_word_embeddings": False,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
+    "torch_dtype": "bfloat16",
+}
+
 ARCHITECTURE_CONFIGS: dict[str, dict] = {
     "llama": LLAMA_TINY,
     "mistral": MISTRAL_TINY,
@@ -193,6 +241,8 @@ ARCHITECTURE_CONFIGS: dict[str, dict] = {
     "olmo2": OLMO2_TINY,
     "granite": GRANITE_TINY,
     "gemma3_text": GEMMA3_TEXT_TINY,
+    "qwen3_moe": QWEN3_MOE_TINY,
+    "gpt_oss": GPT_OSS_TINY,
 }
 """One tiny config per record of planner/architectures.py, by model_type (a new architecture
 adds its own here; tests/test_models.py and tests/test_trace.py check each)."""

@@ -11,7 +11,12 @@ from typing import Any
 from planner import precision
 from planner.architectures import architecture
 from planner.errors import InputError
-from planner.memory import ADAMW_OPTIM, SFT_LOSS_CHUNK_TOKENS
+from planner.memory import (
+    ADAMW_OPTIM,
+    ROUTER_AUX_LOSS_METHODS,
+    SFT_LOSS_CHUNK_TOKENS,
+    TRL_ROUTER_AUX_LOSS_COEF,
+)
 from planner.methods import Loop, loop
 from planner.parameters import lora_modules
 from planner.precision import load_dtype
@@ -40,6 +45,9 @@ class Setup:
     autocast_dtype: Any | None
     fp32_outputs: bool
     attention: str
+    router_aux_loss: bool = False
+    """The policy's forwards return the router's load-balancing loss, which the step adds to
+    its loss × TRL's `router_aux_loss_coef` (MoE models, `ROUTER_AUX_LOSS_METHODS`)."""
     model_params: int = 0
     model_param_bytes: int = 0
     adapter_params: int = 0
@@ -120,6 +128,12 @@ def build(request: PlanRequest, hf_config: dict[str, Any], fake_mode: Any) -> Se
         )
     notes.append("steady state: optimizer states exist before the step")
     notes.extend(_method_notes(request, lp))
+    router_aux_loss = architecture(model_type).is_moe and request.method in ROUTER_AUX_LOSS_METHODS
+    if router_aux_loss:
+        notes.append(
+            f"router auxiliary loss on (TRL 1.12's {request.method.value} trainer: "
+            f"output_router_logits=True, router_aux_loss_coef={TRL_ROUTER_AUX_LOSS_COEF})"
+        )
 
     return Setup(
         request=request,
@@ -133,6 +147,7 @@ def build(request: PlanRequest, hf_config: dict[str, Any], fake_mode: Any) -> Se
         autocast_dtype=autocast_dtype,
         fp32_outputs=fp32_outputs,
         attention=attention,
+        router_aux_loss=router_aux_loss,
         model_params=model_params,
         model_param_bytes=model_param_bytes,
         adapter_params=adapter_params,
@@ -248,8 +263,11 @@ def _apply_lora(request: PlanRequest, hf_config: dict[str, Any], model: Any, fak
         with _swappable(fake_mode) if fake_mode is not None else nullcontext():
             model = get_peft_model(model, config)
     except ValueError as exc:
+        hint = ""
+        if "ParamWrapper" in str(exc):  # peft's wrapper of stacked MoE expert weights
+            hint = " (peft adapts the MoE experts here; use --lora-targets attention)"
         raise InputError(
-            f"--trace could not apply LoRA ({request.lora_targets.value}): {exc}"
+            f"--trace could not apply LoRA ({request.lora_targets.value}): {exc}{hint}"
         ) from exc
     if fake_mode is not None:
         _adopt_foreign_tensors(model, fake_mode)

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 
 from planner.architectures import architecture
 from planner.errors import InputError
+from planner.precision import load_dtype
 from planner.specs import Method, Offload, Optimizer, PlanRequest, Sharding, Tuning
 from planner.trace.build import Setup, build
 from planner.trace.steps import STEPS
@@ -131,10 +132,12 @@ def _trace(
     replaces the method's step function (both only to check the emulation against TRL)."""
     check_traceable(request)
     model_type = hf_config.get("model_type")
-    if fake and architecture(model_type).is_moe:
+    if architecture(model_type).is_moe and load_dtype(request) != "bfloat16":
+        # torch's grouped_mm (transformers 5.24's default experts) takes bf16 only, on a GPU too.
         raise InputError(
-            f"--trace cannot run {model_type} on fake tensors: its experts run as grouped "
-            "matmuls (GPU kernels) and a data-dependent routing; drop --trace"
+            f"--trace: {model_type}'s experts run as torch grouped_mm, which takes bf16 only, and "
+            f"this plan loads {load_dtype(request)} weights, so the step fails (as a real run "
+            "would); trace --precision bf16-true, or LoRA over a bf16 base"
         )
     start = time.perf_counter()
 

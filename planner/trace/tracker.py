@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from planner.memory import TRL_ROUTER_AUX_LOSS_COEF
 from planner.trace.build import Setup
 from planner.trace.steps.common import Step
 
@@ -129,7 +130,11 @@ def run_step(setup: Setup, step: Callable[[Step], Any]) -> Any:
     tracker.track_external(*external)
     with tracker, _cuda_dropout():
         tracker.hook_trainable(setup.model)
-        loss = step(Step(setup, tracker.phase))
+        traced = Step(setup, tracker.phase)
+        loss = step(traced)
+        if traced.aux_losses:  # TRL: loss + router_aux_loss_coef × the policy's aux loss
+            loss = loss + TRL_ROUTER_AUX_LOSS_COEF * sum(traced.aux_losses)
+            traced.aux_losses.clear()
         with tracker.phase("backward"):
             loss.backward()
             del loss

@@ -36,6 +36,8 @@ class Step:
         self.inputs = setup.inputs
         self.phase = phase
         self.b = setup.request.batch_size
+        self.aux_losses: list[Any] = []
+        """The router's auxiliary losses of the policy forwards (MoE models, when TRL adds them)."""
 
     def autocast(self) -> Any:
         """accelerate's autocast around a prepared model's forward (fp16 only: see build)."""
@@ -45,12 +47,18 @@ class Step:
             return nullcontext()
         return torch.autocast("cpu", dtype=self.setup.autocast_dtype)
 
-    def _call(self, model: Any, **kwargs: Any) -> Any:
-        """A forward through accelerate's wrapper: autocast, then outputs converted to fp32."""
+    def _call(self, model: Any, aux: bool = False, **kwargs: Any) -> Any:
+        """A forward through accelerate's wrapper: autocast, then outputs converted to fp32;
+        `aux` asks a MoE model for its router auxiliary loss, as TRL does (kept in
+        `aux_losses`)."""
         import torch
 
+        if aux:
+            kwargs["output_router_logits"] = True
         with self.autocast():
             out = model(use_cache=False, **kwargs)
+        if aux and out.get("aux_loss") is not None:
+            self.aux_losses.append(out["aux_loss"])
         loss = out.get("loss")
         logits = out["logits"]
         del out
@@ -62,7 +70,7 @@ class Step:
         return loss, logits
 
     def policy(self, **kwargs: Any) -> Any:
-        return self._call(self.setup.model, **kwargs)
+        return self._call(self.setup.model, aux=self.setup.router_aux_loss, **kwargs)
 
     def reference(self, **kwargs: Any) -> Any:
         """A reference forward as TRL does it: under no_grad, checkpointing disabled on the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from planner.memory import SFT_LOSS_CHUNK_TOKENS
+from planner.memory import SFT_LOSS_CHUNK_TOKENS, TRL_ROUTER_AUX_LOSS_COEF
 from planner.trace.steps.common import Step
 
 SFT_CHUNK_SIZE = SFT_LOSS_CHUNK_TOKENS
@@ -50,12 +50,16 @@ def sft_step(step: Step) -> Any:
 
     with step.autocast():
         with step.phase("forward"):
+            aux = {"output_router_logits": True} if setup.router_aux_loss else {}
             outputs = backbone(
                 input_ids=inputs["input_ids"],
                 attention_mask=inputs["attention_mask"],
                 use_cache=False,
+                **aux,
             )
             hidden_states = outputs.last_hidden_state
+            router_logits = outputs.router_logits if aux else None
+            del outputs
         with step.phase("loss"):
             # trl.trainer.sft_trainer._chunked_cross_entropy_loss, with the chunk count (read
             # from the device there) computed here from the known number of valid labels.
@@ -85,5 +89,17 @@ def sft_step(step: Step) -> Any:
                 correct = correct + c_correct
                 entropy_sum = entropy_sum + c_entropy
             loss = loss / n_valid_tensor.clamp(min=1)
-            del outputs, hidden_states, hidden, labels, correct, entropy_sum
+            if router_logits is not None:  # TRL's chunked forward adds the MoE aux loss last
+                from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+                config = causal_lm.config
+                aux_loss = load_balancing_loss_func(
+                    router_logits,
+                    config.num_local_experts,
+                    config.num_experts_per_tok,
+                    inputs["attention_mask"],
+                )
+                loss = loss + TRL_ROUTER_AUX_LOSS_COEF * aux_loss
+                del router_logits, aux_loss
+            del hidden_states, hidden, labels, correct, entropy_sum
     return loss
