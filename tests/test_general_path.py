@@ -197,3 +197,15 @@ def test_the_general_path_agrees_with_the_analytic_path_where_both_run(config, m
     assert traced.time.step_seconds == analytic.time.step_seconds
     peak = analytic.memory.tensor_peak_gib
     assert traced.memory.tensor_peak_gib == pytest.approx(peak, rel=0.05, abs=0.01)
+
+
+def test_a_recommendation_for_a_general_path_model_skips_the_compute_check(tmp_path, capsys):
+    answers = {"use_case": "knowledge_assistant", "risk": "low", "ml_maturity": "medium",
+               "feedback": "pairwise_preferences", "reward_model": "none", "sft_done": True,
+               "priority": "cost", "model": write(tmp_path, STARCODER2), "gpus": "1x a100-80gb"}  # fmt: skip
+    path = tmp_path / "answers.json"
+    path.write_text(json.dumps(answers))
+    code, out, err = run_cli(capsys, "recommend", "--answers", str(path), "--json")
+    assert code == 0, err
+    caveats = json.loads(out)["caveats"]
+    assert any("compute check skipped: starcoder2 has no analytic model" in c for c in caveats)

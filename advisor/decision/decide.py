@@ -140,7 +140,16 @@ def run_compute_checks(
         skipped.append(f"compute check unavailable: the planner could not be imported ({error})")
         return {}
     from advisor.decision.compute_check import check_method
+    from planner.models import resolve_model
 
+    spec = resolve_model(model)
+    if spec.estimate_path == "traced":
+        skipped.append(
+            f"compute check skipped: {spec.model_type} has no analytic model, so each method "
+            "would need a traced step of its own (and ppo, grpo and rloo cannot be traced); "
+            "plan the chosen method with `advisor plan`"
+        )
+        return {}
     return {m: check_method(m, model, gpu, count) for m in CANDIDATES}
 
 
