@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from planner.calibration import calibrated
+from planner.constants import GIB, throughput
 from planner.errors import InputError
 from planner.gpu_counts import GPUS_PER_NODE, MAX_SEARCH_NODES, powers_of_two
 from planner.gpus import resolve_gpu
@@ -35,7 +36,7 @@ from planner.specs import (
     Sharding,
     Tuning,
 )
-from planner.time_model import estimate_time
+from planner.time_model import communication, estimate_time
 
 MICRO_BATCHES = (1, 2, 4, 8, 16, 32)
 
@@ -275,7 +276,78 @@ def search_for(
         if key in seen:
             continue
         seen.add(key)
-        plans.append(estimate_for(spec, gpu, r))
+        plan = estimate_for(spec, gpu, r)
+        plans.append(plan.model_copy(update={"fit_explanation": explain(spec, gpu, r)}))
         if len(plans) == limit:
             break
     return plans
+
+
+SHARDING_NAMES = {
+    Sharding.none: "one GPU",
+    Sharding.ddp: "DDP",
+    Sharding.zero1: "ZeRO-1",
+    Sharding.zero2: "ZeRO-2",
+    Sharding.zero3: "ZeRO-3",
+    Sharding.fsdp: "FSDP",
+}
+
+
+def _gb(value: float) -> str:
+    return f"{value / 1e9:,.1f} GB"
+
+
+def communication_line(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> str:
+    """What a multi-GPU setup sends per step and how long that takes over its link, written
+    so that a user can redo the sum (`planner.time_model.communication`)."""
+    comm = communication(spec, request, gpu)
+    g = request.world_size
+    where = f"{_gpus(g)}" + (f" ({request.nodes} nodes)" if request.nodes > 1 else "")
+    name = SHARDING_NAMES[precision_sharding(request)]
+    if request.offload is not Offload.none:
+        name += f" + offload {request.offload.value}"
+    if comm.weight_bytes:
+        terms = f"{_gb(comm.weight_bytes)} of weights gathered + {_gb(comm.gradient_bytes)} of gradients"
+    else:
+        terms = f"2 × {_gb(comm.gradient_bytes)} of gradients"
+    hidden = throughput("comm_overlap")
+    return (
+        f"{name} on {where}: {g - 1}/{g} × ({terms}) = {_gb(comm.volume_bytes)} per GPU per step "
+        f"of {comm.collectives} over {comm.link} at {comm.bandwidth_gbps:g} GB/s "
+        f"≈ {comm.seconds:.2f} s/step ({hidden:.0%} assumed hidden behind compute)"
+    )
+
+
+def precision_sharding(request: PlanRequest) -> Sharding:
+    """`none` on several GPUs runs as DDP."""
+    if request.sharding is Sharding.none and request.world_size > 1:
+        return Sharding.ddp
+    return request.sharding
+
+
+def explain(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> str | None:
+    """Why this sharding on this many GPUs: its traffic over the interconnect, then each other
+    sharding on the same GPUs and settings, by memory per GPU and step time (None on one GPU)."""
+    if request.world_size == 1:
+        return None
+    chosen = precision_sharding(request)
+    others = []
+    for sharding in (Sharding.ddp, Sharding.zero2, Sharding.zero3, Sharding.fsdp):
+        if sharding is chosen:
+            continue
+        other = request.model_copy(update={"sharding": sharding, "offload": Offload.none})
+        try:
+            breakdown = estimate_memory(spec, other)
+        except InputError:
+            continue
+        breakdown, _ = calibrated(breakdown, gpu.name, other)
+        name = SHARDING_NAMES[sharding]
+        peak = breakdown.peak / GIB
+        if breakdown.peak > gpu.memory_bytes:
+            others.append(f"{name} would not fit ({peak:.1f} GiB > {gpu.memory_gib:.1f})")
+            continue
+        seconds = estimate_time(spec, other, gpu).seconds
+        traffic = communication(spec, other, gpu).volume_bytes
+        others.append(f"{name} fits at {peak:.1f} GiB, {_gb(traffic)}/step, {seconds:.2f} s/step")
+    line = communication_line(spec, gpu, request)
+    return line + ("; against it, " + "; ".join(others) if others else "")

@@ -35,6 +35,9 @@ def _catalogue() -> dict[str, GpuSpec]:
             fp32_tflops=data.get("fp32_tflops", 0.0),
             hbm_gbps=data["hbm_gbps"],
             interconnect_gbps=data["interconnect_gbps"],
+            interconnect=data.get("interconnect", ""),
+            internode_gbps=data.get("internode_gbps"),
+            internode=data.get("internode", ""),
             supports_bf16=data.get("supports_bf16", True),
             aliases=data.get("aliases", []),
         )

@@ -172,6 +172,12 @@ class GpuSpec(BaseModel):
     fp32_tflops: float = 0.0
     hbm_gbps: float = Field(description="memory bandwidth, GB/s")
     interconnect_gbps: float = Field(description="per-GPU intra-node bandwidth, GB/s")
+    interconnect: str = Field(default="", description="the intra-node link (NVLink 4, PCIe Gen4)")
+    internode_gbps: float | None = Field(
+        default=None,
+        description="per-GPU bandwidth between nodes, GB/s; None: profiles/constants.toml's",
+    )
+    internode: str = Field(default="", description="the link between nodes (InfiniBand NDR)")
     supports_bf16: bool = True
     aliases: list[str] = Field(default_factory=list)
 
@@ -532,3 +538,8 @@ class Plan(BaseModel):
     suggestions: list[str] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
     assumptions: list[str] = Field(default_factory=list)
+    fit_explanation: str | None = Field(
+        default=None,
+        description="with --fit: what the sharding costs in communication per step over the "
+        "interconnect, and why it beat the other shardings on as many GPUs",
+    )

@@ -138,26 +138,56 @@ def gathered_weight_bytes(spec: ModelSpec, request: PlanRequest) -> int:
     return parameters.count_params(spec) * compute_bytes(request)
 
 
-def _comm_seconds(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> float:
-    """Collectives per optimizer step: DDP/ZeRO-1/2 all-reduce or reduce-scatter the gradients
-    once (2·(g−1)/g × bytes, ring all-reduce, Patarasuk & Yuan 2009); ZeRO-3 / FSDP also
-    all-gather the weights in forward and backward of every micro-batch (Rajbhandari et al. 2020)."""
+@dataclass
+class Communication:
+    """The collectives of one optimizer step on one GPU, and the link they run over."""
+
+    collectives: str
+    """What is exchanged, e.g. "all-gather + reduce-scatter"."""
+    gradient_bytes: float
+    """Gradient bytes reduced per step (before the ring factor)."""
+    weight_bytes: float
+    """Weight bytes all-gathered per step (before the ring factor), 0 without ZeRO-3 / FSDP."""
+    volume_bytes: float
+    """Bytes each GPU sends per step: the ring factors applied."""
+    link: str
+    bandwidth_gbps: float
+    seconds: float
+
+
+def communication(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> Communication:
+    """Collectives per optimizer step. Gradients: a ring all-reduce sends 2·(g−1)/g × bytes
+    per GPU (Patarasuk & Yuan 2009), as DDP and ZeRO-1/2 (reduce-scatter + all-gather of the
+    updated weights) do once per step; ZeRO-3 / FSDP reduce-scatter them, (g−1)/g × bytes,
+    and all-gather the 16-bit weights in forward and backward of every micro-batch, 2·(g−1)/g
+    × weight bytes: 1.5× DDP's volume at one micro-batch (Rajbhandari et al. 2020, §7).
+    Within a node the ring runs over the GPU's link, across nodes over the slower inter-node
+    link (the GPU profile's `internode_gbps`)."""
     g = world(request)
+    link = gpu.interconnect or "the GPU interconnect"
     if g == 1:
-        return 0.0
+        return Communication("none", 0.0, 0.0, 0.0, link, gpu.interconnect_gbps, 0.0)
     sharding = effective_sharding(request)
     # Gradients are reduced in 16 bits under full tuning, LoRA adapters' in fp32.
     grad_width = HALF_BYTES if request.tuning is Tuning.full else FP32_BYTES
-    grad_bytes = parameters.trainable_params(spec, request) * grad_width
-    ring = 2 * (g - 1) / g
-    volume = grad_bytes * ring
+    grads = parameters.trainable_params(spec, request) * grad_width
+    ring = (g - 1) / g
+    weights = 0.0
     if shards_params(sharding):
-        weights = gathered_weight_bytes(spec, request)
-        volume += 2 * weights * (g - 1) / g * request.grad_accum
+        weights = 2.0 * gathered_weight_bytes(spec, request) * request.grad_accum
+        volume = ring * (grads + weights)
+        collectives = "all-gather + reduce-scatter"
+    else:
+        volume = 2 * ring * grads
+        collectives = "all-reduce"
     bandwidth = gpu.interconnect_gbps
     if request.nodes > 1:  # rings cross the slower inter-node links
-        bandwidth = min(bandwidth, throughput("internode_gbps"))
-    return volume / (bandwidth * 1e9)
+        internode = gpu.internode_gbps or throughput("internode_gbps")
+        if internode < bandwidth:
+            bandwidth, link = internode, gpu.internode or "the inter-node network"
+    return Communication(
+        collectives, grads, weights, volume, link, bandwidth, volume / (bandwidth * 1e9)
+    )
 
 
 def _offload_seconds(spec: ModelSpec, request: PlanRequest) -> float:
@@ -215,7 +245,7 @@ def estimate_time(
             rollout, sync = _vllm_seconds(spec, request, gpu, plan)
             phases["rollout generation (vLLM)"] = rollout
             phases["weight sync to vLLM"] = sync
-    comm = _comm_seconds(spec, request, gpu)
+    comm = communication(spec, request, gpu).seconds
     if comm:
         phases["communication (not overlapped)"] = comm * (1 - throughput("comm_overlap"))
     offload = _offload_seconds(spec, request)

@@ -150,8 +150,10 @@ def test_the_text_says_the_objective_the_range_and_the_runners_up(capsys):
     assert code == 0, err
     assert "ranked by --objective gpus (fewest GPUs, then shortest step time)" in out
     assert "Searched 1–8 GPUs on one node: --num-gpus 8" in out
-    runners = out[out.index("Runners-up:") :].splitlines()[1:]
+    lines = out[out.index("Runners-up:") :].splitlines()[1:]
+    runners = [line for line in lines if line[:3] == "  " + line[2:3] and line[2:3].isdigit()]
     assert len(runners) == 3
+    assert any("would not fit" in line for line in lines)  # each multi-GPU one says why
     assert all("/step on " in line and "× A100-80GB" in line for line in runners)
     assert "micro-batch" in runners[0] and "lora" in runners[0]
     code, out, _ = run_cli(capsys, "plan", "--model", "70b", "--fit")
@@ -240,3 +242,38 @@ def test_fit_names_a_generation_batch_in_broken_groups_not_the_gpu(capsys):
     assert code == 2 and out == ""
     assert "divisible by --num-generations 8" in err and err.count("\n") == 1
     assert "larger GPU" not in err
+
+
+def test_zero3_sends_one_and_a_half_times_ddps_volume():
+    """Rajbhandari et al. 2020 §7: ZeRO-3 all-gathers the weights twice and reduce-scatters
+    the gradients, 3Ψ against DDP's 2Ψ all-reduce (full tuning, one micro-batch)."""
+    from planner.time_model import communication
+
+    spec, gpu = resolve_model("8b"), resolve_gpu("h100-80gb")
+    base = PlanRequest(model="8b", method="sft", tuning="full", num_gpus=8, grad_accum=1)
+    ddp = communication(spec, base.model_copy(update={"sharding": "ddp"}), gpu)
+    zero3 = communication(spec, base.model_copy(update={"sharding": "zero3"}), gpu)
+    assert ddp.volume_bytes == pytest.approx(2 * 7 / 8 * ddp.gradient_bytes)
+    assert zero3.volume_bytes == pytest.approx(1.5 * ddp.volume_bytes)
+    assert (ddp.link, ddp.bandwidth_gbps) == ("NVLink 4", 450)
+
+
+def test_fit_explains_its_sharding_by_traffic_over_the_link_and_memory_of_the_others(capsys):
+    """Across nodes the rings run over the profile's inter-node link (H100: 400 Gb/s NDR
+    InfiniBand per GPU = 50 GB/s); the line gives the sum, and says why the others lost."""
+    plans = fit_json(
+        capsys,
+        *("--method", "sft", "--tuning", "full", "--batch-size", "1", "--seq-len", "1024"),
+        *("--gpu", "h100-80gb", "--num-gpus", "8", "--nodes", "4"),
+    )
+    best = plans[0]
+    assert best["request"]["nodes"] == 4 and best["request"]["sharding"] in ("zero3", "fsdp")
+    line = best["fit_explanation"]
+    assert "31/32 × (282.2 GB of weights gathered + 141.1 GB of gradients) = 410.1 GB" in line
+    assert "over InfiniBand NDR at 50 GB/s ≈ 8.20 s/step" in line
+    assert "ZeRO-2 would not fit" in line and "DDP would not fit" in line
+
+
+def test_one_gpu_plans_have_no_sharding_to_explain(capsys):
+    plans = fit_json(capsys, "--model", "0.5b", "--method", "sft", "--num-gpus", "1")
+    assert all(p["fit_explanation"] is None for p in plans)

@@ -212,6 +212,8 @@ def print_fit(
     console.print(Text(note, style="dim"))
     print_plan(best, console)
     console.print(Text(command_line(best.request), style="cyan"))
+    if best.fit_explanation:
+        console.print(Text("Why this sharding: " + best.fit_explanation, style="dim"))
     if others:
         console.print(_runners_up(others, objective))
 
@@ -243,6 +245,8 @@ def _runners_up(plans: list[Plan], objective: Objective) -> Text:
         text.append(f"\n  {place}. ")
         text.append(ranked, style="bold")
         text.append(" — " + ", ".join(settings))
+        if plan.fit_explanation:
+            text.append("\n     " + plan.fit_explanation, style="dim")
     return text
 
 
