@@ -472,6 +472,31 @@ def test_dry_run_for_a_gpu_picks_its_precision(tiny_model, tmp_path, gpu, bf16, 
     assert spec.accelerate["mixed_precision"] == ("bf16" if bf16 else "fp16")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_deepspeed_zero_stages_train_two_processes_on_cpu(stage, tiny_model, tmp_path):
+    """DeepSpeed on its CPU accelerator with gloo, started by accelerate's launcher from the
+    written files: ZeRO-2 shards the gradients and optimizer states, ZeRO-3 the weights too."""
+    pytest.importorskip(
+        "deepspeed",
+        reason="DeepSpeed is the optional extra alignment-advisor[deepspeed] and is not "
+        "installed here; with it (scripts/setup.sh --dev installs it) these runs train on CPU",
+    )
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")
+    sharded = ["--tuning", "full", "--sharding", stage, "--num-gpus", "2", "--processes", "2"]
+    rc, _, err = _launch(*flags, *sharded)
+    assert rc == 0, err
+    run = _only_run(tmp_path / "runs")
+    _assert_trained_with_key_metrics(run, "dpo")
+    (checkpoint,) = (run / "checkpoints").glob("checkpoint-*")
+    (engine,) = checkpoint.glob("global_step*")  # DeepSpeed's own checkpoint layout
+    partitions = sorted(p.name for p in engine.glob("*optim_states.pt"))
+    assert len(partitions) == 2, partitions  # one optimizer partition per rank
+    config = read_manifest(run).spec.trl_config["deepspeed"]
+    assert config["zero_optimization"]["stage"] == int(stage[-1])
+
+
 def test_multi_node_launch_writes_a_slurm_script_and_trains_nothing_here(tiny_model, tmp_path):
     dataset = write_demo_dataset("dpo", tmp_path / "data")
     flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs")

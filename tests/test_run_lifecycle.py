@@ -138,6 +138,63 @@ def test_two_fsdp2_processes_stop_at_the_same_step_and_resume_together(tiny_mode
     assert {r["world_size"] for r in read_metrics(run) if "loss" in r} == {2}
 
 
+FAKE_SLURM = Path(__file__).parent / "fixtures" / "fake_slurm"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_under_slurm_save_on_the_time_limit_signal_requeue_and_finish(
+    tiny_model, tmp_path
+):
+    """The generated two-node files, run as SLURM runs them (srun and scontrol stand-ins on one
+    machine: each "node" runs command.sh with its SLURM_NODEID against 127.0.0.1). The signal
+    SLURM sends ahead of the time limit (--signal=B:TERM) makes every rank save at one step and
+    the job requeue; the requeued job resumes and finishes at the planned step count."""
+    dataset = write_demo_dataset("dpo", tmp_path / "data")
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
+    rc, out, err = _launch(*flags, "--nodes", "2", "--save-steps", "1000", "--dry-run")
+    assert rc == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    assert "--signal=B:TERM@" in (run / "slurm.sbatch").read_text()
+    log = tmp_path / "slurm.log"
+    env = os.environ | {
+        "PATH": f"{FAKE_SLURM}{os.pathsep}{os.environ['PATH']}",
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NODELIST": "node[0-1]",
+        "SLURM_NNODES": "2",
+        "MASTER_PORT": str(_free_port()),
+        "FAKE_SLURM_LOG": str(log),
+    }
+    job = subprocess.Popen(
+        ["bash", str(run / "slurm.sbatch")], env=env, cwd=tmp_path, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _wait_for_step(tmp_path / "runs", 2, job)
+    assert len(_trainers(run)) == 2
+    job.send_signal(signal.SIGTERM)  # what SLURM sends the batch shell ahead of the limit
+    out, err = job.communicate(timeout=180)
+    assert job.returncode == 0, err
+    assert "every node saves a checkpoint" in out
+    assert log.read_text() == "requeue 4242\n"
+    _assert_stopped_with_a_checkpoint(run, 40)
+    assert not _trainers(run)
+    requeued = subprocess.run(
+        ["bash", str(run / "slurm.sbatch")], env=env | {"SLURM_RESTART_COUNT": "1"},
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert requeued.returncode == 0, requeued.stderr
+    assert read_progress(run)["state"] == "done"
+    assert _logged_steps(run) == list(range(1, 41))
+    assert {r["world_size"] for r in read_metrics(run) if "loss" in r} == {2}
+
+
 def test_the_wizards_stop_saves_a_checkpoint(tiny_model, tmp_path, monkeypatch):
     """^x in the wizard stops the run it launched in its own process with a checkpoint (the
     resume of a stopped run is the signal tests')."""
