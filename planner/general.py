@@ -26,6 +26,7 @@ from typing import Any
 
 from planner.errors import InputError
 from planner.memory import MemoryBreakdown, runtime_overhead_bytes, world
+from planner.precision import load_dtype
 from planner.specs import COMPONENTS, ModelSpec, Offload, Optimizer, PlanRequest, Sharding, Tuning
 
 UNPLANNABLE_KEYS = ("quantization_config", "auto_map")
@@ -34,6 +35,8 @@ unquantized architecture (as the trace does), and remote code is never run."""
 
 EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 """Config keys that hold a mixture-of-experts model's expert count, as transformers names them."""
+TOP_K_KEYS = ("num_experts_per_tok", "num_experts_per_token", "moe_topk", "moe_top_k", "top_k")
+"""Config keys that hold how many experts each token runs through."""
 
 
 def causal_lm_class(model_type: str) -> str | None:
@@ -214,16 +217,22 @@ def general_spec(
     max_positions = read("max_position_embeddings", 2048, "the config names no context length")
     # After the sizes are checked against the planner's ceilings: the build takes time per layer.
     counted = count_on_meta(config, where)
-    experts = next((getattr(hf, k) for k in EXPERT_KEYS if getattr(hf, k, None)), None)
-    if counted.routed_experts or experts:
-        raise InputError(
-            f"{where}: {model_type} is a mixture-of-experts model without an analytic model in "
-            "the planner, and its expert routing cannot be traced on fake tensors "
-            "(data-dependent shapes); it cannot be planned yet"
-        )
     tied = getattr(hf, "tie_word_embeddings", None)
     act = getattr(hf, "hidden_act", None) or getattr(hf, "hidden_activation", None)
     notes = list(notes)
+    active = None
+    if counted.routed_experts:
+        active = active_params(hf, counted)
+        if active == counted.params:
+            notes.append(
+                "mixture of experts: the config names no expert count or experts per token, so "
+                "time assumes every expert runs for every token"
+            )
+        else:
+            notes.append(
+                f"mixture of experts: memory holds every expert (traced); time counts the "
+                f"{active:,} of {counted.params:,} parameters a token runs through"
+            )
     if assumed:
         notes.append("read from the config for the time model, assumed: " + "; ".join(assumed))
     return ModelSpec(
@@ -243,8 +252,21 @@ def general_spec(
         params=counted.params,
         hf_config=config,
         estimate_path="traced",
+        active_params=active,
         notes=notes,
     )
+
+
+def active_params(hf: Any, counted: Counted) -> int:
+    """Parameters a token runs through: total − routed experts × (E − k)/E, only the top-k of E
+    routed experts running per token (Shazeer et al. 2017); shared experts, routers and dense
+    layers run whole. The total when the config does not say E and k."""
+    experts = next((getattr(hf, k) for k in EXPERT_KEYS if getattr(hf, k, None)), None)
+    top_k = next((getattr(hf, k) for k in TOP_K_KEYS if getattr(hf, k, None)), None)
+    if not isinstance(experts, int) or not isinstance(top_k, int) or not 0 < top_k <= experts:
+        return counted.params
+    idle = counted.routed_experts * (experts - top_k) // experts
+    return counted.params - idle
 
 
 # --------------------------------------------------------------------------- the traced memory
@@ -272,6 +294,12 @@ def traced_path_problem(spec: ModelSpec, request: PlanRequest) -> str | None:
         return f"{why} on one unsharded GPU; --sharding {request.sharding.value} cannot be traced"
     if request.offload is not Offload.none:
         return f"{why}, which does not model CPU offload: drop --offload"
+    if spec.active_params is not None and load_dtype(request) != "bfloat16":
+        # torch's grouped_mm (transformers 5.24's default experts) takes bf16 only.
+        return (
+            f"{why}, and its experts run as torch grouped_mm, which takes bf16 weights only: "
+            "plan --precision bf16-true, or LoRA over a bf16 base"
+        )
     return None
 
 

@@ -187,7 +187,10 @@ def active_mlp_width(spec: ModelSpec) -> int:
 
 def active_params(spec: ModelSpec) -> int:
     """active per token: total − (sparse layers)·(E − top-k)·(one expert) for MoE (only the
-    top-k experts run; the router and the dense layers run whole); total if dense."""
+    top-k experts run; the router and the dense layers run whole); total if dense. A
+    general-path spec carries the count made on the real model class (planner.general)."""
+    if spec.estimate_path == "traced":
+        return spec.active_params if spec.active_params is not None else spec.params
     if not spec.is_moe:
         return count_params(spec)
     idle = spec.num_experts - spec.num_experts_per_tok

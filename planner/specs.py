@@ -149,6 +149,11 @@ class ModelSpec(BaseModel):
         description="analytic (an architecture record: formulas) or traced (the general path: "
         "params counted on the real model class, memory from a traced step)",
     )
+    active_params: int | None = Field(
+        default=None,
+        description="general path, mixture of experts: parameters a token runs through, "
+        "counted on the real model class; None: from the architecture's layout",
+    )
     notes: list[str] = Field(
         default_factory=list,
         description="what planning this model left out or assumed (a vision tower, config values)",
