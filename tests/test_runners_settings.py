@@ -428,3 +428,27 @@ def test_a_plan_that_picks_a_zero_stage_says_deepspeed_is_missing(monkeypatch):
     ]
     monkeypatch.setattr(planner.plan, "deepspeed_installed", lambda: True)
     assert not [w for w in estimate(request).warnings if "DeepSpeed" in w]
+
+
+def test_command_sh_takes_its_node_rank_and_rendezvous_from_the_environment(tmp_path):
+    """MACHINE_RANK, else SLURM_NODEID, else 0; MASTER_ADDR / MASTER_PORT, else what the launch
+    wrote: the lines of command.sh that decide them, run by bash."""
+    request = PlanRequest(model="llama-3-8b", nodes=2, num_gpus=8, sharding="fsdp")
+    spec = build_run_spec(request, model_path="/m", dataset="/d.jsonl", output_dir="checkpoints")
+    write_run_folder(tmp_path, spec, request)
+    lines = (tmp_path / "command.sh").read_text().splitlines()
+    chosen = [line for line in lines if line.startswith(("node_rank=", "master_", "# Every"))]
+    script = "\n".join([*chosen, 'echo "$node_rank $master_addr $master_port"'])
+
+    def decided(**env: str) -> list[str]:
+        done = subprocess.run(
+            ["bash", "-c", script], env={"PATH": "/usr/bin:/bin", **env},
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return done.stdout.split()
+
+    host = spec.accelerate["main_process_ip"]
+    assert decided() == ["0", host, "29500"]
+    assert decided(SLURM_NODEID="3") == ["3", host, "29500"]
+    rendezvous = {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "6000"}
+    assert decided(SLURM_NODEID="3", MACHINE_RANK="1", **rendezvous) == ["1", "10.0.0.1", "6000"]
