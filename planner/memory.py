@@ -140,6 +140,28 @@ def frozen_model_bytes_per_param(request: PlanRequest) -> float:
     return HALF_BYTES if precision.load_dtype(request) != "float32" else FP32_BYTES
 
 
+def fsdp_gathered_bytes(spec: ModelSpec, request: PlanRequest) -> float:
+    """The most 16-bit gathered bytes live at once under FSDP2 as accelerate wraps it (a unit per
+    decoder layer, the input embedding, and [final norm, lm_head] kept gathered after forward).
+    Full tuning, traced (planner.trace.sharded): in backward a unit holds its gathered
+    parameters, their unsharded gradients and the reduce-scatter input while the next unit is
+    prefetched, 3·layer + max(layer, embedding); at the start of backward the output head holds
+    its parameters, a gathered copy and its reduce-scatter input, 3·(lm_head + norm), or tied to
+    the embedding, 2·(embedding + norm) + a layer. LoRA: the unit in use plus the one prefetched
+    (no gradients of the base), 2 × the largest module."""
+    w = compute_bytes(request)
+    if request.tuning is not Tuning.full:
+        return 2 * parameters.largest_layer_params(spec) * w
+    layer = parameters.decoder_layer_params(spec)
+    embedding = parameters.embedding_params(spec)
+    norm = parameters.final_norm_params(spec)
+    if spec.tie_word_embeddings:
+        head = 2 * (embedding + norm) + layer
+    else:
+        head = 3 * (parameters.lm_head_params(spec) + norm)
+    return max(head, 3 * layer + max(layer, embedding)) * w
+
+
 def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
     """Weights, gradients and optimizer states of the trained policy on one GPU.
 
@@ -171,8 +193,7 @@ def model_states(spec: ModelSpec, request: PlanRequest) -> ModelStates:
         largest = parameters.largest_layer_params(spec)
         states.gathered = deepspeed.gathered_params(request, largest) * compute_bytes(request)
     elif sharding is Sharding.fsdp:
-        layer = parameters.largest_layer_params(spec) * compute_bytes(request)
-        states.gathered = 2 * layer  # the unit in use plus the one prefetched
+        states.gathered = fsdp_gathered_bytes(spec, request)
     states.buckets = deepspeed.bucket_bytes(request)
     states.step_transient = deepspeed.step_gradient_bytes(
         request, parameters.trainable_params(spec, request)
@@ -285,10 +306,16 @@ def autocast_weight_copies(spec: ModelSpec, request: PlanRequest, lp: Loop) -> t
     """(one decoder layer's, the output head's) 16-bit weight casts kept for backward when fp32
     weights run under autocast: each linear saves the cast it multiplied by (2 bytes per
     weight). With recomputation a layer's casts live only while it is recomputed. A sequence
-    classifier's score head is a single row per label (negligible)."""
+    classifier's score head is a single row per label (negligible). MoE experts run as
+    grouped_mm, which autocast leaves alone (no casts of them; only the router's), and a
+    Qwen3-MoE dense layer's MLP casts its own (the mean over layers)."""
     if not precision.autocast_over_fp32(request):
         return 0.0, 0.0
-    layer = sum(n_in * n_out for _, n_in, n_out in parameters.linear_shapes(spec))
+    shapes = parameters.linear_shapes(spec)
+    layer = sum(n_in * n_out for name, n_in, n_out in shapes if ".experts." not in name)
+    if spec.is_moe:
+        dense_mlp = 3 * spec.hidden_size * spec.intermediate_size
+        layer += mean_over_layers(spec, 0.0, dense_mlp)
     # SFT's chunked loss multiplies by the fp32 lm_head itself, outside autocast's casts.
     no_cast = lp.sequence_classifier or lp.method is Method.sft
     head = 0.0 if no_cast else float(HALF_BYTES) * spec.vocab_size * spec.hidden_size

@@ -630,3 +630,38 @@ def test_alias_claimed_by_two_profiles_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVISOR_PROFILES", str(tmp_path))
     with pytest.raises(InputError, match="the name 'same' is also claimed by profile 'one'"):
         resolve_model("one")
+
+
+# --- what a MoE plan says it assumes --------------------------------------------------------
+
+
+def _notes(profile: str, **request) -> str:
+    from planner.memory import estimate_memory
+
+    return " | ".join(estimate_memory(resolve_model(profile), PlanRequest(**request)).notes)
+
+
+def test_moe_plans_state_the_router_loss_the_checkpoint_and_the_attention_they_assume():
+    dpo = _notes("gpt-oss-20b", method="dpo", tuning="lora", lora_targets="all-linear")
+    assert "router auxiliary loss on" in dpo and "router_aux_loss_coef=0.001" in dpo
+    assert "MXFP4" in dpo and "dequantized to bf16" in dpo
+    assert "planned with eager attention" in dpo
+    assert "will not run" not in dpo  # GPT-OSS's all-linear adapts the attention alone
+    orpo = _notes("qwen3-30b-a3b", method="orpo", tuning="full", precision="bf16-true")
+    assert "router auxiliary loss off" in orpo and "will not run" not in orpo
+    assert "MXFP4" not in orpo and "eager" not in orpo
+    assert "all 128 experts of each of the 48 sparse layers" in orpo
+    assert "no sdpa" not in _notes("qwen3-30b-a3b", method="dpo", attention="eager")
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "says"),
+    [
+        ({"method": "sft", "tuning": "full", "precision": "bf16-mixed"}, "grouped_mm, which takes bf16 only"),
+        ({"method": "dpo", "tuning": "lora", "lora_targets": "all-linear"}, "refuses lora_dropout != 0"),
+    ],
+)  # fmt: skip
+def test_moe_plans_say_when_transformers_or_peft_would_refuse_the_run(request_fields, says):
+    assert "will not run as planned" in _notes("qwen3-30b-a3b", **request_fields)
+    assert says in _notes("qwen3-30b-a3b", **request_fields)
+    assert "will not run" not in _notes("llama-3.1-8b", **request_fields)
