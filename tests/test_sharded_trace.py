@@ -16,18 +16,19 @@ from planner.memory import model_states
 from planner.models import resolve_model, spec_from_config
 from planner.specs import ModelSpec, PlanRequest
 from planner.trace.sharded import deepspeed_estimate, trace_deepspeed, trace_fsdp
-from tests.tiny_architectures import LLAMA_TINY
+from tests.tiny_architectures import LLAMA_TINY, QWEN2_TINY
 
 TOLERANCE = 0.05
 
 
-def tiny() -> ModelSpec:
-    return spec_from_config(LLAMA_TINY, "llama-tiny", "tests")
+def tiny(architecture: str = "llama") -> ModelSpec:
+    config = {"llama": LLAMA_TINY, "qwen2": QWEN2_TINY}[architecture]
+    return spec_from_config(config, f"{architecture}-tiny", "tests")
 
 
 @functools.cache
-def traced_tiny(world: int, depths: tuple[int, ...] | None = None):
-    return trace_fsdp(tiny(), fsdp_request("llama-tiny", world), depths=depths)
+def traced_tiny(world: int, depths: tuple[int, ...] | None = None, architecture: str = "llama"):
+    return trace_fsdp(tiny(architecture), fsdp_request("tiny", world), depths=depths)
 
 
 def fsdp_request(model: str, world: int, nodes: int = 1) -> PlanRequest:
@@ -46,24 +47,29 @@ def close(ours: float, theirs: float) -> bool:
     return abs(ours - theirs) <= TOLERANCE * theirs
 
 
-@pytest.mark.parametrize("world", [2, 4])
-def test_fsdp_states_per_rank_match_the_traced_fully_shard(world):
-    spec = tiny()
-    traced = traced_tiny(world)
+@pytest.mark.parametrize(("architecture", "world"), [("llama", 2), ("qwen2", 4)])
+def test_fsdp_states_per_rank_match_the_traced_fully_shard(architecture, world):
+    """Llama-style (untied head) on 2 ranks, Qwen2-style (tied embeddings) on 4: the sharded
+    states and the most gathered 16-bit buffers live at once."""
+    spec = tiny(architecture)
+    traced = traced_tiny(world, architecture=architecture)
     assert traced.traced_layers == [spec.num_layers]
-    ours = planner_states(spec, fsdp_request("llama-tiny", world))
+    request = fsdp_request("tiny", world)
+    ours = planner_states(spec, request)
     assert close(ours, traced.model_states), (ours, traced)
     # fp32 shards of parameters and gradients, two fp32 AdamW moments: 4 + 4 + 8 bytes / G.
     assert close(traced.sharded_params, 4 * parameters.count_params(spec) / world)
-    assert traced.gathered > 0
+    assert close(model_states(spec, request).gathered, traced.gathered), traced
 
 
 def test_fsdp_states_are_a_line_in_the_layer_count():
-    """Deep models are traced at two depths: the line through them meets the whole model."""
+    """Deep models are traced at two depths: the line through them meets the whole model,
+    and the planner's states on 4 ranks."""
     spec = tiny()
-    line = traced_tiny(4, (1, 2))
+    line, whole = traced_tiny(4, (1, 2)), traced_tiny(4)
     assert "traced at 1 and 2 layers" in line.line
-    assert abs(line.model_states - traced_tiny(4).model_states) <= 64 * spec.num_layers  # padding
+    assert abs(line.model_states - whole.model_states) <= 64 * spec.num_layers  # padding only
+    assert close(planner_states(spec, fsdp_request("tiny", 4)), whole.model_states)
 
 
 @pytest.mark.slow
