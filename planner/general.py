@@ -158,6 +158,8 @@ class Counted:
     params: int
     routed_experts: int
     """Parameters inside modules named `experts` (a mixture-of-experts model's routed experts)."""
+    tied: bool = False
+    """The lm_head shares the input embedding's weight."""
 
 
 @lru_cache(maxsize=16)
@@ -181,7 +183,9 @@ def _count_on_meta(config_json: str, where: str) -> Counted:
         for name, module in model.named_modules()
         if name.rsplit(".", 1)[-1] == "experts"
     )
-    return Counted(params=params, routed_experts=routed)
+    head, embedding = model.get_output_embeddings(), model.get_input_embeddings()
+    tied = head is not None and embedding is not None and head.weight is embedding.weight
+    return Counted(params=params, routed_experts=routed, tied=tied)
 
 
 def count_on_meta(config: dict[str, Any], where: str) -> Counted:
@@ -217,7 +221,6 @@ def general_spec(
     max_positions = read("max_position_embeddings", 2048, "the config names no context length")
     # After the sizes are checked against the planner's ceilings: the build takes time per layer.
     counted = count_on_meta(config, where)
-    tied = getattr(hf, "tie_word_embeddings", None)
     act = getattr(hf, "hidden_act", None) or getattr(hf, "hidden_activation", None)
     notes = list(notes)
     active = None
@@ -247,7 +250,7 @@ def general_spec(
         intermediate_size=intermediate,
         vocab_size=vocab,
         max_position_embeddings=max_positions,
-        tie_word_embeddings=bool(tied),
+        tie_word_embeddings=counted.tied,
         hidden_act=act if isinstance(act, str) else "unknown",
         params=counted.params,
         hf_config=config,
