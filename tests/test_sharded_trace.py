@@ -80,9 +80,9 @@ def test_zero_states_per_rank_match_a_traced_deepspeed_run(sharding, world):
     ZeRO-3 here, where DeepSpeed's estimator (18P/G) falls between the two (16P/G resident,
     22P/G at the step); ZeRO-2 traces the same way (2P + 14P/G and 2P + 20P/G at G = 2)."""
     pytest.importorskip("deepspeed", reason="the ZeRO trace runs the optional DeepSpeed extra")
-    spec = spec_from_config({**LLAMA_TINY, "num_hidden_layers": 2}, "llama-tiny-2", "tests")
+    spec = spec_from_config({**LLAMA_TINY, "num_hidden_layers": 1}, "llama-tiny-1", "tests")
     request = PlanRequest(
-        model="llama-tiny-2", method="sft", tuning="full", num_gpus=world, sharding=sharding
+        model="llama-tiny-1", method="sft", tuning="full", num_gpus=world, sharding=sharding
     )
     traced = trace_deepspeed(spec, request)
     states = model_states(spec, request)
