@@ -354,6 +354,11 @@ def traced_memory(spec: ModelSpec, request: PlanRequest) -> TracedMemory:
         raise InputError(
             f"{spec.model_type} has no analytic model and its step could not be traced: {reason}"
         ) from None
+    except Exception as exc:  # any architecture transformers knows may fail its own way
+        raise InputError(
+            f"{spec.model_type} has no analytic model and its step could not be traced on fake "
+            f"tensors ({type(exc).__name__}: {_first(exc)})"
+        ) from None
     top = trace.max_bytes
     buckets = 0.0
     notes = list(trace.notes)

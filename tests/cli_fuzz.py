@@ -459,6 +459,11 @@ ALLOWED_NULL = {
     "precision.autocast",
     # set only when the model was given as a size shorthand such as 7b
     "model.representative_of",
+    # seconds of the traced step: only on the general path (estimate_path "traced")
+    "model.trace_seconds",
+    # the vLLM engine's plan and settings: only with --generation vllm-colocate / vllm-server,
+    # TRL's defaults when not given; --fit's sharding explanation: null on one GPU
+    "generation", "request.vllm_memory", "request.vllm_server_gpus", "fit_explanation",
     # no --samples / --dataset: no run length (DESIGN.md: total_hours is null then)
     "time.total_hours", "time.total_steps", "time.samples",
     # no measured run to learn from
