@@ -192,6 +192,7 @@ def test_general_path_suggests_only_what_it_can_plan():
     assert traced_suggestions(["it fits with 9% headroom; for more room:", FIT_SUGGESTION]) == []
 
 
+@pytest.mark.slow
 def test_the_general_path_agrees_with_the_analytic_path_where_both_run():
     """Qwen2 (tied embeddings, q/k/v biases) with LoRA, planned both ways: the same counts
     (peft's adapters on the real model against the formula) and time, and tensor peaks within
