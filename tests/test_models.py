@@ -184,6 +184,18 @@ def test_moe_profiles_total_and_active_counts_round_to_their_model_cards(profile
     assert round(counted / 1e9, second_digits) == second
 
 
+@pytest.mark.parametrize("profile", ["qwen3-30b-a3b", "gpt-oss-20b", "mixtral-8x7b"])
+def test_moe_time_counts_the_active_experts_and_memory_all_of_them(profile):
+    from planner.memory import base_weight_bytes
+    from planner.time_model import matmul_params
+
+    spec = resolve_model(profile)
+    request = PlanRequest(tuning="full", precision="bf16-true")
+    embedding = parameters.embedding_params(spec)
+    assert matmul_params(spec) == parameters.active_params(spec) - embedding < spec.params / 3
+    assert base_weight_bytes(spec, request) == 2 * spec.params
+
+
 @pytest.mark.parametrize(
     ("label", "config", "sparse_layers"),
     [
