@@ -364,11 +364,7 @@ def mlp_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
     mean over its layers of the sparse layers' `moe_block_bytes_per_token` and the dense
     layers' 4·I·w (Qwen3-MoE's `mlp_only_layers`)."""
     if spec.is_moe:
-        return mean_over_layers(
-            spec,
-            moe_block_bytes_per_token(spec, request, frozen=False),
-            dense_mlp_bytes(spec, request),
-        )
+        return mean_over_layers(spec, *moe_mlp_kinds_bytes(spec, request))
     if not architecture(spec.model_type).gated_mlp:
         return plain_mlp_tensors(spec) * spec.intermediate_size * compute_bytes(request)
     return dense_mlp_bytes(spec, request)
@@ -377,6 +373,25 @@ def mlp_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
 def dense_mlp_bytes(spec: ModelSpec, request: PlanRequest) -> float:
     """A dense gated MLP's saved tensors per token: gate, act(gate), up and their product, 4·I·w."""
     return 4 * spec.intermediate_size * compute_bytes(request)
+
+
+def moe_mlp_kinds_bytes(spec: ModelSpec, request: PlanRequest) -> tuple[float, float]:
+    """(a sparse layer's, a dense layer's) MLP saved tensors per token: trained, or with the
+    base frozen (LoRA: the experts frozen, the dense MLP without down_proj's input)."""
+    dense = dense_mlp_bytes(spec, request)
+    if request.tuning is Tuning.full:
+        return moe_block_bytes_per_token(spec, request, frozen=False), dense
+    frozen_dense = dense - spec.intermediate_size * compute_bytes(request)
+    return moe_block_bytes_per_token(spec, request, frozen=True), frozen_dense
+
+
+def largest_layer_extra_bytes_per_token(spec: ModelSpec, request: PlanRequest) -> float:
+    """How much more than the mean layer the largest layer saves per token: 0 where every
+    layer is alike; for a MoE model with dense layers, the larger MLP kind less the mean."""
+    if not spec.is_moe or parameters.moe_layer_count(spec) == spec.num_layers:
+        return 0.0
+    sparse, dense = moe_mlp_kinds_bytes(spec, request)
+    return max(sparse, dense) - mean_over_layers(spec, sparse, dense)
 
 
 def mean_over_layers(spec: ModelSpec, sparse: float, dense: float) -> float:
@@ -488,9 +503,7 @@ def lora_layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest,
     # What full tuning's MLP keeps, less down_proj's (fc2's) input; frozen experts keep
     # neither their gathered input nor down's.
     if spec.is_moe:
-        dense = dense_mlp_bytes(spec, request) - spec.intermediate_size * w
-        sparse = moe_block_bytes_per_token(spec, request, frozen=True)
-        mlp = mean_over_layers(spec, sparse, dense)
+        mlp = mean_over_layers(spec, *moe_mlp_kinds_bytes(spec, request))
     else:
         mlp = mlp_bytes_per_token(spec, request) - parameters.active_mlp_width(spec) * w
     mlp += residual_dropout_bytes_per_token(spec, request)
@@ -663,7 +676,8 @@ def decoder_saved_bytes(
     per_layer = layer_activation_bytes_per_token(spec, request, seq)
     if request.grad_checkpointing:
         saved = tokens * (spec.num_layers * checkpointed_layer_bytes_per_token(spec, request))
-        recompute = tokens * per_layer
+        # The recomputed layer at the high point is the largest kind (Qwen3-MoE's dense layers).
+        recompute = tokens * (per_layer + largest_layer_extra_bytes_per_token(spec, request))
     else:
         saved = tokens * spec.num_layers * per_layer
         recompute = 0.0

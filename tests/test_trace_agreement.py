@@ -251,12 +251,13 @@ ONE_ROW_CHECKS = [
     ("sft", "gemma3_text", 1024, True),
     ("dpo+lora", "gemma3_text", 256, False),
     # MoE (grouped_mm experts in bf16, router softmax and indices, the router aux loss that
-    # TRL's SFT/DPO/KTO add): Mixtral; Qwen3-MoE with a dense layer and q/k norms; GPT-OSS
+    # TRL's SFT/DPO add): Mixtral; Qwen3-MoE with q/k norms and a dense layer, the largest one
+    # recomputed at the checkpointed peak; GPT-OSS
     # with sinks under eager attention (asked for sdpa: it has none), biased clamped-SwiGLU
     # experts, and LoRA whose "all-linear" adapts the attention alone.
     ("sft", "mixtral", 1024, True),
     ("dpo", "qwen3_moe", 1024, False),
-    ("kto", "qwen3_moe", 256, True),
+    ("sft", "qwen3_moe", 1024, True),
     ("sft", "gpt_oss", 256, False),
     ("dpo+lora", "gpt_oss", 256, True),
 ]
