@@ -43,6 +43,11 @@ What a traced step assumes (each also appears in ``TraceResult.notes``):
   is materialised as for a padded batch (fake tensors cannot tell it is all ones; real batches
   are padded), so sdpa keeps a B x 1 x S x S mask per layer for backward. KTO batches are half
   desirable, half undesirable.
+- Mixture-of-experts layers run transformers 5.24's default ``grouped_mm`` experts (static
+  shapes: every token's k (token, expert) pairs sorted by expert, so fake tensors can run them;
+  bf16 weights only, as torch's grouped_mm takes no other dtype on a GPU either), and the
+  policy's forwards return the router's auxiliary loss where TRL 1.12 adds it
+  (``planner.memory.ROUTER_AUX_LOSS_METHODS``, × its ``router_aux_loss_coef``).
 - Where CUDA differs from CPU in what it allocates, the CUDA behaviour is emulated: dropout
   keeps a bool mask (fused kernel); logsumexp allocates ``self - max`` inside the op.
 
