@@ -97,7 +97,7 @@ def test_simpo_is_credited_where_the_reference_model_is_the_constraint():
             risk="low",
             reward_model="none",
             priority="cost",
-            model="8b",
+            model="qwen2.5-7b",
             gpus="4x a100-40gb",
         )
     )

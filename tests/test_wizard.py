@@ -433,7 +433,7 @@ def test_detect_gpu_answers_none_without_a_driver(monkeypatch):
     ("argv", "message"),
     [
         (["--answers", "no-such-file.yaml"], "answers file no-such-file.yaml: no such file"),
-        (["wizard", "--answers", str(SCENARIOS / "../gpus/h200.toml")], "expected a mapping"),
+        (["wizard", "--answers", str(SCENARIOS / "../../requirements.lock")], "expected a mapping"),
     ],
 )
 def test_a_bad_answers_file_stops_before_the_screen_changes(argv, message, capsys):
