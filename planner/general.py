@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from planner.config_fields import positive_int
 from planner.errors import InputError
 from planner.memory import MemoryBreakdown, runtime_overhead_bytes, world
 from planner.precision import load_dtype
@@ -198,7 +199,6 @@ def general_spec(
 ) -> ModelSpec:
     """A spec for a causal LM without an analytic model: the exact count from the real model
     class on the meta device; the figures the time model reads, from the transformers config."""
-    from planner.models import _positive_int
 
     model_type = config["model_type"]
     hf = transformers_config(config, where)
@@ -209,7 +209,7 @@ def general_spec(
         if value is None and fallback is not None and why:
             assumed.append(f"{field} {fallback:,} ({why})")
         values = {} if value is None else {field: value}
-        return _positive_int(values, field, where, fallback)
+        return positive_int(values, field, where, fallback)
 
     hidden = read("hidden_size")
     layers = read("num_hidden_layers")
