@@ -450,20 +450,27 @@ def _run_deepspeed(spec: ModelSpec, config: dict[str, Any], steps: int) -> tuple
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     ids = torch.randint(0, config_object.vocab_size, (1, TRACE_TOKENS))
     tracker = Tracker()
-    with tracker:
-        engine, *_ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=config, dist_init_required=False
-        )
-        for _ in range(steps):
-            loss = engine(input_ids=ids, labels=ids).loss
-            engine.backward(loss)
-            del loss
-            tracker.in_step = True
-            tracker.step_high = 0
-            engine.step()
-            tracker.in_step = False
-            tracker.reset_mod_stats()
-        resident = tracker.states()
+    # ZeRO-3 swaps torch.nn.functional.linear for its own, "until manually reset"
+    # (deepspeed/runtime/zero/partition_parameters.py): put torch's back, or every later trace
+    # in this process saves what DeepSpeed's linear saves.
+    linear = torch.nn.functional.linear
+    try:
+        with tracker:
+            engine, *_ = deepspeed.initialize(
+                model=model, optimizer=optimizer, config=config, dist_init_required=False
+            )
+            for _ in range(steps):
+                loss = engine(input_ids=ids, labels=ids).loss
+                engine.backward(loss)
+                del loss
+                tracker.in_step = True
+                tracker.step_high = 0
+                engine.step()
+                tracker.in_step = False
+                tracker.reset_mod_stats()
+            resident = tracker.states()
+    finally:
+        torch.nn.functional.linear = linear
     return resident, tracker.step_high
 
 
