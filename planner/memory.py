@@ -21,7 +21,7 @@ from planner.architectures import architecture
 from planner.constants import FP32_BYTES, GIB, HALF_BYTES, runtime
 from planner.errors import InputError
 from planner.methods import Loop, loop, sequence_tokens
-from planner.recipes import recipe
+from planner.recipes import lora_dropout, recipe
 from planner.specs import (
     Attention,
     LoraTargets,
@@ -511,8 +511,10 @@ def lora_layer_activation_bytes_per_token(spec: ModelSpec, request: PlanRequest,
     adapters = 0.0
     inputs_seen: set[int] = set()
     # The runners' lora_dropout is live only in SFT (TRL's other trainers disable dropout):
-    # each adapter then keeps a bool mask of its input (CUDA's fused dropout).
-    dropout_mask = 1 if request.method is Method.sft else 0
+    # each adapter then keeps a bool mask of its input (CUDA's fused dropout). None where the
+    # run's dropout is 0 (a MoE's "all-linear" adapters: planner.recipes.lora_dropout).
+    dropout_on = lora_dropout(spec.model_type, spec.is_moe, request.lora_targets) > 0
+    dropout_mask = 1 if request.method is Method.sft and dropout_on else 0
     for _, n_in in adapted_linear_inputs(spec, request):
         adapters += FP32_BYTES * request.lora_rank + dropout_mask * n_in
         if w == FP32_BYTES and n_in in inputs_seen:
@@ -971,9 +973,8 @@ def architecture_notes(spec: ModelSpec, request: PlanRequest) -> list[str]:
             and traits.lora_adapts_experts
         ):
             notes.append(
-                "will not run as planned: peft 0.21 adapts the stacked expert weights under "
-                '"all-linear" with a ParamWrapper, which refuses lora_dropout != 0 (the runs '
-                "here use 0.05); use --lora-targets attention"
+                'LoRA dropout 0: peft 0.21 adapts the stacked expert weights under "all-linear" '
+                "with a ParamWrapper, which refuses any other dropout (the run is written so)"
             )
     return notes
 

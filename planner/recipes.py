@@ -24,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from planner.architectures import SUPPORTED_TYPES, architecture
 from planner.constants import learning_rate
 from planner.data_rules import (
     CPO_RULE,
@@ -35,13 +36,23 @@ from planner.data_rules import (
     SFT_RULE,
     LengthRule,
 )
-from planner.specs import Generation, Method, PlanRequest, Tuning
+from planner.specs import Generation, LoraTargets, Method, PlanRequest, Tuning
 from planner.trl_defaults import NUM_GENERATIONS, VLLM_METHODS
 
 LORA_ALPHA_PER_RANK = 2
 """LoRA alpha = 2 × rank: the scaling alpha/r = 2 that TRL's and peft's examples use."""
 LORA_DROPOUT = 0.05
 """LoRA dropout; live only in SFT (every other trainer here sets disable_dropout=True)."""
+
+
+def lora_dropout(model_type: str, is_moe: bool, targets: LoraTargets) -> float:
+    """The LoRA dropout a run is written with: LORA_DROPOUT, or 0 where peft 0.21 adapts a
+    mixture of experts' stacked expert weights ("all-linear"): it wraps them in a ParamWrapper,
+    which refuses any other dropout (peft/tuners/lora/layer.py)."""
+    adapts_experts = model_type in SUPPORTED_TYPES and architecture(model_type).lora_adapts_experts
+    if is_moe and targets is LoraTargets.all_linear and adapts_experts:
+        return 0.0
+    return LORA_DROPOUT
 
 
 class StartingValue(BaseModel):

@@ -28,7 +28,7 @@ from planner.precision import (
     precision_plan,
     runnable_precision,
 )
-from planner.recipes import LORA_ALPHA_PER_RANK, LORA_DROPOUT, RECIPES, StartingValue, recipe
+from planner.recipes import LORA_ALPHA_PER_RANK, RECIPES, StartingValue, lora_dropout, recipe
 from planner.specs import (
     Generation,
     Method,
@@ -325,7 +325,7 @@ def peft_fields(request: PlanRequest) -> dict[str, Any] | None:
     return {
         "r": request.lora_rank,
         "lora_alpha": LORA_ALPHA_PER_RANK * request.lora_rank,
-        "lora_dropout": LORA_DROPOUT,
+        "lora_dropout": lora_dropout(spec.model_type, spec.is_moe, request.lora_targets),
         "target_modules": lora_target_modules(spec, request.lora_targets.value),
         "task_type": "SEQ_CLS" if request.method is Method.reward else "CAUSAL_LM",
     }

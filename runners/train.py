@@ -506,7 +506,23 @@ def _model_kwargs(spec: RunSpec) -> dict:
             if key in quant:
                 quant[key] = getattr(torch, quant[key])
         kwargs["quantization_config"] = BitsAndBytesConfig(**quant)
+    elif _checkpoint_quantization(spec.model) == "mxfp4":
+        # gpt-oss ships its experts in MXFP4, which transformers keeps (untrainable) where triton
+        # and `kernels` are installed: load them dequantized to bf16, as the plan assumes.
+        from transformers import Mxfp4Config
+
+        kwargs["quantization_config"] = Mxfp4Config(dequantize=True)
     return kwargs
+
+
+def _checkpoint_quantization(model: str) -> str | None:
+    """The quant_method of the model folder's config.json, or None."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    quant = config.get("quantization_config") if isinstance(config, dict) else None
+    return quant.get("quant_method") if isinstance(quant, dict) else None
 
 
 def causal_lm(spec: RunSpec, path: str | None = None):

@@ -675,10 +675,30 @@ def test_moe_plans_state_the_router_loss_the_checkpoint_and_the_attention_they_a
     ("request_fields", "says"),
     [
         ({"method": "sft", "tuning": "full", "precision": "bf16-mixed"}, "grouped_mm, which takes bf16 only"),
-        ({"method": "dpo", "tuning": "lora", "lora_targets": "all-linear"}, "refuses lora_dropout != 0"),
     ],
 )  # fmt: skip
 def test_moe_plans_say_when_transformers_or_peft_would_refuse_the_run(request_fields, says):
     assert "will not run as planned" in _notes("qwen3-30b-a3b", **request_fields)
     assert says in _notes("qwen3-30b-a3b", **request_fields)
     assert "will not run" not in _notes("llama-3.1-8b", **request_fields)
+
+
+def test_moe_all_linear_lora_is_written_with_the_dropout_peft_accepts(tmp_path):
+    """peft 0.21 wraps a MoE's stacked expert weights in a ParamWrapper that refuses any LoRA
+    dropout but 0: the run is written with 0 there (and the plan says so), 0.05 elsewhere."""
+    from runners.settings import peft_fields
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(ARCHITECTURE_CONFIGS["qwen3_moe"]))
+    moe = PlanRequest(model=str(config), method="dpo", tuning="lora", lora_targets="all-linear")
+    fields = peft_fields(moe)
+    assert fields["lora_dropout"] == 0.0
+    notes = _notes("qwen3-30b-a3b", method="dpo", tuning="lora", lora_targets="all-linear")
+    assert "LoRA dropout 0" in notes and "will not run" not in notes
+    assert peft_fields(moe.model_copy(update={"model": "llama-3.1-8b"}))["lora_dropout"] == 0.05
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(
+            CONFIG_MAPPING["qwen3_moe"](**ARCHITECTURE_CONFIGS["qwen3_moe"])
+        )
+    adapted = get_peft_model(model, LoraConfig(**fields))
+    assert any("experts" in name for name, _ in adapted.named_parameters() if "lora_" in name)

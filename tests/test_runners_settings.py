@@ -452,3 +452,19 @@ def test_command_sh_takes_its_node_rank_and_rendezvous_from_the_environment(tmp_
     assert decided(SLURM_NODEID="3") == ["3", host, "29500"]
     rendezvous = {"MASTER_ADDR": "10.0.0.1", "MASTER_PORT": "6000"}
     assert decided(SLURM_NODEID="3", MACHINE_RANK="1", **rendezvous) == ["1", "10.0.0.1", "6000"]
+
+
+def test_an_mxfp4_checkpoint_loads_with_its_experts_dequantized(tmp_path):
+    """gpt-oss checkpoints store their experts in MXFP4, which cannot train: the run loads them
+    dequantized to bf16, as the plan assumes."""
+    from runners.train import _model_kwargs
+
+    folder = tmp_path / "gpt-oss"
+    folder.mkdir()
+    config = {"model_type": "gpt_oss", "quantization_config": {"quant_method": "mxfp4"}}
+    (folder / "config.json").write_text(json.dumps(config))
+    request = PlanRequest(model="gpt-oss-20b", tuning="lora", lora_targets="attention")
+    spec = build_run_spec(request, model_path=str(folder), dataset="/d.jsonl", output_dir="ck")
+    assert _model_kwargs(spec)["quantization_config"].dequantize is True
+    plain = spec.model_copy(update={"model": str(tmp_path)})  # no config.json: no quantization
+    assert "quantization_config" not in _model_kwargs(plain)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from planner import precision
-from planner.architectures import architecture
+from planner.architectures import SUPPORTED_TYPES, architecture
 from planner.errors import InputError
 from planner.memory import (
     ADAMW_OPTIM,
@@ -20,7 +20,7 @@ from planner.memory import (
 from planner.methods import Loop, loop
 from planner.parameters import lora_modules
 from planner.precision import load_dtype
-from planner.recipes import LORA_ALPHA_PER_RANK, LORA_DROPOUT, recipe
+from planner.recipes import LORA_ALPHA_PER_RANK, LORA_DROPOUT, lora_dropout, recipe
 from planner.specs import Attention, Method, Optimizer, PlanRequest, Sharding, Tuning
 
 ADAMW_IMPLEMENTATION = ADAMW_OPTIM
@@ -255,7 +255,7 @@ def _apply_lora(request: PlanRequest, hf_config: dict[str, Any], model: Any, fak
     config = LoraConfig(
         r=request.lora_rank,
         lora_alpha=LORA_ALPHA_PER_RANK * request.lora_rank,
-        lora_dropout=LORA_DROPOUT,
+        lora_dropout=_lora_dropout(request, hf_config),
         target_modules=_lora_targets(request, hf_config),
         task_type="SEQ_CLS" if request.method is Method.reward else "CAUSAL_LM",
     )
@@ -272,6 +272,17 @@ def _apply_lora(request: PlanRequest, hf_config: dict[str, Any], model: Any, fak
     if fake_mode is not None:
         _adopt_foreign_tensors(model, fake_mode)
     return model
+
+
+def _lora_dropout(request: PlanRequest, hf_config: dict[str, Any]) -> float:
+    """The runners' LoRA dropout (planner.recipes.lora_dropout); LORA_DROPOUT is this module's
+    name for it, so a test can set it."""
+    model_type = hf_config.get("model_type", "")
+    traits = architecture(model_type) if model_type in SUPPORTED_TYPES else None
+    is_moe = traits is not None and traits.experts_key is not None
+    if lora_dropout(model_type, is_moe, request.lora_targets) == 0.0:
+        return 0.0
+    return LORA_DROPOUT
 
 
 def _lora_targets(request: PlanRequest, hf_config: dict[str, Any]) -> Any:
