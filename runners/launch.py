@@ -299,6 +299,29 @@ def check_runnable_here(spec: RunSpec) -> None:
         problem = tracker_problem(tracker)
         if problem:
             raise InputError(problem)
+    problem = experts_problem(spec)
+    if problem:
+        raise InputError(problem)
+
+
+def experts_problem(spec: RunSpec) -> str | None:
+    """Why a mixture of experts cannot train as written, in one line: transformers 5.24 runs
+    its experts with torch's grouped_mm, which takes bf16 weights only (planner.memory
+    experts_need_bf16, which the plan notes too), and a CPU run holds fp32."""
+    from planner.memory import experts_need_bf16
+    from planner.models import resolve_model
+
+    try:
+        model = resolve_model(spec.request.model)
+    except InputError:
+        return None  # the general path's own checks refuse what it cannot run
+    if not experts_need_bf16(model, spec.request):
+        return None
+    where = "on CPU, which trains in fp32" if spec.device == "cpu" else "with fp32 weights"
+    return (
+        f"{model.name}'s experts run as torch grouped_mm, which takes bf16 weights only, and "
+        f"this run would hold them {where}: launch on a GPU with --precision bf16-true"
+    )
 
 
 def preflight(request: PlanRequest, console):

@@ -468,3 +468,34 @@ def test_an_mxfp4_checkpoint_loads_with_its_experts_dequantized(tmp_path):
     assert _model_kwargs(spec)["quantization_config"].dequantize is True
     plain = spec.model_copy(update={"model": str(tmp_path)})  # no config.json: no quantization
     assert "quantization_config" not in _model_kwargs(plain)
+
+
+def test_a_mixture_of_experts_that_would_meet_grouped_mm_in_fp32_is_refused_at_launch(tmp_path):
+    from runners.launch import experts_problem
+    from tests.tiny_architectures import ARCHITECTURE_CONFIGS
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(ARCHITECTURE_CONFIGS["qwen3_moe"]))
+    request = PlanRequest(model=str(config), method="sft", tuning="full")
+    on_cpu = build_run_spec(
+        request, model_path=str(config), dataset="/d.jsonl", output_dir="ck", device="cpu"
+    )
+    assert "grouped_mm" in experts_problem(on_cpu) and "on CPU" in experts_problem(on_cpu)
+    mixed = build_run_spec(request, model_path=str(config), dataset="/d.jsonl", output_dir="ck")
+    assert "fp32 weights" in experts_problem(mixed)  # bf16-mixed loads fp32 master weights
+    true = PlanRequest(model=str(config), method="sft", tuning="full", precision="bf16-true")
+    assert (
+        experts_problem(
+            build_run_spec(true, model_path=str(config), dataset="/d.jsonl", output_dir="ck")
+        )
+        is None
+    )
+    dense = PlanRequest(model="llama-3.1-8b", method="sft", tuning="full")
+    assert (
+        experts_problem(
+            build_run_spec(
+                dense, model_path="/m", dataset="/d.jsonl", output_dir="ck", device="cpu"
+            )
+        )
+        is None
+    )
