@@ -108,6 +108,9 @@ class ArchitectureTraits:
     mapping of the v4 expert names onto the stacked parameters: Mixtral, Qwen3-MoE) and then
     leaves the dense layers' MLPs out; False: peft has no mapping for the model type and
     "all-linear" adapts the attention alone (GPT-OSS: experts and router are no nn.Linear)."""
+    sequence_classifier: bool = True
+    """transformers 5.24 has a `<Model>ForSequenceClassification` for it, which a reward model,
+    and PPO's value model, are built as (AutoModelForSequenceClassification); False: Granite."""
     attention_bias_default: bool = False
     """The config class's default for `attention_bias` (GptOssConfig: True)."""
     attention_softcapping: bool = False
@@ -214,7 +217,12 @@ ARCHITECTURES: dict[str, ArchitectureTraits] = {
             "phi3", max_position_embeddings=4096, attention_bias="none", fused_projections=True
         ),
         # Llama with scalar multipliers (embedding, residual, attention, logits): no new tensors.
-        ArchitectureTraits("granite", max_position_embeddings=2048, mlp_bias_from_config=True),
+        ArchitectureTraits(
+            "granite",
+            max_position_embeddings=2048,
+            mlp_bias_from_config=True,
+            sequence_classifier=False,
+        ),
         ArchitectureTraits(
             "olmo2",
             max_position_embeddings=2048,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from planner import parameters
+from planner.architectures import SUPPORTED_TYPES, architecture
 from planner.calibration import calibrated
 from planner.constants import GIB, suggestion
 from planner.errors import InputError
@@ -20,6 +21,7 @@ from planner.specs import (
     GpuSpec,
     GpuSummary,
     MemoryEstimate,
+    Method,
     ModelSpec,
     ModelSummary,
     Offload,
@@ -65,12 +67,26 @@ def check_request(spec: ModelSpec, gpu: GpuSpec, request: PlanRequest) -> list[s
         )
     if request.sharding in (Sharding.zero3, Sharding.fsdp) and request.world_size == 1:
         warnings.append(f"--sharding {request.sharding.value} on one GPU shards nothing")
+    scores = request.method in (Method.reward, Method.ppo)
+    if scores and not sequence_classifier(spec.model_type):
+        what = "a reward model" if request.method is Method.reward else "PPO's value model"
+        raise InputError(
+            f"{spec.name}: transformers has no sequence-classification class for "
+            f"{spec.model_type}, which {what} is built as; pick another method "
+            "(dpo, kto, orpo, simpo, grpo with a reward function)"
+        )
     if request.sharding.value.startswith("zero") and not deepspeed_installed():
         warnings.append(
             f"--sharding {request.sharding.value} runs under DeepSpeed, which is not installed "
             "here: pip install 'alignment-advisor[deepspeed]' before launching (or --sharding fsdp)"
         )
     return warnings
+
+
+def sequence_classifier(model_type: str) -> bool:
+    """Whether a reward or value model can be built on this architecture (its trait record;
+    the general path's own checks cover the rest)."""
+    return model_type not in SUPPORTED_TYPES or architecture(model_type).sequence_classifier
 
 
 def deepspeed_installed() -> bool:

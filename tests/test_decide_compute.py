@@ -151,3 +151,13 @@ def test_an_unknown_gpu_is_the_users_error():
 def test_an_unknown_model_is_the_users_error():
     with pytest.raises(InputError):
         decide(answers(model="not-a-model-anywhere", gpus="1x a100-80gb"))
+
+
+def test_a_method_the_model_cannot_run_is_said_so_and_the_rest_are_still_ranked():
+    """Granite has no sequence-classification class, so no PPO value model: the PPO check says
+    why, and the recommendation goes on with the methods it can run."""
+    check = check_method(Method.ppo, "granite-3.1-8b-instruct", "h100-80gb", 8)
+    assert not check.fits and check.tried == []
+    assert "cannot run here" in check.summary and "sequence-classification" in check.summary
+    recommendation = decide(answers(model="granite-3.1-8b-instruct", gpus="8x h100-80gb"))
+    assert recommendation.method is not Method.ppo

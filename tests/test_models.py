@@ -702,3 +702,21 @@ def test_moe_all_linear_lora_is_written_with_the_dropout_peft_accepts(tmp_path):
         )
     adapted = get_peft_model(model, LoraConfig(**fields))
     assert any("experts" in name for name, _ in adapted.named_parameters() if "lora_" in name)
+
+
+def test_sequence_classifier_traits_match_transformers():
+    """A reward model and PPO's value model are built with AutoModelForSequenceClassification:
+    the trait says which architectures transformers has that class for, and a plan that needs
+    one on an architecture without it is refused in one line."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES as CLASSIFIERS,
+    )
+
+    from planner.plan import estimate
+
+    for model_type, traits in ARCHITECTURES.items():
+        assert traits.sequence_classifier is (model_type in CLASSIFIERS), model_type
+    for method in ("reward", "ppo"):
+        with pytest.raises(InputError, match="no sequence-classification class for granite"):
+            estimate(PlanRequest(model="granite-3.1-8b-instruct", method=method))
+    assert estimate(PlanRequest(model="granite-3.1-8b-instruct", method="dpo")).fits is not None

@@ -86,16 +86,6 @@ def _try(plan: Plan, count: int) -> FitTry:
     )
 
 
-def _quiet_estimate(request: PlanRequest) -> Plan | None:
-    """An estimate, or None where the planner rejects this combination of settings."""
-    from planner.plan import estimate
-
-    try:
-        return estimate(request)
-    except InputError:
-        return None
-
-
 def describe_change(plan: Plan, default: PlanRequest) -> str:
     """A fitting plan from the planner's search, as what differs from the default setup."""
     req = plan.request
@@ -130,16 +120,21 @@ def best_fit(request: PlanRequest) -> str | None:
 def check_method(method: Method, model: str, gpu: str, count: int) -> ComputeCheck:
     """Estimate a method's default setups on `count` GPUs, best first, and what would fit."""
     from planner.gpus import resolve_gpu
+    from planner.models import resolve_model
     from planner.plan import estimate
 
     gpu_name = resolve_gpu(gpu).name
+    resolve_model(model)  # an unknown model is the answers' error, not this method's
     tried: list[FitTry] = []
     setup: Tuning | None = None
+    refused: str | None = None
     for tuning in TUNING_LADDER:
         request = default_request(method, tuning, model, gpu, count)
-        # The first estimate raises for an unknown model; later ones may reject a combination.
-        plan = estimate(request) if not tried else _quiet_estimate(request)
-        if plan is None:
+        # The planner may reject a method on this model (no reward-model class) or a setup.
+        try:
+            plan = estimate(request)
+        except InputError as error:
+            refused = refused or str(error)
             continue
         tried.append(_try(plan, count))
         if plan.fits:
@@ -151,10 +146,13 @@ def check_method(method: Method, model: str, gpu: str, count: int) -> ComputeChe
     if setup is None:
         wanted.append(Tuning.lora)
     would_take: list[str] = []
-    for tuning in wanted:
+    for tuning in wanted if tried else []:
         best = best_fit(default_request(method, tuning, model, gpu, count))
         if best and best not in would_take:
             would_take.append(best)
+    summary = _summary(method, gpu_name, count, tried, setup)
+    if not tried and refused:
+        summary = f"{label(method)} cannot run here: {refused}"
 
     return ComputeCheck(
         method=method,
@@ -165,7 +163,7 @@ def check_method(method: Method, model: str, gpu: str, count: int) -> ComputeChe
         setup=setup,
         tried=tried,
         would_take=would_take,
-        summary=_summary(method, gpu_name, count, tried, setup),
+        summary=summary,
     )
 
 
