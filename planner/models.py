@@ -212,7 +212,10 @@ def spec_from_config(
         attention_bias, out_bias = True, False
     elif traits.attention_bias == "none":
         attention_bias = out_bias = False
+    elif traits.attention_bias == "all":  # PhiAttention: always biased
+        attention_bias = out_bias = True
     mlp_bias = traits.mlp_bias_from_config and bool(config.get("mlp_bias") or False)
+    mlp_bias = mlp_bias or not traits.gated_mlp  # PhiMLP's fc1 and fc2: always biased
 
     tied = config.get("tie_word_embeddings")
     spec = ModelSpec(
