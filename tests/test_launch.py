@@ -51,7 +51,11 @@ def _assert_trained_with_key_metrics(run: Path, method: str) -> None:
     assert json.loads((run / "validation.json").read_text())["steps"] >= 2
 
 
-TRAINED_ELSEWHERE = {Method.dpo: "the --demo test", Method.grpo: "the GRPO rewards test"}
+TRAINED_ELSEWHERE = {
+    Method.dpo: "the --demo test",
+    Method.grpo: "the GRPO rewards test",
+    Method.ppo: "the Ctrl-C test, which checks PPO's key metrics before it stops the run",
+}
 """Methods whose two-step run another launch test makes (and checks the same way)."""
 
 
@@ -275,6 +279,8 @@ def test_ctrl_c_saves_a_checkpoint_and_stops_cleanly(method, tiny_model, tmp_pat
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "--resume" in err
+    logged = set().union(*read_metrics(progress.parent))
+    assert set(KEY_METRICS[Method(method)]) <= logged  # PPO's own metrics were logged
     checkpoints = list((progress.parent / "checkpoints").glob("checkpoint-*"))
     assert len(checkpoints) == 1
     state = json.loads((checkpoints[0] / "trainer_state.json").read_text())

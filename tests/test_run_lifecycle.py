@@ -96,20 +96,20 @@ def test_ctrl_c_to_advisor_launch_saves_and_a_copy_of_the_run_resumes(tiny_model
 
     dataset = tmp_path / "data" / "pairs"
     datasets.Dataset.from_list(demo_rows("dpo")).save_to_disk(dataset)
-    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=16)
     process = _start([*flags, "--save-steps", "1000"])
     run = _wait_for_step(tmp_path / "runs", 2, process)
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert f"advisor launch --resume {run}" in err
-    step = _assert_stopped_with_a_checkpoint(run, 40)
+    step = _assert_stopped_with_a_checkpoint(run, 16)
     assert list(dataset.glob("cache-*.arrow"))  # written into the dataset's folder
     # A stopped run copied elsewhere (another disk, another machine) resumes into the copy
     # and leaves the original as it was.
     copy = tmp_path / "elsewhere" / run.name
     shutil.copytree(run, copy)
-    _resume_to_the_end(copy, 40)
+    _resume_to_the_end(copy, 16)
     assert (copy / "final").is_dir()
     original = sorted(p.name for p in (run / "checkpoints").glob("checkpoint-*"))
     assert original == [f"checkpoint-{step}"] and not (run / "final").exists()
@@ -120,7 +120,7 @@ def test_two_fsdp2_processes_stop_at_the_same_step_and_resume_together(tiny_mode
     (accelerate's launcher, fully_shard over gloo on CPU): every rank saves the sharded state
     at the same step, and the run resumes in place from it."""
     dataset = write_demo_dataset("dpo", tmp_path / "data")
-    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=20)
     sharded = ["--tuning", "full", "--sharding", "fsdp", "--num-gpus", "2"]
     process = _start([*flags, *sharded, "--save-steps", "1000", "--processes", "2"])
     run = _wait_for_step(tmp_path / "runs", 2, process)
@@ -130,11 +130,11 @@ def test_two_fsdp2_processes_stop_at_the_same_step_and_resume_together(tiny_mode
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
-    _assert_stopped_with_a_checkpoint(run, 40)
+    _assert_stopped_with_a_checkpoint(run, 20)
     assert not _trainers(run)
     (checkpoint,) = (run / "checkpoints").glob("checkpoint-*")
     assert (checkpoint / "pytorch_model_fsdp.bin").is_file()  # accelerate's FSDP save
-    _resume_to_the_end(run, 40)
+    _resume_to_the_end(run, 20)
     assert {r["world_size"] for r in read_metrics(run) if "loss" in r} == {2}
 
 
@@ -158,7 +158,7 @@ def test_two_nodes_under_slurm_save_on_the_time_limit_signal_requeue_and_finish(
     SLURM sends ahead of the time limit (--signal=B:TERM) makes every rank save at one step and
     the job requeue; the requeued job resumes and finishes at the planned step count."""
     dataset = write_demo_dataset("dpo", tmp_path / "data")
-    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=40)
+    flags = _flags(tiny_model, dataset, "dpo", tmp_path / "runs", steps=20)
     rc, out, err = _launch(*flags, "--nodes", "2", "--save-steps", "1000", "--dry-run")
     assert rc == 0, err
     run = Path(out.strip().splitlines()[-1])
@@ -183,7 +183,7 @@ def test_two_nodes_under_slurm_save_on_the_time_limit_signal_requeue_and_finish(
     assert job.returncode == 0, err
     assert "every node saves a checkpoint" in out
     assert log.read_text() == "requeue 4242\n"
-    _assert_stopped_with_a_checkpoint(run, 40)
+    _assert_stopped_with_a_checkpoint(run, 20)
     assert not _trainers(run)
     requeued = subprocess.run(
         ["bash", str(run / "slurm.sbatch")], env=env | {"SLURM_RESTART_COUNT": "1"},
@@ -191,7 +191,7 @@ def test_two_nodes_under_slurm_save_on_the_time_limit_signal_requeue_and_finish(
     )  # fmt: skip
     assert requeued.returncode == 0, requeued.stderr
     assert read_progress(run)["state"] == "done"
-    assert _logged_steps(run) == list(range(1, 41))
+    assert _logged_steps(run) == list(range(1, 21))
     assert {r["world_size"] for r in read_metrics(run) if "loss" in r} == {2}
 
 
