@@ -180,14 +180,22 @@ def communication(spec: ModelSpec, request: PlanRequest, gpu: GpuSpec) -> Commun
     else:
         volume = 2 * ring * grads
         collectives = "all-reduce"
-    bandwidth = gpu.interconnect_gbps
-    if request.nodes > 1:  # rings cross the slower inter-node links
-        internode = gpu.internode_gbps or throughput("internode_gbps")
-        if internode < bandwidth:
-            bandwidth, link = internode, gpu.internode or "the inter-node network"
+    link, bandwidth = collective_link(gpu, request.nodes)
     return Communication(
         collectives, grads, weights, volume, link, bandwidth, volume / (bandwidth * 1e9)
     )
+
+
+def collective_link(gpu: GpuSpec, nodes: int) -> tuple[str, float]:
+    """The link a run's collectives cross and its GB/s per GPU: the GPU's interconnect within
+    a node; across nodes the rings run over the slower inter-node link (the GPU profile's
+    `internode_gbps`, else profiles/constants.toml's)."""
+    link, bandwidth = gpu.interconnect or "the GPU interconnect", gpu.interconnect_gbps
+    if nodes > 1:
+        internode = gpu.internode_gbps or throughput("internode_gbps")
+        if internode < bandwidth:
+            bandwidth, link = internode, gpu.internode or "the inter-node network"
+    return link, bandwidth
 
 
 def _offload_seconds(spec: ModelSpec, request: PlanRequest) -> float:

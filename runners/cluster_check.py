@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from planner.constants import GIB, constants, throughput
+from planner.constants import GIB, constants
 from planner.errors import InputError
 
 LIBRARIES = ("transformers", "trl", "accelerate", "peft", "deepspeed", "datasets", "tokenizers")
@@ -171,18 +171,10 @@ def bus_bandwidth_gbps(nbytes: int, seconds: float, ranks: int) -> tuple[float, 
     return algbw, algbw * 2 * (ranks - 1) / ranks
 
 
-def collective_gbps(interconnect_gbps: float, nodes: int) -> float:
-    """The bus bandwidth the plan's time model assumes for collectives: the GPU profile's
-    interconnect, or profiles/constants.toml's internode_gbps when rings cross nodes
-    (planner/time_model.py `_comm_seconds`)."""
-    if nodes > 1:
-        return min(interconnect_gbps, throughput("internode_gbps"))
-    return interconnect_gbps
-
-
 def expectations(manifest) -> Expectations:
     """The figures a run folder's manifest sets for the check."""
     from planner.gpus import resolve_gpu
+    from planner.time_model import collective_link
 
     spec, plan = manifest.spec, manifest.plan
     per_node = max(1, spec.num_processes // max(1, spec.nodes))
@@ -190,7 +182,8 @@ def expectations(manifest) -> Expectations:
     gpu_name = plan.gpu.name if plan is not None else None
     if spec.device == "cuda" and gpu_name is not None and spec.num_processes > 1:
         try:
-            expected = collective_gbps(resolve_gpu(gpu_name).interconnect_gbps, spec.nodes)
+            # The bandwidth the plan's time model assumes (planner.time_model, one rule).
+            expected = collective_link(resolve_gpu(gpu_name), spec.nodes)[1]
         except InputError:  # a GPU planned by its memory alone has no profile
             expected = None
     return Expectations(

@@ -425,3 +425,27 @@ def _console():
     from rich.console import Console
 
     return Console(record=True, width=120, file=io.StringIO())
+
+
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_the_expected_bandwidth_is_the_one_the_plan_times_collectives_with(nodes):
+    """One rule (planner.time_model.collective_link): the GPU's link within a node, the
+    profile's inter-node link across nodes."""
+    from types import SimpleNamespace
+
+    from planner.gpus import resolve_gpu
+    from planner.models import resolve_model
+    from planner.plan import estimate
+    from planner.specs import PlanRequest
+    from planner.time_model import communication
+    from runners.cluster_check import expectations
+    from runners.settings import build_run_spec
+
+    request = PlanRequest(
+        model="llama-3-8b", gpu="h100-80gb", num_gpus=8, nodes=nodes, sharding="fsdp"
+    )
+    spec = build_run_spec(request, model_path="/m", dataset="/d.jsonl", output_dir="ck")
+    expected = expectations(SimpleNamespace(spec=spec, plan=estimate(request)))
+    planned = communication(resolve_model("llama-3-8b"), request, resolve_gpu("h100-80gb"))
+    assert expected.expected_busbw_gbps == planned.bandwidth_gbps
+    assert (planned.bandwidth_gbps == 50.0) is (nodes == 2)  # H100 profile: NDR 400 Gb/s
