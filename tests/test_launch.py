@@ -646,28 +646,6 @@ def test_the_trainer_itself_refuses_a_fresh_start_over_a_finished_run(tiny_model
     assert not (run / "checkpoints").exists()
 
 
-@pytest.mark.slow
-def test_trl_own_cli_trains_from_the_written_yaml(tiny_model, tmp_path):
-    """Users can leave this tool at any time: `trl dpo --config trl_dpo.yaml`, run in the run
-    folder as command.sh says, trains into that folder's checkpoints."""
-    import os
-    import subprocess
-    import sys
-
-    run = _dry_run(tiny_model, tmp_path)
-    trl = Path(sys.executable).with_name("trl")
-    env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [str(trl), "dpo", "--config", "trl_dpo.yaml"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=run,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert (run / "checkpoints" / "checkpoint-2").is_dir()
-
-
 def test_a_dry_run_never_imports_trl(tiny_model, tmp_path):
     """Generating settings stays fast: trl's config classes alone cost ~10 s (FACTS "TRL")."""
     import subprocess

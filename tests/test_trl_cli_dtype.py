@@ -1,7 +1,8 @@
 """`trl <method> --config trl_<method>.yaml`, from a run folder written for a GPU, loads the
-weights in the dtype the plan states: the real TRL CLI runs one step on CPU with only what CPU
-needs overridden (never `dtype`), and tests/dtype_probe/sitecustomize.py records the dtypes of
-the model its Trainer was built with."""
+weights in the dtype the plan states: the real TRL CLI runs one step on CPU in the run folder
+with only what CPU needs overridden (never `dtype`), trains into the folder's checkpoints, and
+tests/dtype_probe/sitecustomize.py records the dtypes of the model its Trainer was built with.
+(Users can leave this tool at any time: this is the run they would start.)"""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ from runners.tiny import write_demo_dataset
 
 PROBE = Path(__file__).parent / "dtype_probe"
 CPU_ONLY = {
-    "use_cpu": True, "bf16": False, "fp16": False, "max_steps": 1,
-    "save_strategy": "no", "report_to": "none",
+    "use_cpu": True, "bf16": False, "fp16": False, "max_steps": 1, "save_steps": 1,
+    "report_to": "none",
 }  # fmt: skip
 
 
@@ -44,8 +45,8 @@ def _dry_run_for_a100(model: Path, method: str, tuning: str, tmp: Path, *extra: 
 def _trl_cli_on_cpu(run: Path, method: str, tmp: Path) -> dict[str, list[str]]:
     config = yaml.safe_load((run / f"trl_{method}.yaml").read_text(encoding="utf-8"))
     config.pop("deepspeed", None)
-    config.update(CPU_ONLY, output_dir=str(tmp / "trl-out"))
-    cpu_yaml = tmp / f"cpu_{method}.yaml"
+    config.update(CPU_ONLY)  # output_dir stays as written: the run folder's checkpoints
+    cpu_yaml = run / f"cpu_{method}.yaml"
     cpu_yaml.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     probe = tmp / "dtypes.json"
     path = os.pathsep.join(filter(None, [str(PROBE), os.environ.get("PYTHONPATH")]))
@@ -55,10 +56,12 @@ def _trl_cli_on_cpu(run: Path, method: str, tmp: Path) -> dict[str, list[str]]:
         WANDB_DISABLED="true", TOKENIZERS_PARALLELISM="false",
     )  # fmt: skip
     done = subprocess.run(
-        [sys.executable, "-m", "trl.cli.main", method, "--config", str(cpu_yaml)],
-        cwd=tmp, env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "trl.cli.main", method, "--config", cpu_yaml.name],
+        cwd=run, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Run in the run folder, as command.sh says, TRL's CLI trains into its checkpoints.
+    assert (run / "checkpoints" / "checkpoint-1").is_dir()
     return json.loads(probe.read_text(encoding="utf-8"))
 
 
