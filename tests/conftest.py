@@ -10,9 +10,16 @@ from runners.tiny import ensure_model
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """A random-weight Llama and a locally trained tokenizer, built once (no download)."""
-    return ensure_model(tmp_path_factory.getbasetemp() / "tiny-llama")
+def tiny_model(tmp_path_factory, worker_id) -> Path:
+    """A random-weight Llama and a locally trained tokenizer, built once per test session (no
+    download): pytest-xdist's workers share the session's temporary root and take turns."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # the session's folder, above each worker's own
+    with FileLock(str(root / "tiny-llama.lock")):
+        return ensure_model(root / "tiny-llama")
 
 
 @pytest.fixture(autouse=True, scope="session")
