@@ -29,6 +29,14 @@ SUB_GROUP_SIZE = 1_000_000_000
 optimizer over sub-groups of at most this many elements of a rank's partition."""
 
 
+def deepspeed_installed() -> bool:
+    """Whether the deepspeed package (the optional extra) is importable here: looked up, never
+    imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is not None
+
+
 def zero_stage(request: PlanRequest) -> int | None:
     sharding = effective_sharding(request)
     return int(sharding.value[-1]) if is_deepspeed(sharding) else None

@@ -8,6 +8,7 @@ from planner import parameters
 from planner.architectures import SUPPORTED_TYPES, architecture
 from planner.calibration import calibrated
 from planner.constants import GIB, suggestion
+from planner.deepspeed import deepspeed_installed
 from planner.errors import InputError
 from planner.gpus import resolve_gpu
 from planner.memory import MemoryBreakdown, estimate_memory
@@ -87,13 +88,6 @@ def sequence_classifier(model_type: str) -> bool:
     """Whether a reward or value model can be built on this architecture (its trait record;
     the general path's own checks cover the rest)."""
     return model_type not in SUPPORTED_TYPES or architecture(model_type).sequence_classifier
-
-
-def deepspeed_installed() -> bool:
-    """Whether the deepspeed package is importable here (looked up, never imported)."""
-    import importlib.util
-
-    return importlib.util.find_spec("deepspeed") is not None
 
 
 def normalised(request: PlanRequest, gpu: GpuSpec) -> PlanRequest:

@@ -273,8 +273,8 @@ def default_save_steps(plan: Plan, max_steps: int | None) -> int | None:
 def check_runnable_here(spec: RunSpec) -> None:
     """Refuse launches that need what this machine lacks, or that would import a user's file
     in place of a library, before anything starts."""
-    import importlib.util
 
+    from planner.deepspeed import deepspeed_installed
     from runners.monitor import shadowed_libraries
     from runners.settings import deepspeed_problem, tracker_problem, vllm_problem
 
@@ -284,9 +284,7 @@ def check_runnable_here(spec: RunSpec) -> None:
             f"{shadowed[0]} in the working folder would be imported in place of the library "
             "of that name by the training process; rename it or launch from another folder"
         )
-    if spec.accelerate.get("distributed_type") == "DEEPSPEED" and not importlib.util.find_spec(
-        "deepspeed"
-    ):
+    if spec.accelerate.get("distributed_type") == "DEEPSPEED" and not deepspeed_installed():
         raise InputError(
             "DeepSpeed sharding needs the deepspeed package: "
             "pip install 'alignment-advisor[deepspeed]' (or --sharding fsdp / ddp)"

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from planner.dataset_file import LOADERS, file_format
-from planner.deepspeed import deepspeed_config, zero_stage
+from planner.deepspeed import deepspeed_config, deepspeed_installed, zero_stage
 from planner.errors import InputError
 from planner.memory import ADAMW_OPTIM
 from planner.parameters import lora_target_modules
@@ -444,7 +444,7 @@ def deepspeed_problem(spec: RunSpec) -> str | None:
     """What DeepSpeed's own config class (`deepspeed.runtime.config.DeepSpeedConfig`) refuses in
     the run's DeepSpeed config, in one line; None when it accepts it or DeepSpeed is absent."""
     resolved = resolved_deepspeed(spec)
-    if resolved is None or importlib.util.find_spec("deepspeed") is None:
+    if resolved is None or not deepspeed_installed():
         return None
     import logging
 

@@ -278,8 +278,7 @@ def _lora_dropout(request: PlanRequest, hf_config: dict[str, Any]) -> float:
     """The runners' LoRA dropout (planner.recipes.lora_dropout); LORA_DROPOUT is this module's
     name for it, so a test can set it."""
     model_type = hf_config.get("model_type", "")
-    traits = architecture(model_type) if model_type in SUPPORTED_TYPES else None
-    is_moe = traits is not None and traits.experts_key is not None
+    is_moe = model_type in SUPPORTED_TYPES and architecture(model_type).is_moe
     if lora_dropout(model_type, is_moe, request.lora_targets) == 0.0:
         return 0.0
     return LORA_DROPOUT
